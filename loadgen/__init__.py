@@ -1,0 +1,1 @@
+"""echobench's load generator (see loadgen/run.py)."""

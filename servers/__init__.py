@@ -1,0 +1,1 @@
+"""echobench's interchangeable echo servers: one module per model, one registry (``servers.registry``)."""

@@ -1,0 +1,126 @@
+"""``python -m servers MODEL [--host H] [--port P] [--workers N] [--inner MODEL]``.
+
+Prints one line, the bound ``host:port``, on stdout once the server accepts
+connections; everything else goes to stderr. SIGINT/SIGTERM stop it with
+exit code 0. Bad input is one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import net, registry
+from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    names = list(registry.MODELS)
+    p = _OneLineParser(
+        prog="python -m servers",
+        description="Run one echobench echo server model.",
+        epilog="Models: " + ", ".join(names) + ". See --list.",
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL", help="server model (see --list)")
+    p.add_argument("--list", action="store_true", help="list the models, one a line, and exit")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to bind, 0 = any free port (default {DEFAULT_PORT})")
+    p.add_argument("--workers", type=_positive, help="worker processes (multi-process models; default: usable CPUs)")
+    p.add_argument("--inner", help="model each worker runs (reuseport; default uvloop-protocol)")
+    return p
+
+
+def parse_config(argv: list[str] | None) -> ServerConfig | None:
+    """Parse and validate; None means ``--list`` was asked for. Exits on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        return None
+    if args.model is None:
+        parser.error("a MODEL is required (see --list)")
+    if args.model not in registry.MODELS:
+        parser.error(f"unknown model {args.model!r} (choose from {', '.join(registry.MODELS)})")
+    model = registry.get(args.model)
+    if not model.multiprocess and (args.workers is not None or args.inner is not None):
+        parser.error(f"--workers and --inner apply only to multi-process models, not {model.name!r}")
+    kwargs = {}
+    if args.inner is not None:
+        inner = registry.MODELS.get(args.inner)
+        if inner is None or inner.multiprocess:
+            single = [m.name for m in registry.MODELS.values() if not m.multiprocess]
+            parser.error(f"--inner must be a single-process model ({', '.join(single)}), not {args.inner!r}")
+        kwargs["inner"] = args.inner
+    needed = [model]
+    if model.multiprocess:
+        needed.append(registry.get(kwargs.get("inner", ServerConfig.inner)))
+    for m in needed:
+        if reason := m.unavailable_reason():
+            parser.exit(EXIT_FAILURE, f"{parser.prog}: error: model {m.name!r} is unavailable: {reason}\n")
+    return ServerConfig(model=model.name, host=args.host, port=args.port, workers=args.workers, **kwargs)
+
+
+def list_models() -> str:
+    lines = []
+    for m in registry.MODELS.values():
+        reason = m.unavailable_reason()
+        suffix = f" [unavailable: {reason}]" if reason else ""
+        lines.append(f"{m.name:<18} {m.description}{suffix}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    if config is None:
+        print(list_models())
+        return 0
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s servers[%(process)d] %(levelname)s %(message)s",
+    )
+    limit = net.raise_nofile_limit()
+    model = registry.get(config.model)
+
+    def on_ready(sockname) -> None:
+        print(net.format_addr(sockname), flush=True)
+        logging.getLogger("servers").info("%s listening on %s (fd limit %d)", config.model, net.format_addr(sockname), limit)
+
+    try:
+        model.load()(config, on_ready, **model.options)
+    except net.ServerError as exc:
+        print(f"python -m servers: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:  # SIGINT before the model installed its handler
+        return 0
+    return 0

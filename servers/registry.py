@@ -1,0 +1,92 @@
+"""The one list of server models.
+
+The CLI's choices, ``make bench`` and the parametrized tests all read
+``MODELS``. A model is named by ``"module:function"`` and imported only when
+chosen, so uvloop is loaded only if a uvloop model is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    target: str  # "servers.module:function", called as function(config, on_ready, **options)
+    description: str
+    requires: tuple[str, ...] = ()  # importable modules the model needs
+    options: dict[str, Any] = field(default_factory=dict)
+    multiprocess: bool = False  # takes --workers (and --inner)
+    asyncio_based: bool = False  # may run inside a reuseport worker
+
+    def unavailable_reason(self) -> str | None:
+        """Why this model cannot run here, or None when it can."""
+        for mod in self.requires:
+            if importlib.util.find_spec(mod) is None:
+                return f"needs the {mod!r} package, which is not installed"
+        return None
+
+    def load(self) -> Callable[..., None]:
+        module, _, func = self.target.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+_MODELS = [
+    Model(
+        "threads",
+        "servers.threads:serve",
+        "a thread per connection with blocking sockets (the goroutine-per-connection twin)",
+    ),
+    Model(
+        "asyncio-streams",
+        "servers.aio_streams:serve",
+        "asyncio.start_server with StreamReader/StreamWriter and drain()",
+        options={"loop": "asyncio"},
+        asyncio_based=True,
+    ),
+    Model(
+        "asyncio-protocol",
+        "servers.aio_protocol:serve",
+        "asyncio.Protocol with flow control (pause reading while the write buffer is high)",
+        options={"loop": "asyncio"},
+        asyncio_based=True,
+    ),
+    Model(
+        "uvloop-streams",
+        "servers.aio_streams:serve",
+        "the asyncio-streams code path on uvloop's event loop",
+        requires=("uvloop",),
+        options={"loop": "uvloop"},
+        asyncio_based=True,
+    ),
+    Model(
+        "uvloop-protocol",
+        "servers.aio_protocol:serve",
+        "the asyncio-protocol code path on uvloop's event loop",
+        requires=("uvloop",),
+        options={"loop": "uvloop"},
+        asyncio_based=True,
+    ),
+    Model(
+        "reuseport",
+        "servers.reuseport:serve",
+        "N supervised worker processes, each with its own SO_REUSEPORT listener (default inner: uvloop-protocol)",
+        multiprocess=True,
+    ),
+    Model(
+        "selectors",
+        "servers.select_loop:serve",
+        "a single-threaded non-blocking selectors loop: the no-framework baseline",
+    ),
+]
+
+MODELS: dict[str, Model] = {m.name: m for m in _MODELS}
+
+
+def get(name: str) -> Model:
+    """The model called ``name``; KeyError if there is none."""
+    return MODELS[name]

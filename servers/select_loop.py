@@ -1,0 +1,87 @@
+"""``selectors``: one thread, non-blocking sockets, a ``selectors`` loop.
+
+The study's "minimal server" done right: partial writes are kept and
+finished when the socket is writable, and a connection with unsent data is
+not read from until it drains, so a peer that never reads costs at most one
+chunk of memory.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+
+from . import net
+from .config import READ_CHUNK, ServerConfig
+from .loop_control import StopSignal, select_loop
+
+EVENT_READ, EVENT_WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+def serve(config: ServerConfig, on_ready) -> None:
+    lsock = net.listen(config.host, config.port, reuse_port=config.reuse_port, backlog=config.backlog)
+    stop = StopSignal()
+    sel = selectors.DefaultSelector()
+    buf = bytearray(READ_CHUNK)
+    view = memoryview(buf)
+    # fd -> unsent bytes (a memoryview over a private copy); absent = nothing pending
+    pending: dict[int, memoryview] = {}
+
+    def close(sock: socket.socket) -> None:
+        pending.pop(sock.fileno(), None)
+        sel.unregister(sock)
+        sock.close()
+
+    def on_conn(conn: socket.socket) -> None:
+        conn.setblocking(False)
+        net.set_nodelay(conn)
+        sel.register(conn, EVENT_READ, conn)
+
+    def on_io(key, mask) -> None:
+        sock = key.data
+        if mask & EVENT_READ:
+            try:
+                n = sock.recv_into(buf)
+            except BlockingIOError:
+                return
+            except OSError:
+                close(sock)
+                return
+            if n == 0:  # EOF; nothing is pending while we read, so all was echoed
+                close(sock)
+                return
+            try:
+                sent = sock.send(view[:n])
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                close(sock)
+                return
+            if sent < n:  # partial write: keep the rest, stop reading until it drains
+                pending[sock.fileno()] = memoryview(bytes(view[sent:n]))
+                sel.modify(sock, EVENT_WRITE, sock)
+        elif mask & EVENT_WRITE:
+            rest = pending[sock.fileno()]
+            try:
+                sent = sock.send(rest)
+            except BlockingIOError:
+                return
+            except OSError:
+                close(sock)
+                return
+            if sent == len(rest):
+                del pending[sock.fileno()]
+                sel.modify(sock, EVENT_READ, sock)
+            else:
+                pending[sock.fileno()] = rest[sent:]
+
+    on_ready(lsock.getsockname())
+    try:
+        select_loop(sel, lsock, stop, on_conn, on_io)
+    finally:
+        for key in list(sel.get_map().values()):
+            if isinstance(key.data, socket.socket):
+                key.data.close()
+        sel.close()
+        lsock.close()
+        stop.close()
