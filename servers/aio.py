@@ -20,6 +20,10 @@ log = logging.getLogger("servers")
 _PEER_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 
 
+# Note for models: loop.create_server(sock=...) calls listen() again with its own
+# backlog (default 100), silently shrinking ours; always pass backlog=config.backlog.
+
+
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
     """A fresh event loop from the named factory: ``asyncio`` or ``uvloop``."""
     if name == "uvloop":

@@ -48,7 +48,7 @@ def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
 
     async def main(stop: asyncio.Event) -> None:
         ev_loop = asyncio.get_running_loop()
-        server = await ev_loop.create_server(lambda: EchoProtocol(live), sock=lsock)
+        server = await ev_loop.create_server(lambda: EchoProtocol(live), sock=lsock, backlog=config.backlog)
         on_ready(lsock.getsockname())
         await stop.wait()
         server.close()

@@ -71,6 +71,8 @@ def parse_config(argv: list[str] | None) -> ServerConfig | None:
         parser.error("a MODEL is required (see --list)")
     if args.model not in registry.MODELS:
         parser.error(f"unknown model {args.model!r} (choose from {', '.join(registry.MODELS)})")
+    if not args.host:
+        parser.error("--host is empty; to listen on every interface say 0.0.0.0 or :: explicitly")
     model = registry.get(args.model)
     if not model.multiprocess and (args.workers is not None or args.inner is not None):
         parser.error(f"--workers and --inner apply only to multi-process models, not {model.name!r}")

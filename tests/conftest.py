@@ -1,0 +1,100 @@
+"""Fixtures: real server processes from the registry, always cleaned up."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serverproc import ROOT as ROOT_DIR, ServerProcess  # noqa: E402,F401
+
+from servers import registry  # noqa: E402
+
+
+def _model_params(names):
+    params = []
+    for name in names:
+        reason = registry.get(name).unavailable_reason()
+        marks = [pytest.mark.skip(reason=f"{name}: {reason}")] if reason else []
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+MODEL_PARAMS = _model_params(registry.MODELS)
+
+
+def assert_clean_exit(server: ServerProcess, rc, elapsed, leftover) -> None:
+    err = server.stderr_after_exit()
+    assert rc == 0, f"{server.model}: exit code {rc} after {elapsed:.2f} s (budget 2 s); stderr:\n{err}"
+    assert not leftover, f"{server.model}: worker pids {leftover} outlived the server"
+    assert "Traceback" not in err, f"{server.model} printed a traceback:\n{err}"
+
+
+@pytest.fixture
+def start_server():
+    """``start_server(model, *args)`` -> ServerProcess; each is stopped and checked at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(model: str, *args: str, **kw) -> ServerProcess:
+        s = ServerProcess(model, *args, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    failures = []
+    for s in started:
+        if s.proc.poll() is not None:
+            s.kill()
+            continue
+        rc, elapsed, leftover = s.stop(signal.SIGTERM)
+        try:
+            assert_clean_exit(s, rc, elapsed, leftover)
+        except AssertionError as exc:
+            failures.append(str(exc))
+    if failures:
+        pytest.fail("\n".join(failures))
+
+
+@pytest.fixture(params=MODEL_PARAMS)
+def model(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def server(model, start_server) -> ServerProcess:
+    return start_server(model)
+
+
+@pytest.fixture(scope="module", params=MODEL_PARAMS)
+def shared_server(request):
+    """One server per model for many hypothesis examples; checked at module teardown."""
+    s = ServerProcess(request.param)
+    yield s
+    rc, elapsed, leftover = s.stop(signal.SIGTERM)
+    assert_clean_exit(s, rc, elapsed, leftover)
+
+
+def raise_own_nofile(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"needs {need} file descriptors; hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; in CI (CI=true) a missing one fails instead of skipping."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} is not installed (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
