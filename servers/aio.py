@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Awaitable, Callable
 
 from .loop_control import STOP_SIGNALS
@@ -20,8 +21,17 @@ log = logging.getLogger("servers")
 _PEER_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 
 
-# Note for models: loop.create_server(sock=...) calls listen() again with its own
-# backlog (default 100), silently shrinking ours; always pass backlog=config.backlog.
+# create_server(sock=...) uses its ``backlog`` twice: it calls listen(backlog)
+# again (default 100, silently shrinking our kernel backlog) and, in asyncio's
+# selector loop, makes up to ``backlog`` accept() calls per wake-up. On
+# EMFILE, CPython <= 3.13 does not leave that loop (gh-151615): it fails
+# accept() ``backlog`` times, logging and scheduling a retry timer each time,
+# so a large backlog there turns descriptor exhaustion into a busy CPU. So the
+# models pass ACCEPT_BATCH to create_server and then restore the kernel
+# backlog with ``relisten``.
+ACCEPT_BATCH = 100
+# The same loop error repeated within this window is logged once.
+LOG_REPEAT_S = 5.0
 
 
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -35,11 +45,23 @@ def new_loop(name: str) -> asyncio.AbstractEventLoop:
     raise ValueError(f"unknown event loop {name!r}")
 
 
+def relisten(lsock, backlog: int) -> None:
+    """Restore the kernel listen backlog after ``create_server(..., backlog=ACCEPT_BATCH)``."""
+    lsock.listen(backlog)
+
+
+_last_logged: dict[str, float] = {}
+
+
 def _exception_handler(loop, context) -> None:
     exc = context.get("exception")
     if isinstance(exc, _PEER_ERRORS):
         return
     msg = context.get("message", "event loop error")
+    now = time.monotonic()
+    if now - _last_logged.get(msg, -LOG_REPEAT_S) < LOG_REPEAT_S:
+        return  # e.g. one accept() failure a second while out of descriptors
+    _last_logged[msg] = now
     log.warning("%s%s", msg, f": {exc!r}" if exc is not None else "")
 
 

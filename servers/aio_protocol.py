@@ -48,7 +48,8 @@ def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
 
     async def main(stop: asyncio.Event) -> None:
         ev_loop = asyncio.get_running_loop()
-        server = await ev_loop.create_server(lambda: EchoProtocol(live), sock=lsock, backlog=config.backlog)
+        server = await ev_loop.create_server(lambda: EchoProtocol(live), sock=lsock, backlog=aio.ACCEPT_BATCH)
+        aio.relisten(lsock, config.backlog)
         on_ready(lsock.getsockname())
         await stop.wait()
         server.close()

@@ -32,7 +32,8 @@ def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
             writer.close()  # flushes the echo already queued, then FIN
 
     async def main(stop: asyncio.Event) -> None:
-        server = await asyncio.start_server(echo, sock=lsock, limit=READ_CHUNK, backlog=config.backlog)
+        server = await asyncio.start_server(echo, sock=lsock, limit=READ_CHUNK, backlog=aio.ACCEPT_BATCH)
+        aio.relisten(lsock, config.backlog)
         on_ready(lsock.getsockname())
         await stop.wait()
         server.close()

@@ -266,6 +266,8 @@ def test_fd_exhaustion(model, start_server, window_s):
             busy = (server.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         server.assert_alive()
         assert busy < 0.5, f"{model} used {busy:.0%} of a CPU while out of descriptors (spinning)"
+        lines = server.stderr.splitlines()
+        assert len(lines) < 20, f"{model} flooded stderr while out of descriptors:\n" + "\n".join(lines[:10])
     finally:
         for s in socks:
             s.close()
