@@ -1,0 +1,130 @@
+"""``make bench-loadgen``: how close does the load generator get to a C client?
+
+In one run, against a fresh pinned server per measurement, it drives the
+same server model with ``loadgen/run.py`` (one worker process) and with the
+C reference client (``loadgen/cref``), interleaved trial by trial, and
+prints msgs/s, server CPU us/message and client CPU us/message for both, and
+the ratio. The C client is the calibration reference, not the load
+generator: it tells how much of the machine's capacity the Python client
+reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import cref
+from .config import LoadConfig, parse_size
+from .envinfo import ROOT, environment
+from .runner import plan_cpus
+from .target import CpuSampler, ManagedServer, cpu_delta
+
+
+def run_loadgen(model: str, conns: int, size: int, duration: float, warmup: float) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "r.json")
+        cmd = [sys.executable, str(ROOT / "loadgen" / "run.py"), "--server", model, "--conns", str(conns),
+               "--size", str(size), "--duration", str(duration), "--warmup", str(warmup), "--json", path, "--quiet"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
+        if not os.path.exists(path):
+            raise RuntimeError(f"loadgen failed ({out.returncode}): {out.stderr.strip()[-300:]}")
+        res = json.load(open(path))["result"]
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen run not clean ({out.returncode}): {out.stderr.strip()[-300:]}")
+    return {"msgs_per_s": res["msgs_per_s"], "server_us_per_msg": res["cpu"]["server_us_per_msg"],
+            "client_us_per_msg": res["cpu"]["loadgen_us_per_msg"], "client_pct": res["cpu"]["loadgen_pct"],
+            "server_pct": res["cpu"]["server_pct"]}
+
+
+def run_cref(binary, model: str, conns: int, size: int, duration: float, warmup: float,
+             client_cpus, server_cpus) -> dict:
+    server = ManagedServer(model, "127.0.0.1", None, server_cpus)
+    try:
+        sampler = CpuSampler([server.pid], children=True)
+        proc = subprocess.Popen([str(binary), server.addr[0], str(server.addr[1]), str(conns), str(size), str(duration), str(warmup)],
+                                stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.sched_setaffinity(0, set(client_cpus)))
+        line = proc.stdout.readline()
+        if line.strip() != "measure-start":
+            proc.kill()
+            raise RuntimeError(f"C client: unexpected output {line!r}")
+        s0, t0 = sampler.sample(), time.perf_counter()
+        line = proc.stdout.readline()
+        s1, t1 = sampler.sample(), time.perf_counter()
+        proc.wait(30)
+        r = json.loads(line)
+        if r["errors"] or r["mismatches"]:
+            raise RuntimeError(f"C client saw errors: {r}")
+        server_s, _ = cpu_delta(s0, s1)
+        n = r["messages"]
+        return {"msgs_per_s": n / r["seconds"], "server_us_per_msg": server_s / n * 1e6,
+                "client_us_per_msg": r["cpu_s"] / n * 1e6, "client_pct": r["cpu_s"] / r["seconds"] * 100,
+                "server_pct": server_s / (t1 - t0) * 100}
+    finally:
+        server.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadgen.calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="uvloop-protocol")
+    p.add_argument("--conns", default="10,100", help="comma-separated connection counts (default 10,100)")
+    p.add_argument("--size", type=parse_size, default=1024)
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--json", dest="json_path")
+    a = p.parse_args(argv)
+    binary, reason = cref.build()
+    if binary is None:
+        print(f"bench-loadgen: C reference client skipped: {reason}", file=sys.stderr)
+    client_cpus, server_cpus = plan_cpus(LoadConfig(server=a.model))
+    conns_list = [int(c) for c in a.conns.split(",")]
+    rows: dict[tuple[int, str], list[dict]] = {}
+    total = len(conns_list) * a.trials * (2 if binary else 1)
+    done = 0
+    for trial in range(a.trials):  # interleaved: machine drift hits both clients alike
+        for conns in conns_list:
+            for client in (["loadgen", "C"] if binary else ["loadgen"]):
+                done += 1
+                print(f"bench-loadgen: [{done}/{total}] trial {trial + 1}, {conns} conns, {client}", file=sys.stderr, flush=True)
+                if client == "loadgen":
+                    r = run_loadgen(a.model, conns, a.size, a.duration, a.warmup)
+                else:
+                    r = run_cref(binary, a.model, conns, a.size, a.duration, a.warmup, client_cpus, server_cpus)
+                rows.setdefault((conns, client), []).append(r)
+    env = environment()
+    print(f"\nbench-loadgen: {a.model}, {a.size} B messages, closed loop depth 1, {a.duration:g} s x {a.trials} trials "
+          f"(median), server CPUs {','.join(map(str, server_cpus))}, client CPUs {','.join(map(str, client_cpus))}")
+    print(f"{env['cpu_model']}, kernel {env['kernel']}, Python {env['python']}, uvloop {env['uvloop']}, commit {(env['git_commit'] or '?')[:12]}\n")
+    hdr = f"{'conns':>6} {'client':<8} {'msgs/s':>10} {'server us/msg':>14} {'client us/msg':>14} {'server %':>9} {'client %':>9}"
+    print(hdr)
+    print("-" * len(hdr))
+    summary = []
+    for conns in conns_list:
+        med = {}
+        for client in (["loadgen", "C"] if binary else ["loadgen"]):
+            rs = rows[(conns, client)]
+            med[client] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            m = med[client]
+            print(f"{conns:>6} {client:<8} {m['msgs_per_s']:>10,.0f} {m['server_us_per_msg']:>14.2f} {m['client_us_per_msg']:>14.2f} "
+                  f"{m['server_pct']:>9.1f} {m['client_pct']:>9.1f}")
+        if binary:
+            ratio = med["loadgen"]["msgs_per_s"] / med["C"]["msgs_per_s"]
+            print(f"{conns:>6} {'ratio':<8} {ratio:>10.1%}   loadgen msgs/s as a share of the C reference's")
+            summary.append({"conns": conns, "ratio": ratio, **{f"{k}_{c}": v for c in med for k, v in med[c].items()}})
+        print()
+    if a.json_path:
+        with open(a.json_path, "w") as f:
+            json.dump({"env": environment(), "config": vars(a), "rows": {f"{k[0]}/{k[1]}": v for k, v in rows.items()},
+                       "summary": summary}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The load generator's configuration: parsed once, frozen, passed down."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+
+def parse_size(text: str) -> int:
+    """``1024``, ``1k``/``1K``/``1KiB`` (1024), ``16k``, ``1M``/``1MiB`` (1048576) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*", text)
+    if not m:
+        raise ValueError(f"invalid size {text!r} (examples: 64, 1k, 16k, 1M)")
+    n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    if n < 1:
+        raise ValueError("size must be at least 1 byte")
+    return n
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """``0``, ``0,2``, ``0-3``, ``0-1,4`` -> a sorted tuple of CPU numbers."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if lo > hi:
+                    raise ValueError
+                cpus.update(range(lo, hi + 1))
+            else:
+                cpus.add(int(part))
+    except ValueError:
+        raise ValueError(f"invalid CPU list {text!r} (examples: 1, 0-1, 0,2)") from None
+    if not cpus or min(cpus) < 0:
+        raise ValueError(f"invalid CPU list {text!r}")
+    return tuple(sorted(cpus))
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    host: str = "127.0.0.1"
+    port: int = 25000
+    server: str | None = None  # a servers-registry model to start, or None for an external server
+    server_workers: int | None = None
+    server_pid: int | None = None
+    conns: int = 10
+    duration: float = 10.0
+    warmup: float = 2.0
+    size: int = 1024
+    depth: int = 1
+    rate: float | None = None  # messages/s over all connections; None = closed loop
+    workers: int = 1
+    cpus: tuple[int, ...] | None = None  # load generator's CPUs
+    server_cpus: tuple[int, ...] | None = None
+    timeout: float = 5.0  # an echo not back after this long is lost
+    connect_timeout: float = 2.0
+    loop: str = "uvloop"
+    json_path: str | None = None
+    hdr_path: str | None = None
+    quiet: bool = False
+    force: bool = False
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("cpus", "server_cpus"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d

@@ -1,0 +1,563 @@
+"""One load-generator worker: an event loop driving its share of the connections.
+
+Closed loop (no ``--rate``): each connection keeps ``depth`` messages in
+flight and sends the next one the moment an echo is complete; latency is
+send to full echo.
+
+Open loop (``--rate``): message k of a connection is *intended* at
+``start + phase + k * interval``. At most ``depth`` messages are in flight;
+a message that could not be sent on time because the connection was still
+waiting for the server is timed from its intended time (coordinated
+omission corrected, as wrk2 does); the uncorrected figure (from the actual
+send) is recorded beside it. A send that is late only because the client's
+timer fired late is timed from the actual send: the server did not cause it.
+
+Hot path: ``data_received`` compares the echo with the bytes sent (one
+memcmp), appends one int to an array, builds and writes the next message.
+Histogram work happens once a second, in a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+import socket
+import time
+from array import array
+from collections import deque
+
+import numpy as np
+
+from . import stats
+from .config import LoadConfig
+from .payload import MessageMaker
+
+_now = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: comparable across processes
+CONNECT_CONCURRENCY = 256  # connects in flight per worker: more only overflows the server's backlog
+INTEGRITY_SAMPLES = 5  # descriptions of the first few integrity failures kept per worker
+
+
+def new_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.SelectorEventLoop()
+        return uvloop.new_event_loop()
+    return asyncio.SelectorEventLoop()
+
+
+class Conn(asyncio.Protocol):
+    """One connection's traffic and checks."""
+
+    def __init__(self, w: "Worker", conn_id: int) -> None:
+        self.w = w
+        self.conn_id = conn_id
+        self.maker = MessageMaker(conn_id, w.cfg.size, w.cfg.seed)
+        self.make = self.maker.message
+        self.size = w.cfg.size
+        self.depth = w.cfg.depth
+        self.out: deque = deque()  # (message, start_ns, sent_ns) in flight, oldest first
+        self.buf = b""  # a partial echo
+        self.seq = 0  # next sequence number to send
+        self.count = 0  # completed echoes
+        self.count_at_warmup = 0
+        self.transport = None
+        self.write = None
+        self.lat = w.lat_append
+        self.unc = w.unc_append
+        self.dead = False  # closed by us (integrity failure) or lost
+        # open loop
+        self.interval_ns = 0
+        self.phase_ns = 0
+        self.first_due = 0
+        self.busy_since = 0
+        self.timer = None
+
+    # -- asyncio callbacks --------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.write = transport.write
+
+    def data_received(self, data: bytes) -> None:
+        now = _now()
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        size = self.size
+        out = self.out
+        n = len(data)
+        pos = 0
+        lat = self.lat
+        unc = self.unc
+        while n - pos >= size:
+            if not out:
+                self._integrity("unexpected", f"{n - pos} bytes arrived that were never sent (duplicated?)")
+                return
+            msg, start, sent = out.popleft()
+            got = data if n == size else data[pos:pos + size]
+            if got != msg:
+                self._mismatch(got, msg)
+                if self.dead:
+                    return
+            lat(now - start)
+            if unc is not None:
+                unc(now - sent)
+            pos += size
+            self.count += 1
+        if pos < n:
+            if not out:
+                self._integrity("unexpected", f"{n - pos} bytes arrived that were never sent (duplicated?)")
+                return
+            self.buf = data[pos:]
+        w = self.w
+        if w.sending:
+            if self.interval_ns:
+                self._pump(now, False)
+            else:
+                make, write = self.make, self.write
+                while len(out) < self.depth:
+                    msg = make(self.seq)
+                    self.seq += 1
+                    out.append((msg, now, now))
+                    write(msg)
+        elif not out and not self.buf:
+            w.conn_drained(self)
+
+    def eof_received(self):
+        self._lost("eof", "the server closed the connection")
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.dead:
+            if exc is None:
+                self._lost("eof", "the server closed the connection")
+            else:
+                kind = "reset" if isinstance(exc, ConnectionResetError) else type(exc).__name__
+                self._lost(kind, str(exc) or kind)
+
+    # -- sending ------------------------------------------------------------------
+    def start(self, t0: int) -> None:
+        if self.interval_ns:
+            self.first_due = t0 + self.phase_ns
+            self.busy_since = 0
+            self._pump(_now(), True)
+        else:
+            now = _now()
+            for _ in range(self.depth):
+                msg = self.make(self.seq)
+                self.seq += 1
+                self.out.append((msg, now, now))
+                self.write(msg)
+
+    def _pump(self, now: int, from_timer: bool) -> None:
+        """Open loop: send every message that is due, up to ``depth`` in flight; arm a timer for the next."""
+        if from_timer:
+            self.timer = None
+            self.busy_since = now  # the connection was idle: lateness until now is the client's
+            if len(self.out) < self.depth:  # how late the client's timer fired (client-side error)
+                self.w.lag_append(max(0, now - (self.first_due + self.seq * self.interval_ns)))
+        out = self.out
+        while len(out) < self.depth and self.w.sending:
+            due = self.first_due + self.seq * self.interval_ns
+            if due > now:
+                if self.timer is None:
+                    self.timer = self.w.loop.call_later((due - now) / 1e9, self._on_timer)
+                return
+            msg = self.make(self.seq)
+            self.seq += 1
+            start = due if due > self.busy_since else self.busy_since
+            out.append((msg, start, now))
+            self.write(msg)
+
+    def _on_timer(self) -> None:
+        if not self.dead:
+            self._pump(_now(), True)
+
+    # -- failures -----------------------------------------------------------------
+    def in_flight(self) -> int:
+        return len(self.out)
+
+    def oldest_sent_ns(self) -> int:
+        return self.out[0][2]
+
+    def _mismatch(self, got: bytes, msg: bytes, expected_seq: int | None = None) -> None:
+        if expected_seq is None:
+            expected_seq = self.seq - len(self.out) - 1
+        kind = self.maker.classify(bytes(got), expected_seq)
+        diff = next((i for i in range(min(len(got), len(msg))) if got[i] != msg[i]), None)
+        self._integrity(kind, f"message {expected_seq}: {kind} (first differing byte at offset {diff})",
+                        fatal=(kind != "corrupt"))
+
+    def _integrity(self, kind: str, detail: str, fatal: bool = True) -> None:
+        self.w.integrity_failure(kind, f"connection {self.conn_id}: {detail}")
+        if fatal:  # the stream is out of step: nothing after this can be checked
+            self.close()
+
+    def _lost(self, kind: str, detail: str) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        self.w.connection_lost(self, kind, detail)
+
+    def close(self) -> None:
+        if not self.dead:
+            self.dead = True
+            if self.timer is not None:
+                self.timer.cancel()
+            if self.transport is not None:
+                self.transport.abort()
+            self.w.conn_closed(self)
+
+
+class Closed1Conn(Conn):
+    """Closed loop at depth 1, the common case: one message in flight, kept in ``expect``.
+
+    Same checks as ``Conn`` with less Python per message (no deque, no tuples):
+    the echo is compared with the one message sent, the latency recorded, and
+    the next message built with one pack and one concatenation. (Writing with
+    os.write directly instead of transport.write was measured slower: uvloop
+    queues small writes to the end of the loop iteration, which batches
+    better on both sides.)
+    """
+
+    def __init__(self, w: "Worker", conn_id: int) -> None:
+        super().__init__(w, conn_id)
+        self.expect = None  # the message in flight, or None
+        self.sent = 0
+        self.go = False  # mirrors Worker.sending, without an attribute hop per message
+        self.head = None
+        self.ring = self.maker.ring
+        self.tiny = self.maker._tiny
+        from .payload import HEADER, MAGIC
+
+        self.pack = HEADER.pack
+        self.magic = MAGIC
+
+    def in_flight(self) -> int:
+        return 0 if self.expect is None else 1
+
+    def oldest_sent_ns(self) -> int:
+        return self.sent
+
+    def start(self, t0: int) -> None:
+        self.go = True
+        self._send(_now())
+
+    def _send(self, now: int) -> None:
+        seq = self.seq
+        self.seq = seq + 1
+        msg = self.ring[seq & 0xFF] if self.tiny else self.pack(self.conn_id, self.magic, seq) + self.ring[seq & 0xFF]
+        self.expect = msg
+        self.sent = now
+        self.write(msg)
+
+    def data_received(self, data: bytes) -> None:
+        now = _now()
+        if not self.buf and data == self.expect:  # hot: one whole, correct echo
+            self.lat(now - self.sent)
+            self.count += 1
+            if self.go:  # _send, inlined
+                seq = self.seq
+                self.seq = seq + 1
+                msg = self.ring[seq & 0xFF] if self.tiny else self.pack(self.conn_id, self.magic, seq) + self.ring[seq & 0xFF]
+                self.expect = msg
+                self.sent = now
+                self.write(msg)
+            else:
+                self.expect = None
+                self.w.conn_drained(self)
+            return
+        self._data_slow(data, now)
+
+    def _data_slow(self, data: bytes, now: int) -> None:
+        """Partial echoes, extra bytes and mismatches."""
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        size = self.size
+        n = len(data)
+        expect = self.expect
+        if expect is None:
+            self._integrity("unexpected", f"{n} bytes arrived that were never sent (duplicated?)")
+            return
+        if n < size:  # a partial echo: wait for the rest
+            self.buf = data
+            return
+        if n > size:
+            self._integrity("unexpected", f"{n - size} bytes beyond the message in flight (duplicated?)")
+            return
+        if data != expect:
+            self._mismatch(data, expect, self.seq - 1)
+            if self.dead:
+                return
+        self.lat(now - self.sent)
+        self.count += 1
+        if self.go:
+            self._send(now)
+        else:
+            self.expect = None
+            self.w.conn_drained(self)
+
+
+class Worker:
+    """Runs in its own process; talks to the parent over ``pipe``."""
+
+    def __init__(self, cfg: LoadConfig, index: int, conn_ids: list[int], pipe) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.conn_ids = conn_ids
+        self.pipe = pipe
+        self.loop = new_loop(cfg.loop)
+        self.conns: list[Conn] = []
+        self.sending = False
+        self.open_loop = cfg.rate is not None
+        self.lat = array("q")
+        self.unc = array("q") if self.open_loop else None
+        self.lag = array("q")
+        self.lat_append = self.lat.append
+        self.unc_append = self.unc.append if self.unc is not None else None
+        self.lag_append = self.lag.append
+        self.errors: dict[str, int] = {}
+        self.integrity: dict[str, int] = {}
+        self.integrity_samples: list[str] = []
+        self.connect_ns: list[int] = []
+        self.done = None  # asyncio.Future set when the run is over
+        self.outcome = "complete"
+        self.live = 0
+
+    # -- bookkeeping called by Conn ----------------------------------------------------
+    def integrity_failure(self, kind: str, detail: str) -> None:
+        self.integrity[kind] = self.integrity.get(kind, 0) + 1
+        if len(self.integrity_samples) < INTEGRITY_SAMPLES:
+            self.integrity_samples.append(detail)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def connection_lost(self, conn: Conn, kind: str, detail: str) -> None:
+        """The server reset or closed a connection: the run cannot go on honestly."""
+        self.error(kind)
+        self.live -= 1
+        if self.sending or conn.in_flight():
+            self._finish(f"connection {conn.conn_id} lost mid-run: {detail}")
+
+    def conn_closed(self, conn: Conn) -> None:
+        self.live -= 1
+        if self.live <= 0:
+            self._finish("every connection was closed after integrity failures")
+        elif not self.sending:
+            self.conn_drained(conn)
+
+    def conn_drained(self, conn: Conn | None = None) -> None:
+        if not self.sending and all(c.dead or (not c.in_flight() and not c.buf) for c in self.conns):
+            self._finish(None)
+
+    def _finish(self, reason: str | None) -> None:
+        if reason is not None and self.outcome == "complete":
+            self.outcome = reason
+        self.sending = False
+        for c in self.conns:
+            c.go = False
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    # -- the run ---------------------------------------------------------------------
+    async def connect_all(self) -> None:
+        cfg = self.cfg
+        sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        loop = self.loop
+        conn_class = Closed1Conn if (cfg.depth == 1 and cfg.rate is None) else Conn
+        # resolve once: a name lookup per connection would be timed as connect time
+        info = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)[0]
+        self.family, self.addr = info[0], info[4]
+
+        async def one(cid: int) -> Conn:
+            async with sem:
+                t0 = _now()
+                sock = socket.socket(self.family, socket.SOCK_STREAM)
+                try:
+                    sock.setblocking(False)
+                    await asyncio.wait_for(loop.sock_connect(sock, self.addr), cfg.connect_timeout)
+                except BaseException:
+                    sock.close()
+                    raise
+                self.connect_ns.append(_now() - t0)
+                _tr, proto = await loop.create_connection(lambda: conn_class(self, cid), sock=sock)
+                return proto
+
+        results = await asyncio.gather(*(one(c) for c in self.conn_ids), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        self.conns = [r for r in results if isinstance(r, Conn)]
+        self.live = len(self.conns)
+        if failures:
+            for c in self.conns:
+                c.dead = True
+                c.transport.abort()
+            raise ConnectError(failures, len(self.conn_ids))
+
+    def _flush(self) -> dict:
+        """Batch this interval's samples into histograms; the report the parent merges."""
+        rep = {}
+        for name, arr in (("hist", self.lat), ("hist_unc", self.unc), ("lag", self.lag)):
+            if arr is None:
+                continue
+            h = stats.new_histogram()
+            if len(arr):
+                v = np.frombuffer(arr, dtype=np.int64).copy()
+                del arr[:]
+                stats.record_batch(h, v)
+            rep[name] = stats.encode(h)
+        return rep
+
+    def _check_timeouts(self, now: int) -> None:
+        limit = int(self.cfg.timeout * 1e9)
+        for c in self.conns:
+            if not c.dead and c.in_flight() and now - c.oldest_sent_ns() > limit:
+                self.error("timeout")
+                c._integrity("lost", f"echo of message {c.seq - c.in_flight()} not complete after {self.cfg.timeout:g} s "
+                                     f"({len(c.buf)} of {self.cfg.size} bytes back)")
+
+    async def run(self, t0: int) -> None:
+        cfg = self.cfg
+        loop = self.loop
+        self.done = loop.create_future()
+        if self.open_loop:
+            per_conn_rate = cfg.rate / cfg.conns
+            interval = int(1e9 / per_conn_rate)
+            for c in self.conns:
+                c.interval_ns = interval
+                c.phase_ns = interval * c.conn_id // cfg.conns
+        self.sending = True
+        for c in self.conns:
+            c.start(t0)
+        warm_end = t0 + int(cfg.warmup * 1e9)
+        end = warm_end + int(cfg.duration * 1e9)
+        ticks = [warm_end]
+        while ticks[-1] + 10**9 < end:
+            ticks.append(ticks[-1] + 10**9)
+        ticks.append(end)
+        for i, tick in enumerate(ticks):
+            try:
+                await asyncio.wait_for(asyncio.shield(self.done), max(0.0, (tick - _now()) / 1e9))
+            except asyncio.TimeoutError:
+                pass
+            now = _now()
+            msgs = sum(c.count for c in self.conns)
+            if i == 0:
+                self._flush()  # warm-up samples: discarded
+                for c in self.conns:
+                    c.count_at_warmup = c.count
+                self.report("warm", {"t_ns": now})
+            else:
+                self.report("interval", {"i": i - 1, "t_ns": now, "msgs": msgs - last_msgs,
+                                         "errors": sum(self.errors.values()),
+                                         "integrity": sum(self.integrity.values()), **self._flush()})
+            last_msgs = msgs
+            self._check_timeouts(now)
+            if self.done.done():
+                break
+        measured_end = _now()
+        # drain: stop sending, wait for every echo in flight (checked, not counted)
+        counted = {c.conn_id: c.count for c in self.conns}
+        self.sending = False
+        for c in self.conns:
+            c.go = False
+        drain_deadline = _now() + int(min(cfg.timeout, 5.0) * 1e9)
+        if not self.done.done():
+            self.conn_drained()
+        while not self.done.done() and _now() < drain_deadline:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.done), 0.1)
+            except asyncio.TimeoutError:
+                pass
+        still = [c for c in self.conns if not c.dead and c.in_flight()]
+        for c in still:
+            self.error("timeout")
+            c._integrity("lost", f"{c.in_flight()} echo(es) still missing at the end of the drain")
+        self._flush()
+        per_conn = [counted[c.conn_id] - c.count_at_warmup for c in self.conns]
+        self.final = {
+            "measured_end_ns": measured_end,
+            "per_conn": per_conn,
+            "messages_total": sum(c.count for c in self.conns),
+            "errors": self.errors,
+            "integrity": self.integrity,
+            "integrity_samples": self.integrity_samples,
+            "outcome": self.outcome,
+        }
+        for c in self.conns:
+            c.dead = True
+            if c.transport is not None:
+                c.transport.abort()
+
+    def report(self, kind: str, data: dict) -> None:
+        self.pipe.send((kind, self.index, data))
+
+    def stop_requested(self) -> None:
+        self._finish("interrupted")
+
+
+class ConnectError(Exception):
+    def __init__(self, failures: list[BaseException], wanted: int) -> None:
+        first = failures[0]
+        if isinstance(first, asyncio.TimeoutError):
+            kind = "connect timeout"
+        elif isinstance(first, ConnectionRefusedError):
+            kind = "connection refused"
+        elif isinstance(first, OSError) and first.errno == errno.EMFILE:
+            kind = "out of file descriptors"
+        else:
+            kind = str(first) or type(first).__name__
+        super().__init__(f"{len(failures)} of {wanted} connections failed ({kind})")
+        self.kind = kind
+        self.failed = len(failures)
+
+
+def worker_main(cfg: LoadConfig, index: int, conn_ids: list[int], pipe, cpu: int | None) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it tells us to stop
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            pass
+    w = Worker(cfg, index, conn_ids, pipe)
+    loop = w.loop
+    asyncio.set_event_loop(loop)
+    try:
+        try:
+            loop.run_until_complete(w.connect_all())
+        except ConnectError as exc:
+            w.report("fatal", {"kind": exc.kind, "message": str(exc), "connect_ns": w.connect_ns})
+            return
+        w.report("ready", {"connect_ns": w.connect_ns, "conns": len(w.conns)})
+        msg = pipe.recv()
+        if msg[0] != "start":
+            return
+        t0 = msg[1]
+
+        def on_parent() -> None:
+            try:
+                m = pipe.recv()
+            except EOFError:
+                m = ("stop",)
+            if m[0] == "stop":
+                w.stop_requested()
+
+        loop.add_reader(pipe.fileno(), on_parent)
+        loop.run_until_complete(w.run(t0))
+        loop.remove_reader(pipe.fileno())
+        w.report("final", w.final)
+    except (BrokenPipeError, EOFError):
+        pass  # the parent is gone: nobody to report to
+    finally:
+        try:
+            loop.close()
+        except Exception:
+            pass
+        pipe.close()

@@ -1,0 +1,102 @@
+"""Results out: a table on stdout, versioned JSON, HdrHistogram percentile text."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from hdrh.histogram import HdrHistogram
+
+
+def _fmt(x, unit: str = "", digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}{unit}"
+    return f"{x:,}{unit}"
+
+
+def render_table(doc: dict, file=None) -> None:
+    """A readable summary of one run (rich table; plain text when stdout is not a terminal)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    file = file or sys.stdout
+    res, cfg, tgt = doc["result"], doc["config"], doc["target"]
+    console = Console(file=file, width=110, highlight=False, soft_wrap=False)
+    title = (f"echobench loadgen: {tgt['server_model'] or 'external server'} at {tgt['host']}:{tgt['port']}, "
+             f"{cfg['conns']} conns x depth {cfg['depth']}, {cfg['size']} B, {tgt['mode']}"
+             + (f" at {cfg['rate']:g} msgs/s" if cfg["rate"] else "")
+             + ("" if res["complete"] else "  [INCOMPLETE]"))
+    t = Table(title=title, box=box.SIMPLE_HEAD, show_header=True, title_justify="left")
+    t.add_column("metric", style="bold")
+    t.add_column("value", justify="right")
+    t.add_column("", justify="left")
+    t.add_row("throughput", _fmt(res["msgs_per_s"], " msgs/s"), f"{_fmt(res['mb_per_s'], ' MB/s', 2)} over {res['duration_s']:.2f} s")
+    t.add_row("messages", _fmt(res["messages"]), f"{res['messages_total']:,} incl. warm-up and drain")
+    lat = res["latency_us"]
+    label = "latency (corrected)" if res["latency_uncorrected_us"] else "latency"
+    t.add_row(label, "p50 " + _fmt(lat["p50"], " us"),
+              f"p90 {_fmt(lat['p90'])}  p99 {_fmt(lat['p99'])}  p99.9 {_fmt(lat['p999'])}  p99.99 {_fmt(lat['p9999'])}  "
+              f"max {_fmt(lat['max'])}  mean {_fmt(lat['mean'])} us")
+    if res["latency_uncorrected_us"]:
+        u = res["latency_uncorrected_us"]
+        t.add_row("latency (uncorrected)", "p50 " + _fmt(u["p50"], " us"),
+                  f"p90 {_fmt(u['p90'])}  p99 {_fmt(u['p99'])}  p99.9 {_fmt(u['p999'])}  max {_fmt(u['max'])} us")
+        lag = res["send_lag_us"]
+        t.add_row("client timer lag", "p50 " + _fmt(lag["p50"], " us"), f"p99 {_fmt(lag['p99'])}  max {_fmt(lag['max'])} us (not charged to the server)")
+    c = res["connect_us"]
+    t.add_row("connect time", "p50 " + _fmt(c["p50"], " us"), f"p90 {_fmt(c['p90'])}  p99 {_fmt(c['p99'])}  max {_fmt(c['max'])} us")
+    errs = ", ".join(f"{k} {v}" for k, v in sorted(res["errors"].items())) or "none"
+    t.add_row("errors", _fmt(sum(res["errors"].values())), errs)
+    integ = ", ".join(f"{k} {v}" for k, v in sorted(res["integrity"].items())) or "every echoed byte matched"
+    t.add_row("integrity failures", _fmt(res["integrity_failures"]), integ)
+    cpu = res["cpu"]
+    t.add_row("server CPU", _fmt(cpu["server_pct"], " %"), f"{_fmt(cpu['server_us_per_msg'], ' us/msg', 2)}  CPUs {_cpus(doc['pinning']['server_cpus'])}")
+    t.add_row("loadgen CPU", _fmt(cpu["loadgen_pct"], " %"), f"{_fmt(cpu['loadgen_us_per_msg'], ' us/msg', 2)}  CPUs {_cpus(doc['pinning']['loadgen_cpus'])}")
+    f = res["fairness"]
+    t.add_row("fairness (msgs/conn)", f"Jain {_fmt(f['jain'], '', 3)}", f"min {_fmt(f['min'])}  median {_fmt(f['median'])}  max {_fmt(f['max'])}")
+    t.add_row("verdict", res["verdict"], res["verdict_detail"])
+    if not res["complete"]:
+        t.add_row("INCOMPLETE", "", res["incomplete_reason"] or "")
+    console.print(t)
+    for s in res["integrity_samples"]:
+        console.print(f"  integrity: {s}")
+    env = doc["env"]
+    console.print(f"  {env['cpu_model']}, kernel {env['kernel']}, Python {env['python']}, uvloop {env['uvloop']}, "
+                  f"echobench {env['echobench']} @ {(env['git_commit'] or 'unknown')[:12]}")
+
+
+def _cpus(cpus) -> str:
+    return ",".join(map(str, cpus)) if cpus else "unpinned"
+
+
+def write_json(doc: dict, path: str) -> None:
+    """Write atomically (temp file + rename) so an interrupted write leaves no half document."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=False, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_hdr(encoded: str, path: str) -> None:
+    """HdrHistogram percentile distribution, values in microseconds (recorded in ns)."""
+    with open(path, "w") as f:
+        if encoded:
+            HdrHistogram.decode(encoded).output_percentile_distribution(f, 1000.0)
+        else:
+            f.write("# no samples\n")
+
+
+def load(path: str) -> dict:
+    """Read a result document; refuse an unknown schema version."""
+    from .runner import SCHEMA_VERSION
+
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    return doc

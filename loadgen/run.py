@@ -1,0 +1,148 @@
+"""echobench load generator.
+
+    .venv/bin/python loadgen/run.py --server uvloop-protocol --conns 100 --duration 10
+    .venv/bin/python loadgen/run.py --port 25000 --conns 1000 --rate 50000 --json out.json
+
+Exit codes: 0 clean run; 1 integrity failures or errors; 2 bad usage;
+3 incomplete (no server, server died, interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from loadgen.config import LoadConfig, parse_cpus, parse_size  # noqa: E402
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _typed(fn, what):
+    def conv(text):
+        try:
+            return fn(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc) or f"invalid {what} {text!r}") from None
+    return conv
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise ValueError(f"must be at least 1, got {n}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    x = float(text.rstrip("s"))
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"invalid duration {text!r}")
+    return x
+
+
+def _rate(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x) or x <= 0:
+        raise ValueError(f"rate must be > 0, got {text!r}")
+    return x
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from servers import registry
+
+    p = _OneLineParser(prog="loadgen/run.py", description="Drive an echo server and report throughput, latency and CPU cost honestly.",
+                       epilog="Exit codes: 0 ok, 1 integrity failures or errors, 2 usage, 3 incomplete run.")
+    g = p.add_argument_group("target")
+    g.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    g.add_argument("--port", type=_typed(int, "port"), default=25000, help="server port (default 25000)")
+    g.add_argument("--server", metavar="MODEL", choices=list(registry.MODELS),
+                   help="start this servers-registry model on a free port, pinned, and stop it afterwards")
+    g.add_argument("--server-workers", type=_typed(_positive_int, "count"), help="--workers for a multi-process --server model")
+    g.add_argument("--server-pid", type=_typed(_positive_int, "pid"), help="PID of an external server, for its CPU accounting (children included)")
+    g = p.add_argument_group("load")
+    g.add_argument("--conns", type=_typed(_positive_int, "count"), default=10, help="concurrent connections (default 10)")
+    g.add_argument("--duration", type=_typed(_seconds, "duration"), default=10.0, help="measured seconds (default 10)")
+    g.add_argument("--warmup", type=_typed(_seconds, "duration"), default=2.0, help="seconds of traffic before measuring, discarded (default 2)")
+    g.add_argument("--size", type=_typed(parse_size, "size"), default=1024, help="message size in bytes, k/M suffixes (default 1k)")
+    g.add_argument("--depth", type=_typed(_positive_int, "count"), default=1, help="messages in flight per connection (default 1)")
+    g.add_argument("--rate", type=_typed(_rate, "rate"), help="open loop: total messages/s spread evenly over connections "
+                   "(latency then counts from each message's intended send time)")
+    g.add_argument("--timeout", type=_typed(_seconds, "duration"), default=5.0, help="an echo not complete after this many seconds is lost (default 5)")
+    g.add_argument("--connect-timeout", type=_typed(_seconds, "duration"), default=2.0, help="per-connection connect timeout (default 2)")
+    g = p.add_argument_group("scale")
+    g.add_argument("--workers", type=_typed(_positive_int, "count"), default=1, help="load-generator processes; connections are spread over them and results merged exactly (default 1)")
+    g.add_argument("--cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for the load generator (default: the upper half of the usable CPUs when --server is used)")
+    g.add_argument("--server-cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for a --server (default: the lower half)")
+    g.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the load generator's own event loop (default uvloop)")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", dest="json_path", metavar="PATH", help="write the versioned result document here")
+    g.add_argument("--hdr", dest="hdr_path", metavar="PATH", help="write the HdrHistogram percentile distribution (us) here")
+    g.add_argument("--force", action="store_true", help="overwrite existing --json/--hdr files")
+    g.add_argument("--quiet", action="store_true", help="nothing on stderr (results still go to stdout and files)")
+    return p
+
+
+def parse_config(argv) -> LoadConfig:
+    p = build_parser()
+    a = p.parse_args(argv)
+    if a.server and a.server_pid:
+        p.error("--server and --server-pid are exclusive: --server already knows its PID")
+    if a.server_workers is not None and not a.server:
+        p.error("--server-workers needs --server")
+    if a.duration <= 0:
+        p.error("--duration must be > 0")
+    if a.cpus and a.server_cpus and set(a.cpus) & set(a.server_cpus):
+        p.error("--cpus and --server-cpus overlap: the two sides must not share CPUs")
+    for path in (a.json_path, a.hdr_path):
+        if path and os.path.exists(path) and not a.force:
+            p.error(f"{path} exists; refusing to overwrite it (use --force)")
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            p.error(f"the folder for {path} does not exist")
+    if a.server and a.server_workers and not __import__("servers.registry", fromlist=["get"]).get(a.server).multiprocess:
+        p.error(f"--server-workers applies only to multi-process models, not {a.server!r}")
+    fields = {k: v for k, v in vars(a).items()}
+    return LoadConfig(**fields)
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv)
+    from loadgen import output
+    from loadgen.runner import EXIT_USAGE, Runner, RunError
+    from loadgen.target import TargetError
+
+    def log(msg: str) -> None:
+        if not cfg.quiet:
+            print(f"loadgen: {msg}", file=sys.stderr, flush=True)
+
+    runner = Runner(cfg, log)
+    try:
+        doc, code = runner.execute()
+    except (RunError, TargetError) as exc:
+        print(f"loadgen/run.py: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, RunError) else 3
+    output.render_table(doc)
+    if cfg.json_path:
+        output.write_json(doc, cfg.json_path)
+    if cfg.hdr_path:
+        output.write_hdr(doc["result"]["histogram"], cfg.hdr_path)
+    res = doc["result"]
+    if not res["complete"]:
+        print(f"loadgen/run.py: error: run incomplete: {res['incomplete_reason']}", file=sys.stderr)
+    elif res["integrity_failures"]:
+        print(f"loadgen/run.py: error: {res['integrity_failures']} integrity failure(s): "
+              + "; ".join(res["integrity_samples"][:3]), file=sys.stderr)
+    if res["verdict"] == "client-bound" and not cfg.quiet:
+        print(f"loadgen: {res['verdict_detail']}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Orchestrates one load-generator run: server, workers, barrier, merging, CPU, faults.
+
+Workers are forked processes (one event loop each) that connect, report
+ready, and start together at one instant the parent chooses. Every second
+each sends its interval (message count and encoded histograms); the parent
+merges histograms (percentiles of the merged distribution, never averaged
+percentiles), shows progress and samples CPU time of both sides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import resource
+import signal
+import time
+
+from . import stats
+from .config import LoadConfig
+from .engine import worker_main
+from .envinfo import environment
+from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
+
+SCHEMA_VERSION = 1
+START_DELAY_NS = 50_000_000  # all workers start 50 ms after the parent says go
+FDS_PER_WORKER_OVERHEAD = 64
+
+EXIT_OK = 0
+EXIT_FAILURES = 1  # integrity failures or errors
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3  # no server, server died, interrupted, connections failed
+
+
+class RunError(Exception):
+    """Refused before any traffic: one line for the user."""
+
+
+def plan_cpus(cfg: LoadConfig) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """(load generator CPUs, server CPUs or None if not ours to pin)."""
+    usable = tuple(sorted(os.sched_getaffinity(0)))
+    for name, cpus in (("--cpus", cfg.cpus), ("--server-cpus", cfg.server_cpus)):
+        if cpus and not set(cpus) <= set(usable):
+            raise RunError(f"{name} {','.join(map(str, cpus))} is not within the usable CPUs {','.join(map(str, usable))}")
+    if cfg.server is None:
+        client = cfg.cpus or tuple(c for c in usable if not cfg.server_cpus or c not in cfg.server_cpus) or usable
+        return client, cfg.server_cpus
+    if cfg.cpus and cfg.server_cpus:
+        return cfg.cpus, cfg.server_cpus
+    if cfg.cpus:
+        return cfg.cpus, tuple(c for c in usable if c not in cfg.cpus) or usable
+    if cfg.server_cpus:
+        return tuple(c for c in usable if c not in cfg.server_cpus) or usable, cfg.server_cpus
+    if len(usable) == 1:
+        return usable, usable
+    half = len(usable) // 2
+    return usable[half:], usable[:half]
+
+
+def ensure_fds(cfg: LoadConfig) -> int:
+    """Raise the soft RLIMIT_NOFILE as far as needed (up to the hard limit), or refuse."""
+    per_worker = math.ceil(cfg.conns / cfg.workers) + FDS_PER_WORKER_OVERHEAD
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= per_worker:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < per_worker:
+        raise RunError(
+            f"{cfg.conns} connections need about {per_worker} file descriptors per worker; the hard limit is {hard} "
+            f"(raise it with 'ulimit -Hn' as root, or spread connections with --workers)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (per_worker if hard == resource.RLIM_INFINITY else hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Progress:
+    """One live line on stderr (rich), refreshed once a second; silent with --quiet."""
+
+    def __init__(self, quiet: bool, total_s: float) -> None:
+        self.live = None
+        self.total_s = total_s
+        if quiet:
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
+        self.live.start()
+
+    def update(self, text: str) -> None:
+        if self.live is not None:
+            from rich.text import Text
+
+            self.live.update(Text(text), refresh=True)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class Runner:
+    def __init__(self, cfg: LoadConfig, log) -> None:
+        self.cfg = cfg
+        self.log = log  # one-line messages to stderr (silenced by --quiet)
+        self.server: ManagedServer | None = None
+        self.incomplete: str | None = None
+        self.intervals: dict[int, dict[int, dict]] = {}  # interval -> worker -> report
+        self.finals: dict[int, dict] = {}
+        self.connect_ns: list[int] = []
+        self.warm_t_ns: int | None = None
+        self.cpu_start: tuple[dict, dict | None] | None = None
+        self.cpu_end: tuple[dict, dict | None] | None = None
+        self.t_cpu_start = self.t_cpu_end = None
+
+    # -- the run ---------------------------------------------------------------------
+    def execute(self) -> tuple[dict, int]:
+        cfg = self.cfg
+        env = environment()
+        client_cpus, server_cpus = plan_cpus(cfg)
+        fd_limit = ensure_fds(cfg)
+        host, port, server_pid = cfg.host, cfg.port, cfg.server_pid
+        old_term = signal.signal(signal.SIGTERM, _interrupt)
+        progress = None
+        procs: list = []
+        pipes: list = []
+        try:
+            if cfg.server:
+                self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus)
+                host, port = self.server.addr
+                server_pid = self.server.pid
+                self.log(f"started {cfg.server} (pid {server_pid}) on {host}:{port}, CPUs {_fmt(server_cpus)}")
+            if server_pid is not None and not _pid_exists(server_pid):
+                raise RunError(f"--server-pid {server_pid}: no such process")
+            os.sched_setaffinity(0, set(client_cpus))
+            ctx = multiprocessing.get_context("fork")
+            shares = [list(range(i, cfg.conns, cfg.workers)) for i in range(cfg.workers)]
+            run_cfg = _replace(cfg, host=host, port=port)
+            for i, ids in enumerate(shares):
+                parent_end, child_end = ctx.Pipe()
+                p = ctx.Process(target=worker_main, args=(run_cfg, i, ids, child_end, client_cpus[i % len(client_cpus)]),
+                                daemon=True)
+                p.start()
+                child_end.close()
+                procs.append(p)
+                pipes.append(parent_end)
+            self._connect_phase(pipes, procs)
+            client = CpuSampler([os.getpid()] + [p.pid for p in procs], children=False)
+            server = CpuSampler([server_pid], children=True) if server_pid is not None else None
+            t0 = time.perf_counter_ns() + START_DELAY_NS
+            for pp in pipes:
+                pp.send(("start", t0))
+            progress = Progress(cfg.quiet, cfg.warmup + cfg.duration)
+            self._traffic_phase(pipes, procs, t0, client, server, progress)
+        except _Abort:
+            pass
+        except KeyboardInterrupt:
+            self.incomplete = self.incomplete or "interrupted"
+            for pp in pipes:
+                _send(pp, ("stop",))
+            self._collect_finals(pipes, deadline=time.monotonic() + 3)
+        finally:
+            if progress is not None:
+                progress.stop()
+            signal.signal(signal.SIGTERM, old_term)
+            for p in procs:
+                p.join(2)
+                if p.is_alive():
+                    p.kill()
+            if self.server is not None:
+                self.server.stop()
+        doc = self._document(env, client_cpus, server_cpus, server_pid, host, port, fd_limit)
+        res = doc["result"]
+        if not res["complete"]:
+            code = EXIT_INCOMPLETE
+        elif res["integrity_failures"] or sum(res["errors"].values()):
+            code = EXIT_FAILURES
+        else:
+            code = EXIT_OK
+        return doc, code
+
+    def _connect_phase(self, pipes, procs) -> None:
+        deadline = time.monotonic() + self.cfg.connect_timeout * max(1, self.cfg.conns / 256 / self.cfg.workers) + 10
+        ready = set()
+        while len(ready) < len(pipes):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RunError("workers did not finish connecting in time")
+            for pp in multiprocessing.connection.wait([p for p in pipes if id(p) not in ready], left):
+                try:
+                    kind, idx, data = pp.recv()
+                except EOFError:
+                    raise RunError("a load-generator worker died while connecting") from None
+                self.connect_ns += data.get("connect_ns", [])
+                if kind == "fatal":
+                    where = f"{self.cfg.host}:{self.cfg.port}" if not self.server else f"{self.server.model} at {self.server.addr[0]}:{self.server.addr[1]}"
+                    hint = " (is a server listening there?)" if data["kind"] == "connection refused" else ""
+                    self.incomplete = f"{data['message']} to {where}{hint}"
+                    for other in pipes:
+                        _send(other, ("stop",))
+                    raise _Abort()
+                ready.add(id(pp))
+
+    def _traffic_phase(self, pipes, procs, t0, client, server, progress) -> None:
+        cfg = self.cfg
+        warm_end = t0 + int(cfg.warmup * 1e9)
+        end = warm_end + int(cfg.duration * 1e9)
+        hard_deadline = time.monotonic() + (end - time.perf_counter_ns()) / 1e9 + min(cfg.timeout, 5.0) + 10
+        open_pipes = list(pipes)
+        while open_pipes:
+            now = time.perf_counter_ns()
+            if self.cpu_start is None and now >= warm_end:
+                self.cpu_start = (client.sample(), server.sample() if server else None)
+                self.t_cpu_start = now
+            if self.cpu_end is None and now >= end:
+                self.cpu_end = (client.sample(), server.sample() if server else None)
+                self.t_cpu_end = now
+            if self.server is not None and not self.server.alive() and self.incomplete is None:
+                self.incomplete = f"server {self.server.model} died mid-run (exit code {self.server.proc.returncode}): {self.server.stderr_tail(3)}"
+                for pp in open_pipes:
+                    _send(pp, ("stop",))
+            if time.monotonic() > hard_deadline:
+                self.incomplete = self.incomplete or "workers did not finish before the deadline"
+                break
+            nxt = [x for x in (warm_end, end) if x > now]
+            timeout = min(0.2, (min(nxt) - now) / 1e9) if nxt else 0.2
+            for pp in multiprocessing.connection.wait(open_pipes, max(0.0, timeout)):
+                try:
+                    kind, idx, data = pp.recv()
+                except EOFError:
+                    open_pipes.remove(pp)
+                    if idx_missing := [i for i in range(len(pipes)) if i not in self.finals]:
+                        self.incomplete = self.incomplete or f"load-generator worker(s) {idx_missing} died"
+                    continue
+                self._on_report(kind, idx, data, progress, t0)
+                if kind == "final":
+                    open_pipes.remove(pp)
+                    if data["outcome"] != "complete" and self.incomplete is None:
+                        self.incomplete = data["outcome"]
+                        for other in open_pipes:
+                            _send(other, ("stop",))
+        if self.cpu_end is None:  # cut short: CPU up to now
+            self.cpu_end = (client.sample(), server.sample() if server else None)
+            self.t_cpu_end = time.perf_counter_ns()
+
+    def _collect_finals(self, pipes, deadline: float) -> None:
+        waiting = [p for i, p in enumerate(pipes) if i not in self.finals]
+        while waiting and time.monotonic() < deadline:
+            for pp in multiprocessing.connection.wait(waiting, max(0.0, deadline - time.monotonic())):
+                try:
+                    kind, idx, data = pp.recv()
+                except (EOFError, OSError):
+                    waiting.remove(pp)
+                    continue
+                self._on_report(kind, idx, data, None, None)
+                if kind == "final":
+                    waiting.remove(pp)
+
+    def _on_report(self, kind, idx, data, progress, t0) -> None:
+        if kind == "warm":
+            self.warm_t_ns = data["t_ns"] if self.warm_t_ns is None else min(self.warm_t_ns, data["t_ns"])
+        elif kind == "interval":
+            self.intervals.setdefault(data["i"], {})[idx] = data
+            got = self.intervals[data["i"]]
+            if progress is not None and len(got) == self.cfg.workers:
+                msgs = sum(r["msgs"] for r in got.values())
+                h = stats.merge([r["hist"] for r in got.values()])
+                p99 = h.get_value_at_percentile(99) / 1000 if h.get_total_count() else float("nan")
+                errs = sum(r["errors"] + r["integrity"] for r in got.values())
+                elapsed = (time.perf_counter_ns() - t0) / 1e9
+                progress.update(f"{elapsed:5.1f}/{progress.total_s:g} s  {msgs:>9,} msgs/s  p99 {p99:8.1f} us  errors {errs}")
+        elif kind == "final":
+            self.finals[idx] = data
+
+    # -- the result document ------------------------------------------------------------
+    def _document(self, env, client_cpus, server_cpus, server_pid, host, port, fd_limit) -> dict:
+        cfg = self.cfg
+        finals = list(self.finals.values())
+        intervals = [self.intervals[i] for i in sorted(self.intervals)]
+        per_conn = [n for f in finals for n in f["per_conn"]]
+        messages = sum(per_conn)
+        end_ns = max((f["measured_end_ns"] for f in finals), default=None)
+        if end_ns is None and intervals:
+            end_ns = max(r["t_ns"] for r in intervals[-1].values())
+        duration = (end_ns - self.warm_t_ns) / 1e9 if (end_ns and self.warm_t_ns) else 0.0
+        if len(finals) < cfg.workers and self.incomplete is None:
+            self.incomplete = "not every worker reported"
+        if finals:  # interval sums must agree with the final counts: a cheap self-check
+            summed = sum(r["msgs"] for iv in intervals for r in iv.values())
+            if summed != messages and self.incomplete is None:
+                self.incomplete = f"internal: interval counts ({summed}) disagree with totals ({messages})"
+        lat = stats.merge([r["hist"] for iv in intervals for r in iv.values()])
+        open_loop = cfg.rate is not None
+        unc = stats.merge([r.get("hist_unc", "") for iv in intervals for r in iv.values()]) if open_loop else None
+        lag = stats.merge([r.get("lag", "") for iv in intervals for r in iv.values()]) if open_loop else None
+        errors: dict[str, int] = {}
+        integrity: dict[str, int] = {}
+        samples: list[str] = []
+        for f in finals:
+            for k, v in f["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+            for k, v in f["integrity"].items():
+                integrity[k] = integrity.get(k, 0) + v
+            samples += f["integrity_samples"]
+        wall = ((self.t_cpu_end or 0) - (self.t_cpu_start or 0)) / 1e9 if self.cpu_start else 0.0
+        cpu = {"loadgen_pct": None, "server_pct": None, "server_us_per_msg": None, "loadgen_us_per_msg": None,
+               "loadgen_cpu_s": None, "server_cpu_s": None, "window_s": round(wall, 3)}
+        verdict, detail = "unknown", "no measured window"
+        if self.cpu_start and self.cpu_end and wall > 0:
+            c_total, c_busiest = cpu_delta(self.cpu_start[0], self.cpu_end[0])
+            csid = stats.SideCpu(c_total, c_busiest, min(cfg.workers, len(client_cpus)))
+            ssid = None
+            if self.cpu_start[1] is not None and self.cpu_end[1] is not None:
+                s_total, s_busiest = cpu_delta(self.cpu_start[1], self.cpu_end[1])
+                ssid = stats.SideCpu(s_total, s_busiest, len(server_cpus) if server_cpus else len(os.sched_getaffinity(0)))
+                cpu.update(server_pct=round(s_total / wall * 100, 1), server_cpu_s=round(s_total, 3),
+                           server_us_per_msg=stats.per_msg_us(s_total, messages),
+                           server_busiest_pct=round(s_busiest / wall * 100, 1))
+            cpu.update(loadgen_pct=round(c_total / wall * 100, 1), loadgen_cpu_s=round(c_total, 3),
+                       loadgen_us_per_msg=stats.per_msg_us(c_total, messages),
+                       loadgen_busiest_pct=round(c_busiest / wall * 100, 1))
+            verdict, detail = stats.verdict(csid, ssid, wall)
+        timeline = []
+        for i, iv in enumerate(intervals):
+            h = stats.merge([r["hist"] for r in iv.values()])
+            n = sum(r["msgs"] for r in iv.values())
+            t_end = max(r["t_ns"] for r in iv.values())
+            t_begin = max(r["t_ns"] for r in intervals[i - 1].values()) if i else self.warm_t_ns
+            span = (t_end - t_begin) / 1e9 if t_begin else 1.0
+            timeline.append({"t_s": round((t_end - self.warm_t_ns) / 1e9, 3) if self.warm_t_ns else i + 1,
+                             "msgs_per_s": round(n / span, 1) if span > 0 else None,
+                             "p99_us": round(h.get_value_at_percentile(99) / 1000, 3) if h.get_total_count() else None})
+        result = {
+            "complete": self.incomplete is None,
+            "incomplete_reason": self.incomplete,
+            "messages": messages,
+            "messages_total": sum(f["messages_total"] for f in finals),
+            "bytes": messages * cfg.size,
+            "duration_s": round(duration, 4),
+            "msgs_per_s": round(messages / duration, 1) if duration > 0 else 0.0,
+            "mb_per_s": round(messages * cfg.size / duration / 1e6, 3) if duration > 0 else 0.0,
+            "latency_us": stats.summary_us(lat),
+            "latency_uncorrected_us": stats.summary_us(unc) if unc is not None else None,
+            "send_lag_us": stats.summary_us(lag) if lag is not None else None,
+            "connect_us": stats.percentiles_of(self.connect_ns),
+            "connections": {"requested": cfg.conns, "established": len(self.connect_ns)},
+            "errors": errors,
+            "integrity_failures": sum(integrity.values()),
+            "integrity": integrity,
+            "integrity_samples": samples[:10],
+            "cpu": cpu,
+            "fairness": stats.fairness(per_conn),
+            "verdict": verdict,
+            "verdict_detail": detail,
+            "timeline": timeline,
+            "histogram_unit": "ns",
+            "histogram": stats.encode(lat),
+            "histogram_uncorrected": stats.encode(unc) if unc is not None else None,
+        }
+        self._lat = lat
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "env": env,
+            "config": cfg.as_dict(),
+            "target": {"host": host, "port": port, "server_model": cfg.server, "server_pid": server_pid,
+                       "mode": "open loop" if open_loop else "closed loop"},
+            "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus) if server_cpus else None,
+                        "server_pinned_by_loadgen": bool(cfg.server and server_cpus)},
+            "fd_limit": fd_limit,
+            "result": result,
+        }
+
+
+class _Abort(Exception):
+    """Raised inside execute() to end the run early with self.incomplete set."""
+
+
+def _send(pipe, msg) -> None:
+    try:
+        pipe.send(msg)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fmt(cpus) -> str:
+    return ",".join(map(str, cpus)) if cpus else "any"
+
+
+def _replace(cfg: LoadConfig, **kw) -> LoadConfig:
+    from dataclasses import replace
+
+    return replace(cfg, **kw)
+
+
+__all__ = ["Runner", "RunError", "TargetError", "EXIT_OK", "EXIT_FAILURES", "EXIT_USAGE", "EXIT_INCOMPLETE"]

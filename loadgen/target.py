@@ -1,0 +1,116 @@
+"""The server side of a run: start a registry model (pinned) or watch an external PID."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+from .envinfo import ROOT
+
+READY_TIMEOUT_S = 30.0
+
+
+class TargetError(Exception):
+    """The server could not be started or found: one line for the user."""
+
+
+class ManagedServer:
+    """``python -m servers MODEL --port 0`` in its own session (Ctrl-C is ours to handle), pinned."""
+
+    def __init__(self, model: str, host: str, workers: int | None, cpus: tuple[int, ...] | None) -> None:
+        argv = [sys.executable, "-m", "servers", model, "--host", host, "--port", "0"]
+        if workers is not None:
+            argv += ["--workers", str(workers)]
+        self.stderr = tempfile.TemporaryFile()
+        pin = (lambda: os.sched_setaffinity(0, set(cpus))) if cpus else None
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
+            preexec_fn=pin, start_new_session=True,
+        )
+        self.model = model
+        self.addr = self._wait_ready()
+
+    def _wait_ready(self) -> tuple[str, int]:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        buf = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.stop()
+                    raise TargetError(f"server {self.model} printed no ready line in {READY_TIMEOUT_S:.0f} s: {self.stderr_tail()}")
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    self.proc.wait(5)
+                    raise TargetError(f"server {self.model} exited with code {self.proc.returncode} before it was ready: {self.stderr_tail()}")
+                buf += chunk
+        line = buf.split(b"\n", 1)[0].decode().strip()
+        host, _, port = line.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        self.stderr.seek(0)
+        text = self.stderr.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) if text else "(no stderr)"
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(3)
+        self.proc.stdout.close()
+        return self.proc.returncode
+
+
+class CpuSampler:
+    """CPU seconds of a set of processes (and, optionally, their descendants), per PID."""
+
+    def __init__(self, pids: list[int], children: bool) -> None:
+        self.roots = []
+        for pid in pids:
+            try:
+                self.roots.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        self.children = children
+
+    def sample(self) -> dict[int, float]:
+        procs = list(self.roots)
+        if self.children:
+            for r in self.roots:
+                try:
+                    procs += r.children(recursive=True)
+                except psutil.NoSuchProcess:
+                    pass
+        out = {}
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+
+def cpu_delta(a: dict[int, float], b: dict[int, float]) -> tuple[float, float]:
+    """(total seconds, busiest single process seconds) between two samples."""
+    deltas = [b[pid] - a.get(pid, 0.0) for pid in b]
+    return (sum(deltas), max(deltas, default=0.0))
