@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: test bench venv clean
+.PHONY: test bench bench-loadgen venv clean
 
 venv: $(STAMP)
 
@@ -22,5 +22,9 @@ bench: $(STAMP)
 	@echo "make bench: the benchmark matrix is not built yet (issue 4); nothing was measured." >&2
 	@exit 1
 
+# Load generator vs the C reference client, side by side (builds build/echo_client with cc).
+bench-loadgen: $(STAMP)
+	$(PY) -m loadgen.calibrate $(CALIBRATE_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import stats
 from .config import LoadConfig
-from .payload import MessageMaker
+from .payload import HEADER, MAGIC, MessageMaker
 
 _now = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: comparable across processes
 CONNECT_CONCURRENCY = 256  # connects in flight per worker: more only overflows the server's backlog
@@ -230,11 +230,9 @@ class Closed1Conn(Conn):
         self.expect = None  # the message in flight, or None
         self.sent = 0
         self.go = False  # mirrors Worker.sending, without an attribute hop per message
-        self.head = None
         self.ring = self.maker.ring
-        self.tiny = self.maker._tiny
-        from .payload import HEADER, MAGIC
-
+        self.mask = self.maker.mask
+        self.tiny = self.maker.tiny
         self.pack = HEADER.pack
         self.magic = MAGIC
 
@@ -251,7 +249,7 @@ class Closed1Conn(Conn):
     def _send(self, now: int) -> None:
         seq = self.seq
         self.seq = seq + 1
-        msg = self.ring[seq & 0xFF] if self.tiny else self.pack(self.conn_id, self.magic, seq) + self.ring[seq & 0xFF]
+        msg = self.make(seq) if self.tiny else self.pack(self.conn_id, self.magic, seq) + self.ring[seq & self.mask]
         self.expect = msg
         self.sent = now
         self.write(msg)
@@ -264,7 +262,7 @@ class Closed1Conn(Conn):
             if self.go:  # _send, inlined
                 seq = self.seq
                 self.seq = seq + 1
-                msg = self.ring[seq & 0xFF] if self.tiny else self.pack(self.conn_id, self.magic, seq) + self.ring[seq & 0xFF]
+                msg = self.make(seq) if self.tiny else self.pack(self.conn_id, self.magic, seq) + self.ring[seq & self.mask]
                 self.expect = msg
                 self.sent = now
                 self.write(msg)
@@ -376,6 +374,9 @@ class Worker:
         info = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)[0]
         self.family, self.addr = info[0], info[4]
 
+        # build every connection object first: only the connect itself is timed
+        protos = {cid: conn_class(self, cid) for cid in self.conn_ids}
+
         async def one(cid: int) -> Conn:
             async with sem:
                 t0 = _now()
@@ -387,7 +388,7 @@ class Worker:
                     sock.close()
                     raise
                 self.connect_ns.append(_now() - t0)
-                _tr, proto = await loop.create_connection(lambda: conn_class(self, cid), sock=sock)
+                _tr, proto = await loop.create_connection(lambda: protos[cid], sock=sock)
                 return proto
 
         results = await asyncio.gather(*(one(c) for c in self.conn_ids), return_exceptions=True)
@@ -454,10 +455,10 @@ class Worker:
                     c.count_at_warmup = c.count
                 self.report("warm", {"t_ns": now})
             else:
-                self.report("interval", {"i": i - 1, "t_ns": now, "msgs": msgs - last_msgs,
+                self.report("interval", {"i": i - 1, "t_ns": now, "span_ns": now - last_t, "msgs": msgs - last_msgs,
                                          "errors": sum(self.errors.values()),
                                          "integrity": sum(self.integrity.values()), **self._flush()})
-            last_msgs = msgs
+            last_msgs, last_t = msgs, now
             self._check_timeouts(now)
             if self.done.done():
                 break

@@ -84,11 +84,11 @@ def write_json(doc: dict, path: str) -> None:
 
 def write_hdr(encoded: str, path: str) -> None:
     """HdrHistogram percentile distribution, values in microseconds (recorded in ns)."""
-    with open(path, "w") as f:
+    with open(path, "wb") as f:  # the hdrhistogram package writes bytes
         if encoded:
             HdrHistogram.decode(encoded).output_percentile_distribution(f, 1000.0)
         else:
-            f.write("# no samples\n")
+            f.write(b"# no samples\n")
 
 
 def load(path: str) -> dict:

@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     res = doc["result"]
     if not res["complete"]:
         print(f"loadgen/run.py: error: run incomplete: {res['incomplete_reason']}", file=sys.stderr)
-    elif res["integrity_failures"]:
+    if res["integrity_failures"]:
         print(f"loadgen/run.py: error: {res['integrity_failures']} integrity failure(s): "
               + "; ".join(res["integrity_samples"][:3]), file=sys.stderr)
     if res["verdict"] == "client-bound" and not cfg.quiet:

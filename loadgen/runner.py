@@ -16,6 +16,7 @@ import multiprocessing.connection
 import os
 import resource
 import signal
+import sys
 import time
 
 from . import stats
@@ -75,12 +76,15 @@ def ensure_fds(cfg: LoadConfig) -> int:
 
 
 class Progress:
-    """One live line on stderr (rich), refreshed once a second; silent with --quiet."""
+    """One live line on stderr (rich), refreshed once a second; plain lines when
+    stderr is not a terminal (CI logs); silent with --quiet."""
 
     def __init__(self, quiet: bool, total_s: float) -> None:
         self.live = None
         self.total_s = total_s
-        if quiet:
+        self.quiet = quiet
+        self.plain = not quiet and not sys.stderr.isatty()
+        if quiet or self.plain:
             return
         from rich.console import Console
         from rich.live import Live
@@ -89,7 +93,9 @@ class Progress:
         self.live.start()
 
     def update(self, text: str) -> None:
-        if self.live is not None:
+        if self.plain:
+            print(f"loadgen: {text}", file=sys.stderr, flush=True)
+        elif self.live is not None:
             from rich.text import Text
 
             self.live.update(Text(text), refresh=True)
@@ -268,12 +274,13 @@ class Runner:
             self.intervals.setdefault(data["i"], {})[idx] = data
             got = self.intervals[data["i"]]
             if progress is not None and len(got) == self.cfg.workers:
-                msgs = sum(r["msgs"] for r in got.values())
+                span = max(r["span_ns"] for r in got.values()) / 1e9
+                msgs = sum(r["msgs"] for r in got.values()) / span if span > 0 else 0
                 h = stats.merge([r["hist"] for r in got.values()])
                 p99 = h.get_value_at_percentile(99) / 1000 if h.get_total_count() else float("nan")
                 errs = sum(r["errors"] + r["integrity"] for r in got.values())
                 elapsed = (time.perf_counter_ns() - t0) / 1e9
-                progress.update(f"{elapsed:5.1f}/{progress.total_s:g} s  {msgs:>9,} msgs/s  p99 {p99:8.1f} us  errors {errs}")
+                progress.update(f"{elapsed:5.1f}/{progress.total_s:g} s  {msgs:>9,.0f} msgs/s  p99 {p99:8.1f} us  errors {errs}")
         elif kind == "final":
             self.finals[idx] = data
 
@@ -330,8 +337,7 @@ class Runner:
             h = stats.merge([r["hist"] for r in iv.values()])
             n = sum(r["msgs"] for r in iv.values())
             t_end = max(r["t_ns"] for r in iv.values())
-            t_begin = max(r["t_ns"] for r in intervals[i - 1].values()) if i else self.warm_t_ns
-            span = (t_end - t_begin) / 1e9 if t_begin else 1.0
+            span = max(r["span_ns"] for r in iv.values()) / 1e9
             timeline.append({"t_s": round((t_end - self.warm_t_ns) / 1e9, 3) if self.warm_t_ns else i + 1,
                              "msgs_per_s": round(n / span, 1) if span > 0 else None,
                              "p99_us": round(h.get_value_at_percentile(99) / 1000, 3) if h.get_total_count() else None})

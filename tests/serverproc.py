@@ -22,9 +22,9 @@ STOP_BUDGET_S = 2.0  # the issue's promise: SIGINT/SIGTERM stop a server within 
 class ServerProcess:
     """``python -m servers MODEL --port 0 ...`` with its ready line read back."""
 
-    def __init__(self, model: str, *args: str, preexec_fn=None) -> None:
+    def __init__(self, model: str, *args: str, preexec_fn=None, argv: list[str] | None = None) -> None:
         self.model = model
-        self.argv = [sys.executable, "-m", "servers", model, "--port", "0", *args]
+        self.argv = argv or [sys.executable, "-m", "servers", model, "--port", "0", *args]
         self.proc = subprocess.Popen(
             self.argv,
             cwd=ROOT,

@@ -1,0 +1,132 @@
+"""Deliberately broken echo servers for testing the load generator's honesty.
+
+    python tests/fault_server.py MODE [--every N] [--size B] [--after-s S]
+
+Modes:
+  count    echo correctly; on SIGTERM print "echoed BYTES" to stdout
+  corrupt  flip one byte in every N (default 1,000,000) of each connection's stream
+  drop     drop one byte in every N of each connection's stream
+  reorder  swap two consecutive messages of --size bytes once per connection, after N bytes
+  stall    stop reading every connection for 0.5 s once, --after-s seconds after the first byte
+  die      exit abruptly (code 9) after --after-s seconds of traffic
+  reset    reset every connection (SO_LINGER 0) after --after-s seconds of traffic
+
+Prints the bound host:port on stdout when ready, like python -m servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import struct
+import sys
+
+STALL_S = 0.5
+
+
+class Fault(asyncio.Protocol):
+    def __init__(self, state) -> None:
+        self.s = state
+        self.seen = 0  # bytes of this connection's stream so far
+        self.held = b""
+        self.reordered = False
+
+    def connection_made(self, transport) -> None:
+        self.t = transport
+        self.s.conns.add(self)
+        self.s.on_traffic()
+        if self.s.stalled:
+            transport.pause_reading()
+
+    def connection_lost(self, exc) -> None:
+        self.s.conns.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        s, mode, every = self.s, self.s.mode, self.s.every
+        start, self.seen = self.seen, self.seen + len(data)
+        s.echoed += len(data)
+        if mode in ("corrupt", "drop") and start // every != self.seen // every:
+            i = every * (self.seen // every) - start - 1  # the Nth byte, 0-based in this chunk
+            if mode == "corrupt":
+                data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+            else:
+                data = data[:i] + data[i + 1:]
+                s.echoed -= 1
+        elif mode == "reorder" and not self.reordered and self.seen > every:
+            self.held += data
+            if len(self.held) < 2 * s.size:
+                return
+            a, b, rest = self.held[: s.size], self.held[s.size: 2 * s.size], self.held[2 * s.size:]
+            data = b + a + rest
+            self.held = b""
+            self.reordered = True
+        self.t.write(data)
+
+
+class State:
+    def __init__(self, args) -> None:
+        self.mode = args.mode
+        self.every = args.every
+        self.size = args.size
+        self.after_s = args.after_s
+        self.conns: set[Fault] = set()
+        self.echoed = 0
+        self.started = False
+        self.stalled = False
+
+    def on_traffic(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        loop = asyncio.get_running_loop()
+        if self.mode == "stall":
+            loop.call_later(self.after_s, self.stall)
+        elif self.mode == "die":
+            loop.call_later(self.after_s, os._exit, 9)
+        elif self.mode == "reset":
+            loop.call_later(self.after_s, self.reset_all)
+
+    def stall(self) -> None:
+        self.stalled = True
+        for c in self.conns:
+            c.t.pause_reading()
+        asyncio.get_running_loop().call_later(STALL_S, self.unstall)
+
+    def unstall(self) -> None:
+        self.stalled = False
+        for c in self.conns:
+            c.t.resume_reading()
+
+    def reset_all(self) -> None:
+        for c in list(self.conns):
+            sock = c.t.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.t.abort()
+
+
+async def main(args) -> None:
+    loop = asyncio.get_running_loop()
+    state = State(args)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = await loop.create_server(lambda: Fault(state), "127.0.0.1", 0, backlog=4096)
+    host, port = server.sockets[0].getsockname()[:2]
+    print(f"{host}:{port}", flush=True)
+    await stop.wait()
+    server.close()
+    if args.mode == "count":
+        print(f"echoed {state.echoed}", flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["count", "corrupt", "drop", "reorder", "stall", "die", "reset"])
+    p.add_argument("--every", type=int, default=1_000_000)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--after-s", type=float, default=1.0)
+    asyncio.run(main(p.parse_args()))
+    sys.exit(0)

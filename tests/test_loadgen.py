@@ -1,0 +1,253 @@
+"""loadgen/run.py as a user runs it: real processes, real sockets, real and broken servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import MODEL_PARAMS, ROOT_DIR
+from serverproc import ServerProcess
+
+from servers import registry
+
+RUN = [sys.executable, str(ROOT_DIR / "loadgen" / "run.py")]
+FAULT = [sys.executable, str(ROOT_DIR / "tests" / "fault_server.py")]
+QUICK = ["--duration", "1.5", "--warmup", "0.5"]
+DEFAULT_MODEL = "uvloop-protocol" if registry.get("uvloop-protocol").unavailable_reason() is None else "asyncio-protocol"
+
+
+def loadgen(tmp_path, *args, timeout=90, preexec_fn=None):
+    """Run the load generator; return (CompletedProcess, result document or None)."""
+    path = tmp_path / f"r{time.perf_counter_ns()}.json"
+    out = subprocess.run([*RUN, *args, "--json", str(path)], cwd=ROOT_DIR, capture_output=True, text=True,
+                         timeout=timeout, preexec_fn=preexec_fn)
+    doc = json.loads(path.read_text()) if path.exists() else None
+    return out, doc
+
+
+@pytest.fixture
+def fault_server():
+    started = []
+
+    def start(mode, *args):
+        s = ServerProcess(f"fault-{mode}", argv=[*FAULT, mode, *args])
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.stop()
+        s.kill()
+
+
+def assert_one_line_error(out):
+    lines = [x for x in out.stderr.strip().splitlines() if not x.startswith("loadgen: ")]
+    assert len(lines) == 1, f"expected one error line, got:\n{out.stderr}"
+    assert "Traceback" not in out.stderr
+
+
+# -- a clean run and its document -------------------------------------------------------------
+
+def test_clean_run_writes_a_complete_versioned_document(tmp_path):
+    hdr = tmp_path / "lat.hdr"
+    out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--conns", "10", *QUICK, "--hdr", str(hdr))
+    assert out.returncode == 0, out.stderr
+    assert doc["schema_version"] == 1
+    assert dt.datetime.fromisoformat(doc["timestamp"]).utcoffset() == dt.timedelta(0)
+    for key in ("cpu_model", "cpu_count", "kernel", "python", "uvloop", "echobench", "git_commit"):
+        assert key in doc["env"]
+    assert doc["config"]["conns"] == 10 and doc["config"]["server"] == DEFAULT_MODEL
+    r = doc["result"]
+    assert r["complete"] is True and r["integrity_failures"] == 0 and r["errors"] == {}
+    assert r["messages"] > 0 and r["bytes"] == r["messages"] * 1024
+    assert r["msgs_per_s"] == pytest.approx(r["messages"] / r["duration_s"], rel=0.01)
+    for k in ("p50", "p90", "p99", "p999", "p9999", "max", "mean"):
+        assert r["latency_us"][k] > 0
+    assert r["latency_us"]["p50"] <= r["latency_us"]["p99"] <= r["latency_us"]["max"]
+    assert r["latency_us"]["count"] == r["messages"]
+    assert r["latency_uncorrected_us"] is None  # closed loop
+    assert r["cpu"]["server_us_per_msg"] > 0 and r["cpu"]["loadgen_pct"] > 0
+    assert r["verdict"] in ("server-bound", "client-bound", "neither")
+    assert r["fairness"]["connections"] == 10 and 0 < r["fairness"]["jain"] <= 1
+    assert len(r["timeline"]) >= 1 and all("msgs_per_s" in t and "p99_us" in t for t in r["timeline"])
+    assert r["histogram"] and r["connections"] == {"requested": 10, "established": 10}
+    assert set(doc["pinning"]["loadgen_cpus"]).isdisjoint(doc["pinning"]["server_cpus"]) or len(os.sched_getaffinity(0)) == 1
+    assert "Percentile" in hdr.read_text()
+    assert "throughput" in out.stdout and "verdict" in out.stdout
+
+
+@pytest.mark.parametrize("model", MODEL_PARAMS)
+def test_1000_connections_against_every_model(tmp_path, model):
+    out, doc = loadgen(tmp_path, "--server", model, "--conns", "1000", "--duration", "1", "--warmup", "0.5", "--quiet")
+    assert out.returncode == 0, out.stderr
+    r = doc["result"]
+    assert r["connections"]["established"] == 1000
+    assert r["integrity_failures"] == 0 and r["complete"]
+    assert r["fairness"]["connections"] == 1000 and r["messages"] >= 1000
+    assert out.stderr == ""  # --quiet
+
+
+# -- every byte checked -----------------------------------------------------------------------
+
+def test_one_corrupt_byte_in_a_million_is_caught(tmp_path, fault_server):
+    s = fault_server("corrupt", "--every", "1000000")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--conns", "4", *QUICK)
+    r = doc["result"]
+    assert out.returncode != 0
+    assert r["integrity"].get("corrupt", 0) >= 1, r["integrity"]
+    assert "integrity failure" in out.stderr
+
+
+def test_a_dropped_byte_is_caught(tmp_path, fault_server):
+    s = fault_server("drop", "--every", "1000000")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--conns", "4", *QUICK, "--timeout", "0.5")
+    r = doc["result"]
+    assert out.returncode != 0
+    assert r["integrity"].get("lost", 0) >= 1, r["integrity"]
+
+
+def test_reordered_messages_are_caught(tmp_path, fault_server):
+    s = fault_server("reorder", "--every", "100000", "--size", "1024")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--conns", "2", "--depth", "2", *QUICK)
+    r = doc["result"]
+    assert out.returncode != 0
+    assert r["integrity"].get("sequence", 0) >= 1, r["integrity"]
+
+
+def test_reported_count_matches_what_the_server_echoed(tmp_path, fault_server):
+    s = fault_server("count")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--conns", "8", "--workers", "2", "--size", "100", *QUICK)
+    assert out.returncode == 0, out.stderr
+    s.proc.send_signal(signal.SIGTERM)
+    echoed = int(s.proc.stdout.readline().split()[1])
+    r = doc["result"]
+    assert echoed == r["messages_total"] * 100
+    assert 0 < r["messages"] < r["messages_total"]  # warm-up and drain are not in the measured count
+    assert sum(t["msgs_per_s"] > 0 for t in r["timeline"]) >= 1
+
+
+# -- coordinated omission -----------------------------------------------------------------------
+
+def test_open_loop_latency_shows_a_stall_that_closed_timing_hides(tmp_path, fault_server):
+    s = fault_server("stall", "--after-s", "1.0")  # 0.5 s without reading, 1 s after the first byte
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--conns", "1", "--rate", "1000",
+                       "--duration", "3", "--warmup", "0.5", "--timeout", "3")
+    assert out.returncode == 0, out.stderr
+    r = doc["result"]
+    corrected, uncorrected = r["latency_us"], r["latency_uncorrected_us"]
+    assert corrected["p999"] >= 250_000, corrected  # hundreds of messages waited behind the stall
+    assert uncorrected["p999"] < 100_000, uncorrected  # timed from the late send, the stall vanishes
+    assert uncorrected["max"] >= 400_000  # the one message caught in the stall
+    assert r["messages"] == pytest.approx(3000, rel=0.05)  # the schedule was kept up with
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+def test_no_server_listening_is_a_one_line_error_within_2s(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        out, doc = loadgen(tmp_path, "--port", str(port), "--conns", "5", "--duration", "5")
+        elapsed = time.monotonic() - t0
+    assert out.returncode == 3
+    assert elapsed < 2.0 + 1.5  # the run itself is bounded by 2 s; allow the interpreter's start-up
+    assert_one_line_error(out)
+    assert "refused" in out.stderr
+    assert doc["result"]["complete"] is False and doc["result"]["messages"] == 0
+
+
+@pytest.mark.parametrize("mode", ["die", "reset"])
+def test_server_death_mid_run_keeps_results_so_far(tmp_path, fault_server, mode):
+    s = fault_server(mode, "--after-s", "1.0")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--conns", "4", "--duration", "5", "--warmup", "0.2")
+    assert out.returncode == 3, out.stderr
+    r = doc["result"]
+    assert r["complete"] is False and r["incomplete_reason"]
+    assert r["messages"] > 0 and r["duration_s"] < 4.5
+    assert sum(r["errors"].values()) >= 1
+    assert "Traceback" not in out.stderr
+
+
+def test_ctrl_c_writes_partial_results(tmp_path):
+    path = tmp_path / "r.json"
+    proc = subprocess.Popen([*RUN, "--server", DEFAULT_MODEL, "--conns", "4", "--duration", "30", "--warmup", "0.2",
+                             "--json", str(path)], cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        for line in proc.stderr:  # progress lines (stderr is not a terminal): a readiness signal
+            if "msgs/s" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, stderr
+    r = json.loads(path.read_text())["result"]
+    assert r["complete"] is False and r["incomplete_reason"] == "interrupted"
+    assert r["messages"] > 0 and r["integrity_failures"] == 0
+    assert "Traceback" not in stderr
+
+
+def test_too_few_file_descriptors_is_refused_before_connecting(tmp_path):
+    def low():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    out, doc = loadgen(tmp_path, "--port", "1", "--conns", "1000", preexec_fn=low)
+    assert out.returncode == 2
+    assert_one_line_error(out)
+    assert "file descriptors" in out.stderr
+    assert doc is None
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--conns", "0"], "at least 1"),
+    (["--size", "1x"], "invalid size"),
+    (["--rate", "-5"], "rate"),
+    (["--cpus", "0", "--server-cpus", "0"], "overlap"),
+    (["--server", "nope"], "invalid choice"),
+    (["--server-workers", "2"], "needs --server"),
+    (["--duration", "0"], "duration"),
+])
+def test_bad_arguments(tmp_path, args, fragment):
+    out = subprocess.run([*RUN, *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert_one_line_error(out)
+    assert fragment in out.stderr
+
+
+def test_existing_json_is_not_overwritten(tmp_path):
+    path = tmp_path / "keep.json"
+    path.write_text("precious")
+    out = subprocess.run([*RUN, "--json", str(path)], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "exists" in out.stderr
+    assert path.read_text() == "precious"
+
+
+def test_c_reference_client_builds_and_checks_echoes(start_server):
+    from loadgen import cref
+
+    binary, reason = cref.build()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"C reference client: {reason}")
+        pytest.skip(reason)
+    server = start_server(DEFAULT_MODEL)
+    out = subprocess.run([str(binary), server.host, str(server.port), "4", "1024", "0.5", "0.2"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "measure-start"
+    r = json.loads(lines[1])
+    assert r["messages"] > 0 and r["errors"] == 0 and r["mismatches"] == 0
