@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: test bench bench-loadgen venv clean
+.PHONY: test bench bench-full bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -18,9 +18,17 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Every model over the default matrix (loadgen/matrices/default.toml): results/<stamp>-<sha>/, results/latest.
 bench: $(STAMP)
-	@echo "make bench: the benchmark matrix is not built yet (issue 4); nothing was measured." >&2
-	@exit 1
+	$(PY) -m loadgen.bench --matrix default $(BENCH_ARGS)
+
+bench-full: $(STAMP)
+	$(PY) -m loadgen.bench --matrix full $(BENCH_ARGS)
+
+# Regenerate plots and reports of a run from its JSON: make report RUN=results/latest
+RUN ?= results/latest
+report: $(STAMP)
+	$(PY) -m loadgen.report $(RUN)
 
 # Load generator vs the C reference client, side by side (builds build/echo_client with cc).
 bench-loadgen: $(STAMP)

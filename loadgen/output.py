@@ -9,6 +9,13 @@ import sys
 from hdrh.histogram import HdrHistogram
 
 
+def human_size(n: int) -> str:
+    for unit, div in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div and n % div == 0:
+            return f"{n // div} {unit}"
+    return f"{n} B"
+
+
 def _fmt(x, unit: str = "", digits: int = 1) -> str:
     if x is None:
         return "-"

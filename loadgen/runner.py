@@ -79,12 +79,13 @@ class Progress:
     """One live line on stderr (rich), refreshed once a second; plain lines when
     stderr is not a terminal (CI logs); silent with --quiet."""
 
-    def __init__(self, quiet: bool, total_s: float) -> None:
+    def __init__(self, quiet: bool, total_s: float, sink=None) -> None:
         self.live = None
         self.total_s = total_s
         self.quiet = quiet
-        self.plain = not quiet and not sys.stderr.isatty()
-        if quiet or self.plain:
+        self.sink = sink  # a caller's callable(text) instead of our own line (make bench's suite display)
+        self.plain = sink is None and not quiet and not sys.stderr.isatty()
+        if quiet or self.plain or sink is not None:
             return
         from rich.console import Console
         from rich.live import Live
@@ -93,7 +94,9 @@ class Progress:
         self.live.start()
 
     def update(self, text: str) -> None:
-        if self.plain:
+        if self.sink is not None:
+            self.sink(text)
+        elif self.plain:
             print(f"loadgen: {text}", file=sys.stderr, flush=True)
         elif self.live is not None:
             from rich.text import Text
@@ -111,9 +114,10 @@ def _interrupt(signum, frame):
 
 
 class Runner:
-    def __init__(self, cfg: LoadConfig, log) -> None:
+    def __init__(self, cfg: LoadConfig, log, progress_sink=None) -> None:
         self.cfg = cfg
         self.log = log  # one-line messages to stderr (silenced by --quiet)
+        self.progress_sink = progress_sink
         self.server: ManagedServer | None = None
         self.incomplete: str | None = None
         self.intervals: dict[int, dict[int, dict]] = {}  # interval -> worker -> report
@@ -132,6 +136,7 @@ class Runner:
         fd_limit = ensure_fds(cfg)
         host, port, server_pid = cfg.host, cfg.port, cfg.server_pid
         old_term = signal.signal(signal.SIGTERM, _interrupt)
+        old_affinity = os.sched_getaffinity(0)
         progress = None
         procs: list = []
         pipes: list = []
@@ -161,7 +166,7 @@ class Runner:
             t0 = time.perf_counter_ns() + START_DELAY_NS
             for pp in pipes:
                 pp.send(("start", t0))
-            progress = Progress(cfg.quiet, cfg.warmup + cfg.duration)
+            progress = Progress(cfg.quiet, cfg.warmup + cfg.duration, self.progress_sink)
             self._traffic_phase(pipes, procs, t0, client, server, progress)
         except _Abort:
             pass
@@ -174,6 +179,7 @@ class Runner:
             if progress is not None:
                 progress.stop()
             signal.signal(signal.SIGTERM, old_term)
+            os.sched_setaffinity(0, old_affinity)  # an in-process caller (make bench) plans the next run from it
             for p in procs:
                 p.join(2)
                 if p.is_alive():

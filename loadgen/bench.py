@@ -1,0 +1,316 @@
+"""``make bench``: every server model, a matrix of loads, pinned and repeated; JSON, plots, report.
+
+    python -m loadgen.bench [--matrix default|full|PATH] [--results DIR] [--models a,b]
+
+The matrix is data (``loadgen/matrices/*.toml``). Each cell (model,
+connections, message size) runs ``trials`` times, interleaved across models
+(A B C ... A B C ...) so that machine drift hits every model alike, each time
+with a fresh server process pinned away from the load generator, a discarded
+warm-up, and the load generator's verdict recorded. Results go to
+``results/<UTC timestamp>-<git short sha>/``; ``results/latest`` points at the
+newest run. Ctrl-C keeps every finished measurement and still writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from servers import registry
+from servers.config import ServerConfig
+
+from . import output
+from .config import LoadConfig
+from .envinfo import ROOT, environment
+from .runner import Runner, RunError, plan_cpus
+from .target import TargetError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+MATRICES = Path(__file__).with_name("matrices")
+SUITE_SCHEMA_VERSION = 1
+RUN_OVERHEAD_S = 1.0  # server start, connects, drain, stop: for the time-left estimate
+
+
+class MatrixError(Exception):
+    pass
+
+
+def load_matrix(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MATRICES / f"{name_or_path}.toml"
+    try:
+        m = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MatrixError(f"no matrix {name_or_path!r} (looked for {path})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"{path}: {exc}") from None
+    run = m.get("run", {})
+    for key, typ in (("trials", int), ("duration", (int, float)), ("warmup", (int, float))):
+        if not isinstance(run.get(key), typ):
+            raise MatrixError(f"{path}: [run] needs {key}")
+    if not m.get("sweep"):
+        raise MatrixError(f"{path}: no [[sweep]]")
+    m["path"] = str(path)
+    return m
+
+
+def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str], list[tuple[int, int]]]:
+    """(models to run, {skipped model: reason}, cells as (conns, size) in a stable order)."""
+    wanted = matrix["run"].get("models", "all")
+    names = list(registry.MODELS) if wanted == "all" else list(wanted)
+    if only:
+        names = [n for n in names if n in only]
+    unknown = [n for n in names if n not in registry.MODELS]
+    if unknown:
+        raise MatrixError(f"unknown model(s) in the matrix: {', '.join(unknown)}")
+    skipped = {}
+    models = []
+    for n in names:
+        reason = registry.get(n).unavailable_reason()
+        if reason is None and registry.get(n).multiprocess:
+            reason = registry.get(ServerConfig.inner).unavailable_reason()
+        if reason:
+            skipped[n] = reason
+        else:
+            models.append(n)
+    cells: list[tuple[int, int]] = []
+    for sweep in matrix["sweep"]:
+        for c in sweep["conns"]:
+            for s in sweep["sizes"]:
+                if (c, s) not in cells:
+                    cells.append((c, s))
+    return models, skipped, cells
+
+
+def git_short() -> str:
+    c = environment()["git_commit"] or "nogit"
+    return c[:7] + ("-dirty" if c.endswith("-dirty") else "")
+
+
+def cell_key(model: str, conns: int, size: int) -> str:
+    return f"{model}_c{conns}_s{size}"
+
+
+def summarise(model: str, conns: int, size: int, docs: list[dict], failures: list[dict]) -> dict:
+    """Per-cell medians and spread across trials."""
+    ok = [d["result"] for d in docs if d["result"]["complete"] and d["result"]["integrity_failures"] == 0]
+
+    def med(get):
+        vals = [v for v in (get(r) for r in ok) if v is not None]
+        return statistics.median(vals) if vals else None
+
+    def spread(get):
+        vals = [v for v in (get(r) for r in ok) if v is not None]
+        if not vals:
+            return None
+        m = statistics.mean(vals)
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return {"min": min(vals), "max": max(vals), "stdev": round(sd, 3), "cv": round(sd / m, 4) if m else None,
+                "n": len(vals), "values": vals}
+
+    verdicts = [r["verdict"] for r in ok]
+    verdict = max(set(verdicts), key=verdicts.count) if verdicts else None
+    status = "ok" if ok and not failures else ("failed" if not ok else "partial")
+    return {
+        "model": model, "conns": conns, "size": size, "status": status,
+        "trials_ok": len(ok), "trials": len(docs) + len([f for f in failures if f.get("doc") is None]),
+        "failures": [{k: v for k, v in f.items() if k != "doc"} for f in failures],
+        "median": {
+            "msgs_per_s": med(lambda r: r["msgs_per_s"]),
+            "mb_per_s": med(lambda r: r["mb_per_s"]),
+            "p50_us": med(lambda r: r["latency_us"]["p50"]),
+            "p99_us": med(lambda r: r["latency_us"]["p99"]),
+            "p999_us": med(lambda r: r["latency_us"]["p999"]),
+            "server_us_per_msg": med(lambda r: r["cpu"]["server_us_per_msg"]),
+            "loadgen_us_per_msg": med(lambda r: r["cpu"]["loadgen_us_per_msg"]),
+            "server_pct": med(lambda r: r["cpu"]["server_pct"]),
+            "loadgen_pct": med(lambda r: r["cpu"]["loadgen_pct"]),
+        },
+        "spread": {
+            "msgs_per_s": spread(lambda r: r["msgs_per_s"]),
+            "p99_us": spread(lambda r: r["latency_us"]["p99"]),
+            "server_us_per_msg": spread(lambda r: r["cpu"]["server_us_per_msg"]),
+        },
+        "verdicts": verdicts,
+        "verdict": verdict,
+        "client_bound_trials": verdicts.count("client-bound"),
+    }
+
+
+class SuiteDisplay:
+    """One progress bar for the suite (runs done, time left) and the current run's live line, on stderr."""
+
+    def __init__(self, total: int, per_run_s: float, quiet: bool) -> None:
+        self.total = total
+        self.done = 0
+        self.per_run_s = per_run_s
+        self.quiet = quiet
+        self.progress = None
+        if quiet:
+            return
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                     TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.description}"),
+                                     console=Console(stderr=True), transient=False)
+            self.task = self.progress.add_task("", total=total)
+            self.progress.start()
+
+    def cell(self, label: str) -> None:
+        self.label = label
+        if self.progress is not None:
+            self.progress.update(self.task, description=label)
+        elif not self.quiet:
+            left = (self.total - self.done) * self.per_run_s
+            print(f"bench: [{self.done + 1}/{self.total}] {label}  (~{left / 60:.1f} min left)", file=sys.stderr, flush=True)
+
+    def live(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{self.label}  {text.strip()}")
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def log(self, msg: str) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.console.print(msg)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: bool) -> tuple[Path, dict]:
+    models, skipped, cells = plan(matrix, only)
+    if not models:
+        raise MatrixError("no model can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    run = matrix["run"]
+    trials = run["trials"]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = results_root / f"{stamp}-{git_short()}"
+    (out_dir / "cells").mkdir(parents=True)
+    env = environment()
+    base = LoadConfig(duration=float(run["duration"]), warmup=float(run["warmup"]), depth=int(run.get("depth", 1)), quiet=True)
+    client_cpus, server_cpus = plan_cpus(replace(base, server=models[0]))
+    total = trials * len(cells) * len(models)
+    per_run = base.duration + base.warmup + RUN_OVERHEAD_S
+    display = SuiteDisplay(total, per_run, quiet)
+    for m, why in skipped.items():
+        display.log(f"bench: skipping {m}: {why}")
+    display.log(f"bench: {len(models)} models x {len(cells)} loads x {trials} trials = {total} runs, "
+                f"~{total * per_run / 60:.1f} min; server CPUs {','.join(map(str, server_cpus))}, "
+                f"load generator CPUs {','.join(map(str, client_cpus))}; writing {out_dir}")
+    docs: dict[str, list[dict]] = {}
+    fails: dict[str, list[dict]] = {}
+    interrupted = False
+    t_start = time.monotonic()
+    try:
+        for trial in range(trials):  # interleaved: trial 1 of every cell and model, then trial 2, ...
+            for conns, size in cells:
+                for model in models:
+                    key = cell_key(model, conns, size)
+                    display.cell(f"{model} {conns} conns {output.human_size(size)} (trial {trial + 1}/{trials})")
+                    cfg = replace(base, server=model, conns=conns, size=size)
+                    runner = Runner(cfg, log=lambda msg: None, progress_sink=display.live)
+                    try:
+                        doc, _code = runner.execute()
+                    except (RunError, TargetError) as exc:
+                        fails.setdefault(key, []).append({"trial": trial, "reason": str(exc), "doc": None})
+                        display.log(f"bench: {key} trial {trial + 1} failed: {exc}")
+                        display.advance()
+                        continue
+                    doc["bench"] = {"model": model, "conns": conns, "size": size, "trial": trial}
+                    output.write_json(doc, str(out_dir / "cells" / f"{key}_t{trial}.json"))
+                    res = doc["result"]
+                    if res["incomplete_reason"] == "interrupted":
+                        raise KeyboardInterrupt
+                    if not res["complete"] or res["integrity_failures"]:
+                        reason = res["incomplete_reason"] or f"{res['integrity_failures']} integrity failures"
+                        tail = runner.server.stderr_tail() if runner.server else ""
+                        fails.setdefault(key, []).append({"trial": trial, "reason": reason, "stderr_tail": tail, "doc": doc})
+                        display.log(f"bench: {key} trial {trial + 1} failed: {reason}")
+                    docs.setdefault(key, []).append(doc)
+                    display.advance()
+    except KeyboardInterrupt:
+        interrupted = True
+        display.log("bench: interrupted; writing the report for the finished measurements")
+    finally:
+        display.stop()
+    summary = []
+    for conns, size in cells:
+        for model in models:
+            key = cell_key(model, conns, size)
+            if key in docs or key in fails:
+                summary.append(summarise(model, conns, size, docs.get(key, []), fails.get(key, [])))
+    suite = {
+        "schema_version": SUITE_SCHEMA_VERSION,
+        "kind": "echobench-suite",
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "env": env,
+        "matrix": {k: v for k, v in matrix.items()},
+        "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus)},
+        "models": models,
+        "skipped": skipped,
+        "cells": summary,
+        "runs_planned": total,
+        "runs_done": sum(len(v) for v in docs.values()) + sum(1 for v in fails.values() for f in v if f["doc"] is None),
+        "complete": not interrupted,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+    }
+    output.write_json(suite, str(out_dir / "suite.json"))
+    latest = results_root / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(out_dir.name)
+    except OSError:
+        pass
+    return out_dir, suite
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadgen.bench", description="Run the benchmark matrix and write the report.")
+    p.add_argument("--matrix", default="default", help="default, full, or a path to a TOML matrix")
+    p.add_argument("--results", default=str(ROOT / "results"), help="where run folders go (default results/)")
+    p.add_argument("--models", help="comma-separated subset of the matrix's models")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        matrix = load_matrix(a.matrix)
+        out_dir, suite = run_suite(matrix, Path(a.results), a.models.split(",") if a.models else None, a.quiet)
+    except MatrixError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    from .report import write_report
+
+    paths = write_report(out_dir)
+    print(f"bench: {suite['runs_done']}/{suite['runs_planned']} runs in {suite['elapsed_s'] / 60:.1f} min; "
+          f"report: {paths['md']} and {paths['html']}", file=sys.stderr)
+    print(paths["summary"])
+    if not suite["complete"]:
+        return 3
+    return 0 if all(c["status"] == "ok" for c in suite["cells"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""Turn a run folder's JSON into plots, ``report.md`` and a self-contained ``report.html``.
+
+    python -m loadgen.report results/latest
+
+Reads only the JSON (``suite.json`` and ``cells/*.json``), so a report can be
+regenerated, or restyled, long after the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import sys
+from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
+
+from .output import human_size
+
+SPECTRUM_PERCENTILES = [50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999]
+
+
+class ReportError(Exception):
+    pass
+
+
+def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
+    path = run_dir / "suite.json"
+    try:
+        suite = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path} not found: is {run_dir} a bench run folder?") from None
+    if suite.get("kind") != "echobench-suite" or suite.get("schema_version") != 1:
+        raise ReportError(f"{path}: not an echobench suite of schema version 1")
+    docs = []
+    for p in sorted((run_dir / "cells").glob("*.json")):
+        d = json.loads(p.read_text())
+        if d.get("schema_version") != 1:
+            raise ReportError(f"{p}: schema_version {d.get('schema_version')!r}, expected 1")
+        docs.append(d)
+    return suite, docs
+
+
+def _cells(suite, **match):
+    return [c for c in suite["cells"] if all(c[k] == v for k, v in match.items())]
+
+
+def _sweep(suite, name):
+    for s in suite["matrix"]["sweep"]:
+        if s["name"] == name:
+            return s
+    return None
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+def _style(ax, title, xlabel, ylabel):
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.35)
+    ax.grid(True, which="minor", alpha=0.12)
+
+
+def _plain_log_axis(axis) -> None:
+    """Log-scale tick labels as plain numbers (120, 1,000, 5,000) instead of 10^n."""
+    import matplotlib.ticker as mt
+
+    fmt = mt.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    axis.set_major_formatter(fmt)
+    axis.set_minor_locator(mt.LogLocator(subs=(2, 5)))
+    axis.set_minor_formatter(fmt)
+
+
+def _model_styles(models):
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10")
+    markers = "osD^vP*Xhp"
+    return {m: {"color": cmap(i % 10), "marker": markers[i % len(markers)]} for i, m in enumerate(models)}
+
+
+def _save(fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=110)
+    fig.savefig(out / f"{name}.svg")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f"{name}.png"
+
+
+def _subtitle(suite) -> str:
+    env, pin = suite["env"], suite["pinning"]
+    return (f"{env['cpu_model']} | server CPUs {','.join(map(str, pin['server_cpus']))}, load generator CPUs "
+            f"{','.join(map(str, pin['loadgen_cpus']))} | Python {env['python']}, uvloop {env['uvloop']} | "
+            f"{(env['git_commit'] or '?')[:10]}")
+
+
+def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = suite["models"]
+    sty = _model_styles(models)
+    sub = _subtitle(suite)
+    plots = {}
+    conn_sweep = _sweep(suite, "connections")
+    size_sweep = _sweep(suite, "message size")
+    hollow_note = "hollow marker = client-bound (the load generator, not the server, was the limit)"
+
+    def line(ax, model, xs, cells, get, err=None):
+        pts = [(x, c) for x, c in zip(xs, cells) if c is not None and get(c) is not None]
+        if not pts:
+            return
+        x = [p[0] for p in pts]
+        y = [get(p[1]) for p in pts]
+        ax.plot(x, y, color=sty[model]["color"], label=model, linewidth=1.6)
+        for xi, c in pts:
+            client_bound = c["verdict"] == "client-bound"
+            ax.plot([xi], [get(c)], marker=sty[model]["marker"], color=sty[model]["color"], markersize=6,
+                    markerfacecolor="white" if client_bound else sty[model]["color"], linestyle="none")
+            if err:
+                lo, hi = err(c)
+                if lo is not None:
+                    ax.vlines(xi, lo, hi, color=sty[model]["color"], alpha=0.6, linewidth=2.5)
+
+    if conn_sweep:
+        size = conn_sweep["sizes"][0]
+        xs = conn_sweep["conns"]
+        # 1. throughput vs connections
+        fig, ax = plt.subplots(figsize=(9, 5.2))
+        for m in models:
+            cells = [next(iter(_cells(suite, model=m, conns=c, size=size)), None) for c in xs]
+            sp = lambda c: ((c["spread"]["msgs_per_s"] or {}).get("min"), (c["spread"]["msgs_per_s"] or {}).get("max"))
+            line(ax, m, xs, cells, lambda c: c["median"]["msgs_per_s"], sp)
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+        _style(ax, f"Throughput vs connections ({human_size(size)} messages, median of trials, bars = min..max)\n{sub}",
+               "concurrent connections (log scale)", "echoed messages per second")
+        ax.legend(fontsize=8, ncol=2, title=hollow_note, title_fontsize=7)
+        plots["throughput_vs_conns"] = _save(fig, out, "throughput_vs_conns")
+
+        # 2. server CPU us per message by model
+        fig, ax = plt.subplots(figsize=(9, 5.2))
+        width = 0.8 / len(xs)
+        cmap = plt.get_cmap("viridis")
+        for j, c in enumerate(xs):
+            vals = []
+            for m in models:
+                cell = next(iter(_cells(suite, model=m, conns=c, size=size)), None)
+                vals.append(cell["median"]["server_us_per_msg"] if cell and cell["median"]["server_us_per_msg"] else 0)
+            pos = [i + (j - (len(xs) - 1) / 2) * width for i in range(len(models))]
+            ax.bar(pos, vals, width=width * 0.95, color=cmap(j / max(1, len(xs) - 1) * 0.85), label=f"{c} conns")
+        ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
+        ax.text(0.01, 0.97, "at 1 connection the server mostly waits: each message also pays for waking up from idle",
+                transform=ax.transAxes, fontsize=7, color="grey", va="top")
+        _style(ax, f"Server CPU per message ({human_size(size)}; lower is better; fair even when the client is the limit)\n{sub}",
+               "server model", "server CPU microseconds per message")
+        ax.legend(fontsize=8, title="load", title_fontsize=8)
+        plots["server_cpu_per_msg"] = _save(fig, out, "server_cpu_per_msg")
+
+        # 4. p99 latency vs connections
+        fig, ax = plt.subplots(figsize=(9, 5.2))
+        for m in models:
+            cells = [next(iter(_cells(suite, model=m, conns=c, size=size)), None) for c in xs]
+            sp = lambda c: ((c["spread"]["p99_us"] or {}).get("min"), (c["spread"]["p99_us"] or {}).get("max"))
+            line(ax, m, xs, cells, lambda c: c["median"]["p99_us"], sp)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
+        _plain_log_axis(ax.yaxis)
+        _style(ax, f"p99 latency vs connections ({human_size(size)}, closed loop: latency grows with queueing)\n{sub}",
+               "concurrent connections (log scale)", "p99 round-trip latency, microseconds (log scale)")
+        ax.legend(fontsize=8, ncol=2, title=hollow_note, title_fontsize=7)
+        plots["p99_vs_conns"] = _save(fig, out, "p99_vs_conns")
+
+    # 3. latency percentile spectrum at one load
+    load = suite["matrix"]["run"].get("spectrum_load") or {"conns": 10, "size": 1024}
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    drew = False
+    for m in models:
+        hs = [d["result"]["histogram"] for d in docs if d.get("bench", {}).get("model") == m
+              and d["bench"]["conns"] == load["conns"] and d["bench"]["size"] == load["size"]
+              and d["result"]["complete"] and d["result"]["histogram"]]
+        if not hs:
+            continue
+        h = HdrHistogram.decode(hs[0])
+        for e in hs[1:]:
+            h.add(HdrHistogram.decode(e))
+        total = h.get_total_count()
+        ps = [p for p in SPECTRUM_PERCENTILES if total * (1 - p / 100) >= 1] or [50]
+        xs_ = [1 / (1 - p / 100) for p in ps]
+        ys = [h.get_value_at_percentile(p) / 1000 for p in ps]
+        ax.plot(xs_, ys, color=sty[m]["color"], marker=sty[m]["marker"], markersize=4, label=f"{m} ({total:,} samples)")
+        drew = True
+    if drew:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = [p for p in SPECTRUM_PERCENTILES if p in (50, 90, 99, 99.9, 99.99, 99.999)]
+        ax.set_xticks([1 / (1 - p / 100) for p in ticks], [f"{p:g}%" for p in ticks])
+        ax.minorticks_off()
+        _plain_log_axis(ax.yaxis)
+        ax.axhline(5000, color="grey", linestyle=":", linewidth=1)
+        ax.text(2.2, 5000 * 1.1, "~5 ms: one timer tick on this VM; tail values below this line are noise",
+                fontsize=7, color="grey")
+        _style(ax, f"Latency by percentile, {load['conns']} connections x {human_size(load['size'])} (all trials merged)\n{sub}",
+               "percentile (log scale of 1/(1-p))", "round-trip latency, microseconds (log scale)")
+        ax.legend(fontsize=8)
+        plots["latency_spectrum"] = _save(fig, out, "latency_spectrum")
+    else:
+        plt.close(fig)
+
+    # 5. throughput (MB/s) vs message size
+    if size_sweep:
+        c = size_sweep["conns"][0]
+        xs = size_sweep["sizes"]
+        fig, ax = plt.subplots(figsize=(9, 5.2))
+        for m in models:
+            cells = [next(iter(_cells(suite, model=m, conns=c, size=s)), None) for s in xs]
+            line(ax, m, xs, cells, lambda cc: cc["median"]["mb_per_s"])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(xs, [human_size(s) for s in xs])
+        ax.minorticks_off()
+        _plain_log_axis(ax.yaxis)
+        _style(ax, f"Throughput vs message size ({c} connections; MB/s echoed, each direction)\n{sub}",
+               "message size (log scale)", "MB/s (10^6 bytes/s, log scale)")
+        ax.legend(fontsize=8, ncol=2, title=hollow_note, title_fontsize=7)
+        plots["mbps_vs_size"] = _save(fig, out, "mbps_vs_size")
+    return plots
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+def _num(x, fmt="{:,.0f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One table per load: (title, header, rows) ranked by throughput, with ratios to the reference."""
+    ref = suite["matrix"]["run"].get("reference", "asyncio-protocol")
+    loads = []
+    for c in suite["cells"]:
+        if (c["conns"], c["size"]) not in loads:
+            loads.append((c["conns"], c["size"]))
+    out = []
+    for conns, size in loads:
+        cells = _cells(suite, conns=conns, size=size)
+        refc = next((c for c in cells if c["model"] == ref and c["median"]["msgs_per_s"]), None)
+        rows = []
+        for c in sorted(cells, key=lambda c: -(c["median"]["msgs_per_s"] or -1)):
+            m = c["median"]
+            sp = c["spread"]["msgs_per_s"]
+            ratio = (f"{m['msgs_per_s'] / refc['median']['msgs_per_s']:.2f}x" if refc and m["msgs_per_s"] else "-")
+            cpu_ratio = (f"{m['server_us_per_msg'] / refc['median']['server_us_per_msg']:.2f}x"
+                         if refc and m["server_us_per_msg"] and refc["median"]["server_us_per_msg"] else "-")
+            verdict = c["verdict"] or "-"
+            if c["client_bound_trials"]:
+                verdict = f"**client-bound** ({c['client_bound_trials']}/{c['trials_ok']})"
+            status = c["status"] if c["status"] != "ok" else ""
+            rows.append([
+                c["model"] + (f" ({status})" if status else ""),
+                _num(m["msgs_per_s"]),
+                f"±{sp['cv'] * 100:.1f}%" if sp and sp["cv"] is not None else "-",
+                ratio,
+                _num(m["server_us_per_msg"], "{:.2f}"),
+                cpu_ratio,
+                _num(m["p50_us"], "{:,.0f}"),
+                _num(m["p99_us"], "{:,.0f}"),
+                _num(m["server_pct"], "{:.0f}%"),
+                _num(m["loadgen_pct"], "{:.0f}%"),
+                verdict,
+            ])
+        out.append((f"{conns} connections, {human_size(size)} messages",
+                    ["model", "msgs/s", "spread (CV)", f"vs {ref}", "server us/msg", f"us/msg vs {ref}",
+                     "p50 us", "p99 us", "server CPU", "loadgen CPU", "verdict"], rows))
+    return out
+
+
+def notes(suite: dict) -> list[str]:
+    n = []
+    if not suite["complete"]:
+        n.append(f"**The run was interrupted**: {suite['runs_done']} of {suite['runs_planned']} measurements finished; "
+                 "tables show what finished.")
+    for m, why in suite["skipped"].items():
+        n.append(f"`{m}` was skipped: {why}.")
+    cb = [c for c in suite["cells"] if c["client_bound_trials"]]
+    if cb:
+        n.append("**Client-bound cells** (the load generator, not the server, was the bottleneck; their msgs/s is a "
+                 "lower bound on the server's capacity; compare these models by server CPU us/msg instead): "
+                 + ", ".join(f"`{c['model']}` @ {c['conns']}x{human_size(c['size'])}" for c in cb) + ".")
+    for c in suite["cells"]:
+        for f in c["failures"]:
+            tail = f" Server stderr: `{f['stderr_tail']}`" if f.get("stderr_tail") else ""
+            n.append(f"**Failed**: `{c['model']}` @ {c['conns']} conns x {human_size(c['size'])}, trial {f['trial'] + 1}: "
+                     f"{f['reason']}.{tail}")
+    n.append("Latencies are closed-loop round trips (send to full echo, every byte compared). At 1 connection every "
+             "model is latency-bound; differences then show in server CPU us/msg. A p99.99 or max below ~5 ms is one "
+             "timer tick on this VM, i.e. noise.")
+    return n
+
+
+def _md_table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def env_rows(suite) -> list[tuple[str, str]]:
+    env, pin, run = suite["env"], suite["pinning"], suite["matrix"]["run"]
+    return [
+        ("CPU", f"{env['cpu_model']} ({env['cpu_count']} CPUs, usable {env.get('usable_cpus')})"),
+        ("kernel", f"{env['os']} {env['kernel']}"),
+        ("Python", f"{env['python']} ({env['python_implementation']})"),
+        ("uvloop", str(env["uvloop"])),
+        ("echobench", f"{env['echobench']} @ {env['git_commit']}"),
+        ("pinning", f"server CPUs {pin['server_cpus']}, load generator CPUs {pin['loadgen_cpus']}"),
+        ("matrix", f"{Path(suite['matrix']['path']).name}: {run['trials']} trials x ({run['warmup']} s warm-up + "
+                   f"{run['duration']} s), depth {run.get('depth', 1)}, trials interleaved across models, fresh server per run"),
+        ("when", f"{suite['timestamp']}, {suite['elapsed_s'] / 60:.1f} min, {suite['runs_done']}/{suite['runs_planned']} runs"),
+    ]
+
+
+def write_report(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    suite, docs = load_run(run_dir)
+    plots = plot_all(suite, docs, run_dir)
+    tables = ranking_tables(suite)
+    ref = suite["matrix"]["run"].get("reference", "asyncio-protocol")
+    captions = {
+        "throughput_vs_conns": "Throughput vs connections",
+        "server_cpu_per_msg": "Server CPU microseconds per message",
+        "latency_spectrum": "Latency percentile spectrum",
+        "p99_vs_conns": "p99 latency vs connections",
+        "mbps_vs_size": "Throughput vs message size",
+    }
+    # markdown
+    md = [f"# echobench report: {run_dir.name}", ""]
+    md += ["## Environment", "", _md_table(["", ""], [[k, v] for k, v in env_rows(suite)]), ""]
+    md += [f"## Ranking by load (ratios to `{ref}`, measured in the same run)", ""]
+    for title, header, rows in tables:
+        md += [f"### {title}", "", _md_table(header, rows), ""]
+    md += ["## Notes", ""] + [f"- {x}" for x in notes(suite)] + [""]
+    md += ["## Plots", ""]
+    for key, fname in plots.items():
+        md += [f"### {captions[key]}", "", f"![{captions[key]}]({fname})", ""]
+    (run_dir / "report.md").write_text("\n".join(md))
+    # html (self-contained: images embedded)
+    h = ["<!doctype html><html><head><meta charset='utf-8'><title>echobench report</title><style>",
+         "body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}",
+         "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}",
+         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}",
+         "th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:.5em 0 1.5em}",
+         "code{background:#f4f4f4;padding:0 3px}.env td{text-align:left}</style></head><body>",
+         f"<h1>echobench report: {html.escape(run_dir.name)}</h1><h2>Environment</h2><table class='env'>"]
+    h += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in env_rows(suite)]
+    h += [f"</table><h2>Ranking by load (ratios to <code>{html.escape(ref)}</code>, measured in the same run)</h2>"]
+    for title, header, rows in tables:
+        h += [f"<h3>{html.escape(title)}</h3><table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in header) + "</tr>"]
+        for r in rows:
+            h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>"]
+        h += ["</table>"]
+    h += ["<h2>Notes</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in notes(suite)] + ["</ul><h2>Plots</h2>"]
+    for key, fname in plots.items():
+        data = base64.b64encode((run_dir / fname).read_bytes()).decode()
+        h += [f"<h3>{html.escape(captions[key])}</h3><img alt='{html.escape(captions[key])}' src='data:image/png;base64,{data}'>"]
+    h += ["</body></html>"]
+    (run_dir / "report.html").write_text("\n".join(h))
+    main_title, main_header, main_rows = next(((t, hd, r) for t, hd, r in tables if t.startswith("10 connections, 1 KiB")),
+                                              tables[0] if tables else ("", [], []))
+    summary = f"{main_title}\n{_md_table(main_header, main_rows)}" if main_rows else "(no finished measurements)"
+    return {"md": run_dir / "report.md", "html": run_dir / "report.html", "plots": plots, "summary": summary}
+
+
+def _md_inline(text: str) -> str:
+    """The tiny subset of Markdown our notes use (**bold**, `code`) as HTML."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m loadgen.report RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        paths = write_report(Path(args[0]))
+    except ReportError as exc:
+        print(f"report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{paths['md']}\n{paths['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
