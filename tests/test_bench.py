@@ -1,0 +1,122 @@
+"""make bench's pipeline on a tiny matrix: run folder, JSON, plots, reports, failures."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT_DIR
+
+from servers import registry
+
+MODELS = [m for m in ("asyncio-protocol", "selectors") if registry.get(m).unavailable_reason() is None]
+
+TINY = """
+[run]
+trials = 2
+duration = 0.3
+warmup = 0.1
+models = {models}
+reference = "asyncio-protocol"
+spectrum_load = {{ conns = 2, size = 1024 }}
+
+[[sweep]]
+name = "connections"
+conns = {conns}
+sizes = [1024]
+
+[[sweep]]
+name = "message size"
+conns = [2]
+sizes = [64, 1024]
+"""
+
+
+def bench(tmp_path, conns="[1, 2]", preexec_fn=None):
+    matrix = tmp_path / "tiny.toml"
+    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns=conns))
+    results = tmp_path / "results"
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(results)],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn)
+    return out, results
+
+
+def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
+    out, results = bench(tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = (results / "latest").resolve()
+    assert run.parent == results.resolve() and "-" in run.name  # <UTC stamp>-<git sha>
+    suite = json.loads((run / "suite.json").read_text())
+    assert suite["complete"] and suite["runs_done"] == suite["runs_planned"] == len(MODELS) * 3 * 2
+    assert {c["model"] for c in suite["cells"]} == set(MODELS)
+    assert all(c["status"] == "ok" and c["trials_ok"] == 2 for c in suite["cells"])
+    assert set(suite["pinning"]["server_cpus"]).isdisjoint(suite["pinning"]["loadgen_cpus"]) or len(suite["pinning"]["server_cpus"]) == 1
+    cells = sorted((run / "cells").glob("*.json"))
+    assert len(cells) == suite["runs_planned"]
+    doc = json.loads(cells[0].read_text())
+    assert doc["schema_version"] == 1 and doc["result"]["verdict"] in ("server-bound", "client-bound", "neither")
+    # trials interleaved across models: trial 0 of every cell precedes any trial 1
+    order = sorted(cells, key=lambda p: json.loads(p.read_text())["timestamp"])
+    trials = [json.loads(p.read_text())["bench"]["trial"] for p in order]
+    assert trials == sorted(trials)
+    for name in ("throughput_vs_conns", "server_cpu_per_msg", "latency_spectrum", "p99_vs_conns", "mbps_vs_size"):
+        assert (run / f"{name}.png").stat().st_size > 5000
+        assert (run / f"{name}.svg").exists()
+    md = (run / "report.md").read_text()
+    assert "vs asyncio-protocol" in md and "1.00x" in md
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "<img" in html
+    assert "msgs/s" in out.stdout  # the main table on stdout
+
+
+def test_report_regenerates_from_json_alone(tmp_path):
+    out, results = bench(tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = (results / "latest").resolve()
+    before = (run / "report.md").read_text()
+    for f in list(run.glob("*.png")) + list(run.glob("*.svg")) + [run / "report.md", run / "report.html"]:
+        f.unlink()
+    again = subprocess.run([sys.executable, "-m", "loadgen.report", str(run)], cwd=ROOT_DIR, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert (run / "report.md").read_text() == before
+    assert (run / "report.html").exists() and (run / "latency_spectrum.png").exists()
+
+
+def test_a_failing_cell_is_reported_and_the_suite_goes_on(tmp_path):
+    def low_fds():  # 400 connections cannot be opened: those cells fail, the rest must still run
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    out, results = bench(tmp_path, conns="[1, 400]", preexec_fn=low_fds)
+    assert out.returncode == 1, out.stderr
+    suite = json.loads((results / "latest" / "suite.json").read_text())
+    failed = [c for c in suite["cells"] if c["status"] == "failed"]
+    assert {c["conns"] for c in failed} == {400}
+    assert all("file descriptors" in c["failures"][0]["reason"] for c in failed)
+    assert any(c["status"] == "ok" for c in suite["cells"])
+    assert "**Failed**" in (results / "latest" / "report.md").read_text()
+
+
+def test_bad_matrix_is_a_one_line_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(tmp_path / "nope.toml")],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "no matrix" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["default", "full"])
+def test_shipped_matrices_cover_the_issue(name):
+    from loadgen.bench import load_matrix, plan
+
+    m = load_matrix(name)
+    models, skipped, cells = plan(m, None)
+    assert set(models) | set(skipped) == set(registry.MODELS)
+    assert m["run"]["trials"] >= 3
+    conns = {c for c, s in cells if s == 1024}
+    sizes = {s for c, s in cells if c == 10}
+    assert {1, 10, 100, 1000} <= conns and {64, 1024, 16384, 262144} <= sizes
+    if name == "full":
+        assert 10000 in conns and len(sizes) > 4
