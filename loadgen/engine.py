@@ -62,8 +62,14 @@ class Conn(asyncio.Protocol):
         self.out: deque = deque()  # (message, start_ns, sent_ns) in flight, oldest first
         self.buf = b""  # a partial echo
         self.seq = 0  # next sequence number to send
-        self.count = 0  # completed echoes
-        self.count_at_warmup = 0
+        # Each echo is classified by its own completion time, so the measured window is
+        # exactly [warm_ns, end_ns) even when the loop's 1 s ticks fire late (10,000 busy
+        # connections can delay a timer by over a second).
+        self.count = 0  # echoes completed in the measured window
+        self.warm = 0  # echoes completed during the warm-up: checked, not counted
+        self.drained = 0  # echoes completed after the end: checked, not counted
+        self.warm_ns = 0  # set by Worker.run
+        self.end_ns = 1 << 62  # set by Worker.run: no message is counted or sent at or after it
         self.transport = None
         self.write = None
         self.lat = w.lat_append
@@ -102,18 +108,23 @@ class Conn(asyncio.Protocol):
                 self._mismatch(got, msg)
                 if self.dead:
                     return
-            lat(now - start)
-            if unc is not None:
-                unc(now - sent)
             pos += size
-            self.count += 1
+            if self.warm_ns <= now < self.end_ns:
+                lat(now - start)
+                if unc is not None:
+                    unc(now - sent)
+                self.count += 1
+            elif now >= self.end_ns:
+                self.drained += 1
+            else:
+                self.warm += 1
         if pos < n:
             if not out:
                 self._integrity("unexpected", f"{n - pos} bytes arrived that were never sent (duplicated?)")
                 return
             self.buf = data[pos:]
         w = self.w
-        if w.sending:
+        if w.sending and now < self.end_ns:
             if self.interval_ns:
                 self._pump(now, False)
             else:
@@ -164,6 +175,8 @@ class Conn(asyncio.Protocol):
         out = self.out
         while len(out) < self.depth and self.w.sending:
             due = self.first_due + self.seq * self.interval_ns
+            if due >= self.end_ns:
+                return
             if due > now:
                 if self.timer is None:
                     self.timer = self.w.loop.call_later((due - now) / 1e9, self._on_timer)
@@ -256,7 +269,7 @@ class Closed1Conn(Conn):
 
     def data_received(self, data: bytes) -> None:
         now = _now()
-        if not self.buf and data == self.expect:  # hot: one whole, correct echo
+        if not self.buf and data == self.expect and self.warm_ns <= now < self.end_ns:  # hot: one whole, correct, measured echo
             self.lat(now - self.sent)
             self.count += 1
             if self.go:  # _send, inlined
@@ -293,8 +306,17 @@ class Closed1Conn(Conn):
             self._mismatch(data, expect, self.seq - 1)
             if self.dead:
                 return
-        self.lat(now - self.sent)
-        self.count += 1
+        if now >= self.end_ns:  # after the end (the tick may fire late under load): checked, not counted
+            self.drained += 1
+            self.go = False
+            self.expect = None
+            self.w.conn_drained(self)
+            return
+        if now < self.warm_ns:
+            self.warm += 1
+        else:
+            self.lat(now - self.sent)
+            self.count += 1
         if self.go:
             self._send(now)
         else:
@@ -433,11 +455,13 @@ class Worker:
             for c in self.conns:
                 c.interval_ns = interval
                 c.phase_ns = interval * c.conn_id // cfg.conns
+        warm_end = t0 + int(cfg.warmup * 1e9)
+        end = warm_end + int(cfg.duration * 1e9)
+        for c in self.conns:
+            c.warm_ns, c.end_ns = warm_end, end
         self.sending = True
         for c in self.conns:
             c.start(t0)
-        warm_end = t0 + int(cfg.warmup * 1e9)
-        end = warm_end + int(cfg.duration * 1e9)
         ticks = [warm_end]
         while ticks[-1] + 10**9 < end:
             ticks.append(ticks[-1] + 10**9)
@@ -449,20 +473,19 @@ class Worker:
                 pass
             now = _now()
             msgs = sum(c.count for c in self.conns)
-            if i == 0:
-                self._flush()  # warm-up samples: discarded
-                for c in self.conns:
-                    c.count_at_warmup = c.count
-                self.report("warm", {"t_ns": now})
+            if i == 0:  # nothing is recorded before warm_end: no samples to discard
+                self.report("warm", {"t_ns": warm_end})
+                last_msgs, last_t = 0, warm_end  # count only ever holds measured echoes
             else:
-                self.report("interval", {"i": i - 1, "t_ns": now, "span_ns": now - last_t, "msgs": msgs - last_msgs,
+                bound = min(now, end)
+                self.report("interval", {"i": i - 1, "t_ns": bound, "span_ns": bound - last_t, "msgs": msgs - last_msgs,
                                          "errors": sum(self.errors.values()),
                                          "integrity": sum(self.integrity.values()), **self._flush()})
-            last_msgs, last_t = msgs, now
+                last_msgs, last_t = msgs, bound
             self._check_timeouts(now)
             if self.done.done():
                 break
-        measured_end = _now()
+        measured_end = min(_now(), end)  # echoes after `end` are not counted, however late this tick ran
         # drain: stop sending, wait for every echo in flight (checked, not counted)
         counted = {c.conn_id: c.count for c in self.conns}
         self.sending = False
@@ -481,11 +504,11 @@ class Worker:
             self.error("timeout")
             c._integrity("lost", f"{c.in_flight()} echo(es) still missing at the end of the drain")
         self._flush()
-        per_conn = [counted[c.conn_id] - c.count_at_warmup for c in self.conns]
+        per_conn = [counted[c.conn_id] for c in self.conns]
         self.final = {
             "measured_end_ns": measured_end,
             "per_conn": per_conn,
-            "messages_total": sum(c.count for c in self.conns),
+            "messages_total": sum(c.warm + c.count + c.drained for c in self.conns),
             "errors": self.errors,
             "integrity": self.integrity,
             "integrity_samples": self.integrity_samples,

@@ -300,7 +300,7 @@ class Runner:
         end_ns = max((f["measured_end_ns"] for f in finals), default=None)
         if end_ns is None and intervals:
             end_ns = max(r["t_ns"] for r in intervals[-1].values())
-        duration = (end_ns - self.warm_t_ns) / 1e9 if (end_ns and self.warm_t_ns) else 0.0
+        duration = max(0.0, (end_ns - self.warm_t_ns) / 1e9) if (end_ns and self.warm_t_ns) else 0.0
         if len(finals) < cfg.workers and self.incomplete is None:
             self.incomplete = "not every worker reported"
         if finals:  # interval sums must agree with the final counts: a cheap self-check
