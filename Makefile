@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: test bench bench-full bench-loadgen report venv clean
+.PHONY: test bench bench-full bench-ci bench-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,20 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(PY) -m loadgen.bench --matrix full $(BENCH_ARGS)
+
+# A short suite with enough trials for statistics (loadgen/matrices/ci.toml), then the gate:
+# compare it with the committed baseline; exit 1 on a regression. Report: results/compare.md
+BASELINE ?= results/baseline
+bench-ci: $(STAMP)
+	$(PY) -m loadgen.bench --matrix ci $(BENCH_ARGS)
+
+bench-compare: bench-ci
+	$(PY) -m loadgen.compare $(BASELINE) results/latest --md results/compare.md --json results/compare.json $(COMPARE_ARGS); \
+	  rc=$$?; cat results/compare.md; exit $$rc
+
+# Micro-benchmarks of the hot paths (pytest-benchmark); not part of make test.
+bench-pytest: $(STAMP)
+	$(PY) -m pytest tests/benchmarks --benchmark-only $(PYTEST_ARGS)
 
 # Regenerate plots and reports of a run from its JSON: make report RUN=results/latest
 RUN ?= results/latest

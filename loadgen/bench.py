@@ -143,6 +143,10 @@ def summarise(model: str, conns: int, size: int, docs: list[dict], failures: lis
             "p99_us": spread(lambda r: r["latency_us"]["p99"]),
             "server_us_per_msg": spread(lambda r: r["cpu"]["server_us_per_msg"]),
         },
+        "per_trial": [{"trial": d["bench"]["trial"], "msgs_per_s": d["result"]["msgs_per_s"],
+                       "p99_us": d["result"]["latency_us"]["p99"],
+                       "server_us_per_msg": d["result"]["cpu"]["server_us_per_msg"]}
+                      for d in docs if d["result"]["complete"] and d["result"]["integrity_failures"] == 0],
         "verdicts": verdicts,
         "verdict": verdict,
         "client_bound_trials": verdicts.count("client-bound"),
@@ -230,7 +234,8 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                 for model in models:
                     key = cell_key(model, conns, size)
                     display.cell(f"{model} {conns} conns {output.human_size(size)} (trial {trial + 1}/{trials})")
-                    cfg = replace(base, server=model, conns=conns, size=size)
+                    extra = tuple(run.get("server_args", {}).get(model, ()))
+                    cfg = replace(base, server=model, conns=conns, size=size, server_args=extra)
                     runner = Runner(cfg, log=lambda msg: None, progress_sink=display.live)
                     try:
                         doc, _code = runner.execute()

@@ -44,6 +44,7 @@ class LoadConfig:
     server: str | None = None  # a servers-registry model to start, or None for an external server
     server_workers: int | None = None
     server_pid: int | None = None
+    server_args: tuple[str, ...] = ()  # extra arguments for a --server model (e.g. --inner MODEL)
     conns: int = 10
     duration: float = 10.0
     warmup: float = 2.0
@@ -64,6 +65,7 @@ class LoadConfig:
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["server_args"] = list(d["server_args"])
         for k in ("cpus", "server_cpus"):
             if d[k] is not None:
                 d[k] = list(d[k])

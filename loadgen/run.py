@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--server", metavar="MODEL", choices=list(registry.MODELS),
                    help="start this servers-registry model on a free port, pinned, and stop it afterwards")
     g.add_argument("--server-workers", type=_typed(_positive_int, "count"), help="--workers for a multi-process --server model")
+    g.add_argument("--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
+                   help="an extra argument for the --server model, repeatable (e.g. --server-arg=--inner --server-arg=selectors)")
     g.add_argument("--server-pid", type=_typed(_positive_int, "pid"), help="PID of an external server, for its CPU accounting (children included)")
     g = p.add_argument_group("load")
     g.add_argument("--conns", type=_typed(_positive_int, "count"), default=10, help="concurrent connections (default 10)")
@@ -108,7 +110,10 @@ def parse_config(argv) -> LoadConfig:
             p.error(f"the folder for {path} does not exist")
     if a.server and a.server_workers and not __import__("servers.registry", fromlist=["get"]).get(a.server).multiprocess:
         p.error(f"--server-workers applies only to multi-process models, not {a.server!r}")
+    if a.server_args and not a.server:
+        p.error("--server-arg needs --server")
     fields = {k: v for k, v in vars(a).items()}
+    fields["server_args"] = tuple(a.server_args)
     return LoadConfig(**fields)
 
 

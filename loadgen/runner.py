@@ -142,7 +142,7 @@ class Runner:
         pipes: list = []
         try:
             if cfg.server:
-                self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus)
+                self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus, cfg.server_args)
                 host, port = self.server.addr
                 server_pid = self.server.pid
                 self.log(f"started {cfg.server} (pid {server_pid}) on {host}:{port}, CPUs {_fmt(server_cpus)}")

@@ -24,8 +24,9 @@ class TargetError(Exception):
 class ManagedServer:
     """``python -m servers MODEL --port 0`` in its own session (Ctrl-C is ours to handle), pinned."""
 
-    def __init__(self, model: str, host: str, workers: int | None, cpus: tuple[int, ...] | None) -> None:
-        argv = [sys.executable, "-m", "servers", model, "--host", host, "--port", "0"]
+    def __init__(self, model: str, host: str, workers: int | None, cpus: tuple[int, ...] | None,
+                 extra: tuple[str, ...] = ()) -> None:
+        argv = [sys.executable, "-m", "servers", model, "--host", host, "--port", "0", *extra]
         if workers is not None:
             argv += ["--workers", str(workers)]
         self.stderr = tempfile.TemporaryFile()

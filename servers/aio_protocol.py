@@ -12,6 +12,7 @@ import asyncio
 
 from . import aio, net
 from .config import ServerConfig
+from .loop_control import burn
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -42,13 +43,27 @@ class EchoProtocol(asyncio.Protocol):
         self._live.discard(self.transport)
 
 
+class BurningEchoProtocol(EchoProtocol):
+    """Test-only (--burn-ns): a known CPU cost per received chunk, for regression-gate tests."""
+
+    __slots__ = ()
+    burn_ns = 0
+
+    def data_received(self, data: bytes) -> None:
+        burn(self.burn_ns)
+        self._write(data)
+
+
 def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
     lsock = net.listen(config.host, config.port, reuse_port=config.reuse_port, backlog=config.backlog)
     live: set[asyncio.BaseTransport] = set()
 
     async def main(stop: asyncio.Event) -> None:
         ev_loop = asyncio.get_running_loop()
-        server = await ev_loop.create_server(lambda: EchoProtocol(live), sock=lsock, backlog=aio.ACCEPT_BATCH)
+        proto = EchoProtocol
+        if config.burn_ns:
+            proto = type("Burning", (BurningEchoProtocol,), {"__slots__": (), "burn_ns": config.burn_ns})
+        server = await ev_loop.create_server(lambda: proto(live), sock=lsock, backlog=aio.ACCEPT_BATCH)
         aio.relisten(lsock, config.backlog)
         on_ready(lsock.getsockname())
         await stop.wait()

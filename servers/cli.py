@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to bind, 0 = any free port (default {DEFAULT_PORT})")
     p.add_argument("--workers", type=_positive, help="worker processes (multi-process models; default: usable CPUs)")
     p.add_argument("--inner", help="model each worker runs (reuseport; default uvloop-protocol)")
+    p.add_argument("--burn-ns", type=_positive, help="TEST ONLY: burn this many ns of CPU per received chunk, "
+                   "to inject a known regression (selectors, asyncio-protocol, uvloop-protocol)")
     return p
 
 
@@ -83,6 +85,11 @@ def parse_config(argv: list[str] | None) -> ServerConfig | None:
             single = [m.name for m in registry.MODELS.values() if not m.multiprocess]
             parser.error(f"--inner must be a single-process model ({', '.join(single)}), not {args.inner!r}")
         kwargs["inner"] = args.inner
+    if args.burn_ns is not None:
+        if not model.burn:
+            supported = [m.name for m in registry.MODELS.values() if m.burn]
+            parser.error(f"--burn-ns is implemented only by {', '.join(supported)}")
+        kwargs["burn_ns"] = args.burn_ns
     needed = [model]
     if model.multiprocess:
         needed.append(registry.get(kwargs.get("inner", ServerConfig.inner)))

@@ -33,3 +33,4 @@ class ServerConfig:
     inner: str = "uvloop-protocol"  # the model each reuseport worker runs
     backlog: int = DEFAULT_BACKLOG
     reuse_port: bool = False  # set for the listening socket of a reuseport worker
+    burn_ns: int = 0  # test-only: CPU burned per received chunk, to inject a known regression

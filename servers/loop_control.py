@@ -21,6 +21,13 @@ log = logging.getLogger("servers")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def burn(ns: int) -> None:
+    """Spin for ``ns`` nanoseconds of wall time (test-only --burn-ns: a known, injected per-message cost)."""
+    end = time.perf_counter_ns() + ns
+    while time.perf_counter_ns() < end:
+        pass
+
+
 class StopSignal:
     """SIGINT/SIGTERM set ``stopped`` and make ``wake`` readable."""
 

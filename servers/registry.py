@@ -22,6 +22,7 @@ class Model:
     options: dict[str, Any] = field(default_factory=dict)
     multiprocess: bool = False  # takes --workers (and --inner)
     asyncio_based: bool = False  # may run inside a reuseport worker
+    burn: bool = False  # implements the test-only --burn-ns
 
     def unavailable_reason(self) -> str | None:
         """Why this model cannot run here, or None when it can."""
@@ -54,6 +55,7 @@ _MODELS = [
         "asyncio.Protocol with flow control (pause reading while the write buffer is high)",
         options={"loop": "asyncio"},
         asyncio_based=True,
+        burn=True,
     ),
     Model(
         "uvloop-streams",
@@ -70,6 +72,7 @@ _MODELS = [
         requires=("uvloop",),
         options={"loop": "uvloop"},
         asyncio_based=True,
+        burn=True,
     ),
     Model(
         "reuseport",
@@ -81,6 +84,7 @@ _MODELS = [
         "selectors",
         "servers.select_loop:serve",
         "a single-threaded non-blocking selectors loop: the no-framework baseline",
+        burn=True,
     ),
 ]
 

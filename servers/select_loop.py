@@ -13,7 +13,7 @@ import socket
 
 from . import net
 from .config import READ_CHUNK, ServerConfig
-from .loop_control import StopSignal, select_loop
+from .loop_control import StopSignal, burn, select_loop
 
 EVENT_READ, EVENT_WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
@@ -26,6 +26,7 @@ def serve(config: ServerConfig, on_ready) -> None:
     view = memoryview(buf)
     # fd -> unsent bytes (a memoryview over a private copy); absent = nothing pending
     pending: dict[int, memoryview] = {}
+    burn_ns = config.burn_ns
 
     def close(sock: socket.socket) -> None:
         pending.pop(sock.fileno(), None)
@@ -50,6 +51,8 @@ def serve(config: ServerConfig, on_ready) -> None:
             if n == 0:  # EOF; nothing is pending while we read, so all was echoed
                 close(sock)
                 return
+            if burn_ns:
+                burn(burn_ns)
             try:
                 sent = sock.send(view[:n])
             except BlockingIOError:

@@ -1,0 +1,254 @@
+"""Noise-aware comparison of two bench runs: did this commit make a model slower?
+
+    python -m loadgen.compare BASELINE CURRENT [--reference MODEL] [--min-effect 0.10] [--alpha 0.01]
+                              [--md PATH] [--json PATH] [--raw]
+
+BASELINE and CURRENT are run folders (or their ``suite.json``). For each
+cell (model, connections, size) and each metric (throughput, p99 latency,
+server CPU us/message) it compares the trials of the two runs:
+
+- **normalised** (default): every trial's value is divided by the reference
+  model's median in the same cell of the same run, which cancels the
+  machine's speed (a slower CI runner slows every model alike); raw ratios are
+  shown beside it. The reference model itself is judged against the median
+  of the other models in the same run and cell, so no verdict rests on raw,
+  machine-dependent values.
+  (Dividing by the reference's value in the *same trial* was tried and
+  measured worse here: run-to-run noise on this machine is mostly
+  independent per run, so pairing adds the reference's noise instead of
+  cancelling a shared drift.)
+- **decision**: a change counts only if it is both statistically significant
+  (two-sided Mann-Whitney U over the trials, ``p < alpha``) and at least
+  ``min_effect`` (default 10%) in the bad or good direction.
+  ``regressed`` / ``improved``: both hold. ``unchanged``: the 95% bootstrap
+  confidence interval of the change lies within +-min_effect, or the change is
+  significant but smaller than min_effect. ``too noisy``: the data cannot tell
+  (a large change that is not significant, or an interval wider than the
+  threshold), with the reason.
+
+Exit status: 1 if anything regressed, 0 otherwise, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+METRICS = {  # name -> (label, higher is better)
+    "msgs_per_s": ("throughput (msgs/s)", True),
+    "server_us_per_msg": ("server CPU us/msg", False),
+    "p99_us": ("p99 latency (us)", False),
+}
+BOOTSTRAP = 2000
+
+
+class CompareError(Exception):
+    """Bad input: one line, exit 2."""
+
+
+@dataclass
+class Verdict:
+    model: str
+    conns: int
+    size: int
+    metric: str
+    verdict: str
+    reason: str
+    change: float | None  # relative change of the median, oriented as measured (+0.25 = 25% higher)
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    raw_ratio: float | None
+    normalised: bool
+    n_base: int
+    n_cur: int
+
+
+def load_suite(path: str) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "suite.json"
+    try:
+        suite = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CompareError(f"{p} not found") from None
+    except json.JSONDecodeError as exc:
+        raise CompareError(f"{p}: not JSON ({exc})") from None
+    if suite.get("kind") != "echobench-suite":
+        raise CompareError(f"{p}: not an echobench suite (kind {suite.get('kind')!r})")
+    if suite.get("schema_version") != 1:
+        raise CompareError(f"{p}: suite schema_version {suite.get('schema_version')!r}; this compare reads version 1")
+    for c in suite["cells"]:
+        if "per_trial" not in c:
+            raise CompareError(f"{p}: cells carry no per-trial values (made by an older echobench); re-run the suite")
+    return suite
+
+
+def _index(suite) -> dict[tuple, dict]:
+    return {(c["model"], c["conns"], c["size"]): c for c in suite["cells"]}
+
+
+def _trial_values(cell: dict, metric: str) -> dict[int, float]:
+    return {t["trial"]: t[metric] for t in cell["per_trial"] if t.get(metric) is not None}
+
+
+def _median_of(idx: dict, key: tuple, metric: str) -> float | None:
+    vals = list(_trial_values(idx[key], metric).values())
+    return float(np.median(vals)) if vals else None
+
+
+def _scale(idx: dict, key: tuple, metric: str, reference: str) -> float | None:
+    """The run's speed for this cell: the reference's median; for the reference itself, the
+    median of the other models' medians (so no verdict rests on raw, machine-dependent values)."""
+    model, conns, size = key
+    if model != reference:
+        return _median_of(idx, (reference, conns, size), metric)
+    others = [m for k in idx if k[1:] == (conns, size) and k[0] != reference
+              and (m := _median_of(idx, k, metric)) is not None]
+    return float(np.median(others)) if others else None
+
+
+def _samples(idx: dict, key: tuple, metric: str, reference: str, normalise: bool) -> list[float]:
+    own = list(_trial_values(idx[key], metric).values())
+    if not normalise:
+        return own
+    scale = _scale(idx, key, metric, reference)
+    return [v / scale for v in own] if scale else own
+
+
+def _bootstrap_ci(base: np.ndarray, cur: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    b = rng.choice(base, size=(BOOTSTRAP, base.size), replace=True)
+    c = rng.choice(cur, size=(BOOTSTRAP, cur.size), replace=True)
+    ratios = np.median(c, axis=1) / np.median(b, axis=1) - 1
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def decide(base: list[float], cur: list[float], higher_is_better: bool, min_effect: float, alpha: float,
+           rng: np.random.Generator) -> tuple[str, str, float | None, float | None, float | None, float | None]:
+    """(verdict, reason, change, ci_low, ci_high, p) for one metric of one cell."""
+    from scipy.stats import mannwhitneyu
+
+    if len(base) < 3 or len(cur) < 3:
+        return "too noisy", f"too few trials to judge ({len(base)} vs {len(cur)}; need 3 each)", None, None, None, None
+    b, c = np.asarray(base, float), np.asarray(cur, float)
+    change = float(np.median(c) / np.median(b) - 1)
+    lo, hi = _bootstrap_ci(b, c, rng)
+    p = float(mannwhitneyu(b, c, alternative="two-sided").pvalue)
+    worse = (change < 0) if higher_is_better else (change > 0)
+    big = abs(change) >= min_effect
+    if p < alpha and big:
+        return ("regressed" if worse else "improved"), f"{change:+.1%} (p={p:.3g})", change, lo, hi, p
+    if p < alpha:
+        return "unchanged", f"significant but small: {change:+.1%} is within +-{min_effect:.0%}", change, lo, hi, p
+    if big:
+        return "too noisy", (f"{change:+.1%} but not significant (p={p:.2g} >= {alpha:g}, "
+                             f"{len(b)} vs {len(c)} trials)"), change, lo, hi, p
+    if -min_effect < lo and hi < min_effect:
+        return "unchanged", f"{change:+.1%}, 95% CI [{lo:+.1%}, {hi:+.1%}] within +-{min_effect:.0%}", change, lo, hi, p
+    return "too noisy", (f"{change:+.1%}, but the 95% CI [{lo:+.1%}, {hi:+.1%}] is wider than +-{min_effect:.0%}: "
+                         "more trials or a quieter machine needed"), change, lo, hi, p
+
+
+def compare(base: dict, cur: dict, reference: str, min_effect: float, alpha: float, normalise: bool,
+            seed: int = 0) -> list[Verdict]:
+    bi, ci = _index(base), _index(cur)
+    if set(bi) != set(ci):
+        only_b = sorted(set(bi) - set(ci))
+        only_c = sorted(set(ci) - set(bi))
+        raise CompareError("the two runs' cells do not match: "
+                           + (f"only in baseline {_fmt_keys(only_b)}" if only_b else "")
+                           + ("; " if only_b and only_c else "")
+                           + (f"only in current {_fmt_keys(only_c)}" if only_c else ""))
+    if normalise and not any(k[0] == reference for k in bi):
+        raise CompareError(f"reference model {reference!r} is not in the runs (choose --reference, or --raw)")
+    rng = np.random.default_rng(seed)
+    out = []
+    for key in sorted(bi):
+        model, conns, size = key
+        norm = normalise and _scale(bi, key, "msgs_per_s", reference) is not None
+        for metric, (_label, higher) in METRICS.items():
+            bs = _samples(bi, key, metric, reference, norm)
+            cs = _samples(ci, key, metric, reference, norm)
+            v, reason, change, lo, hi, p = decide(bs, cs, higher, min_effect, alpha, rng)
+            rb, rc = _trial_values(bi[key], metric), _trial_values(ci[key], metric)
+            raw = (float(np.median(list(rc.values())) / np.median(list(rb.values())))
+                   if rb and rc and np.median(list(rb.values())) else None)
+            out.append(Verdict(model, conns, size, metric, v, reason, change, lo, hi, p, raw, norm, len(bs), len(cs)))
+    return out
+
+
+def _fmt_keys(keys) -> str:
+    return ", ".join(f"{m}@{c}x{s}" for m, c, s in keys[:6]) + (" ..." if len(keys) > 6 else "")
+
+
+ICON = {"regressed": "REGRESSED", "improved": "improved", "unchanged": "unchanged", "too noisy": "too noisy"}
+
+
+def markdown(verdicts: list[Verdict], base: dict, cur: dict, args) -> str:
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in ICON}
+    lines = [
+        "## echobench regression check",
+        "",
+        f"Baseline `{base['env'].get('git_commit', '?')}` ({base['timestamp']}) vs current "
+        f"`{cur['env'].get('git_commit', '?')}` ({cur['timestamp']}).",
+        f"Normalised to `{args.reference}`'s median in the same run and cell" if not args.raw else "Raw values (not normalised)",
+        f"; a change must be significant (Mann-Whitney U, p < {args.alpha:g}) and at least {args.min_effect:.0%}.",
+        "",
+        "**" + ", ".join(f"{n} {k}" for k, n in counts.items()) + "**",
+        "",
+        "| model | conns | size | metric | verdict | change (normalised) | 95% CI | p | raw ratio | why |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {"regressed": 0, "too noisy": 1, "improved": 2, "unchanged": 3}
+    for v in sorted(verdicts, key=lambda v: (order[v.verdict], v.model, v.conns, v.size, v.metric)):
+        lines.append(
+            f"| {v.model} | {v.conns} | {v.size} | {METRICS[v.metric][0]} | {'**REGRESSED**' if v.verdict == 'regressed' else v.verdict} | "
+            f"{'-' if v.change is None else f'{v.change:+.1%}'}{'' if v.normalised else ' (raw)'} | "
+            f"{'-' if v.ci_low is None else f'[{v.ci_low:+.1%}, {v.ci_high:+.1%}]'} | "
+            f"{'-' if v.p_value is None else f'{v.p_value:.3g}'} | {'-' if v.raw_ratio is None else f'{v.raw_ratio:.3f}'} | {v.reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadgen.compare", description="Compare two bench runs; exit 1 on a regression.")
+    p.add_argument("baseline", help="baseline run folder or suite.json")
+    p.add_argument("current", help="current run folder or suite.json")
+    p.add_argument("--reference", default="asyncio-protocol", help="model to normalise by (default asyncio-protocol)")
+    p.add_argument("--min-effect", type=float, default=0.10, help="smallest change that counts (default 0.10 = 10%%)")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney U test (default 0.01)")
+    p.add_argument("--raw", action="store_true", help="compare raw values, without normalising to the reference")
+    p.add_argument("--md", help="write the Markdown report here (default: stdout)")
+    p.add_argument("--json", dest="json_path", help="write the verdicts as JSON here")
+    p.error = lambda msg: (sys.stderr.write(f"python -m loadgen.compare: error: {msg}\n"), sys.exit(2))  # one line
+    a = p.parse_args(argv)
+    try:
+        if not 0 < a.min_effect < 1 or not 0 < a.alpha < 1:
+            raise CompareError("--min-effect and --alpha must be between 0 and 1")
+        base, cur = load_suite(a.baseline), load_suite(a.current)
+        verdicts = compare(base, cur, a.reference, a.min_effect, a.alpha, not a.raw)
+    except CompareError as exc:
+        print(f"python -m loadgen.compare: error: {exc}", file=sys.stderr)
+        return 2
+    md = markdown(verdicts, base, cur, a)
+    if a.md:
+        Path(a.md).write_text(md)
+    else:
+        sys.stdout.write(md)
+    if a.json_path:
+        Path(a.json_path).write_text(json.dumps({"schema_version": 1, "baseline": a.baseline, "current": a.current,
+                                                 "reference": a.reference, "min_effect": a.min_effect, "alpha": a.alpha,
+                                                 "normalised": not a.raw, "verdicts": [asdict(v) for v in verdicts]}, indent=2))
+    regressed = [v for v in verdicts if v.verdict == "regressed"]
+    for v in regressed:
+        print(f"regressed: {v.model} {v.conns} conns {v.size} B {METRICS[v.metric][0]}: {v.reason}", file=sys.stderr)
+    return 1 if regressed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

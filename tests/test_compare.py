@@ -1,0 +1,192 @@
+"""The regression gate: statistics on synthetic suites, bad input, and a real injected regression."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT_DIR
+
+from loadgen import compare as cmp
+from servers import registry
+
+REF = "asyncio-protocol"
+
+
+def suite(cells: dict[str, dict[str, list[float]]], conns=10, size=1024, schema=1) -> dict:
+    """A minimal suite: {model: {metric: per-trial values}}."""
+    out = []
+    for model, metrics in cells.items():
+        n = len(next(iter(metrics.values())))
+        out.append({"model": model, "conns": conns, "size": size,
+                    "per_trial": [{"trial": t, **{m: vals[t] for m, vals in metrics.items()}} for t in range(n)]})
+    return {"kind": "echobench-suite", "schema_version": schema, "timestamp": "2026-11-22T00:00:00+00:00",
+            "env": {"git_commit": "x"}, "cells": out}
+
+
+def noisy(mean: float, cv: float, n: int, seed: int) -> list[float]:
+    return list(np.random.default_rng(seed).normal(mean, mean * cv, n))
+
+
+def three_metrics(thr, us, p99):
+    return {"msgs_per_s": thr, "server_us_per_msg": us, "p99_us": p99}
+
+
+def verdicts_of(base, cur, **kw):
+    v = cmp.compare(base, cur, REF, kw.get("min_effect", 0.10), kw.get("alpha", 0.01), kw.get("normalise", True))
+    return {(x.model, x.metric): x for x in v}
+
+
+def make_pair(factor_thr=1.0, factor_us=1.0, cv=0.02, n=7, machine=1.0, seed=1):
+    """Baseline and current; 'model' changes by the factors; the machine factor slows everything alike."""
+    base = suite({REF: three_metrics(noisy(100e3, cv, n, seed), noisy(10, cv, n, seed + 1), noisy(200, cv, n, seed + 2)),
+                  "model": three_metrics(noisy(120e3, cv, n, seed + 3), noisy(8, cv, n, seed + 4), noisy(180, cv, n, seed + 5))})
+    cur = suite({REF: three_metrics(noisy(100e3 * machine, cv, n, seed + 6), noisy(10 / machine, cv, n, seed + 7), noisy(200, cv, n, seed + 8)),
+                 "model": three_metrics(noisy(120e3 * machine * factor_thr, cv, n, seed + 9),
+                                        noisy(8 / machine * factor_us, cv, n, seed + 10), noisy(180, cv, n, seed + 11))})
+    return base, cur
+
+
+def test_unchanged():
+    v = verdicts_of(*make_pair())
+    assert all(x.verdict == "unchanged" for x in v.values()), {k: x.reason for k, x in v.items()}
+
+
+def test_regressed():
+    v = verdicts_of(*make_pair(factor_thr=0.75, factor_us=1.33))
+    assert v[("model", "msgs_per_s")].verdict == "regressed"
+    assert v[("model", "server_us_per_msg")].verdict == "regressed"
+    assert v[("model", "p99_us")].verdict == "unchanged"
+
+
+def test_improved():
+    v = verdicts_of(*make_pair(factor_thr=1.3, factor_us=0.7))
+    assert v[("model", "msgs_per_s")].verdict == "improved"
+    assert v[("model", "server_us_per_msg")].verdict == "improved"
+
+
+def test_too_noisy():
+    v = verdicts_of(*make_pair(factor_thr=0.85, cv=0.30))
+    assert v[("model", "msgs_per_s")].verdict == "too noisy"
+    assert "CI" in v[("model", "msgs_per_s")].reason or "not significant" in v[("model", "msgs_per_s")].reason
+
+
+def test_small_change_is_not_a_regression():
+    v = verdicts_of(*make_pair(factor_thr=0.97, factor_us=1.03))
+    assert v[("model", "msgs_per_s")].verdict in ("unchanged", "too noisy")
+    assert v[("model", "server_us_per_msg")].verdict in ("unchanged", "too noisy")
+
+
+def test_normalising_cancels_a_slower_machine():
+    base, cur = make_pair(machine=0.7)  # everything 30% slower: the machine, not the code
+    norm = verdicts_of(base, cur)
+    raw = verdicts_of(base, cur, normalise=False)
+    assert norm[("model", "msgs_per_s")].verdict == "unchanged"
+    assert raw[("model", "msgs_per_s")].verdict == "regressed"
+
+
+def test_too_few_trials_is_too_noisy():
+    v = verdicts_of(*make_pair(n=2))
+    assert all(x.verdict == "too noisy" for x in v.values())
+
+
+# -- the command ------------------------------------------------------------------------------
+
+def run_compare(*args):
+    return subprocess.run([sys.executable, "-m", "loadgen.compare", *map(str, args)], cwd=ROOT_DIR,
+                          capture_output=True, text=True, timeout=120)
+
+
+def write(tmp_path, name, s):
+    p = tmp_path / name
+    p.mkdir()
+    (p / "suite.json").write_text(json.dumps(s))
+    return p
+
+
+def test_command_exit_codes_and_reports(tmp_path):
+    base, cur = make_pair(factor_thr=0.7, factor_us=1.4)
+    b, c = write(tmp_path, "b", base), write(tmp_path, "c", cur)
+    out = run_compare(b, c, "--md", tmp_path / "r.md", "--json", tmp_path / "r.json")
+    assert out.returncode == 1, out.stderr
+    assert "REGRESSED" in (tmp_path / "r.md").read_text()
+    verdicts = json.loads((tmp_path / "r.json").read_text())["verdicts"]
+    assert {v["verdict"] for v in verdicts} >= {"regressed"}
+    same = run_compare(b, b)
+    assert same.returncode == 0 and "regressed" not in same.stdout.replace("0 regressed", "")
+
+
+@pytest.mark.parametrize("case", ["missing", "schema", "cells", "kind", "reference"])
+def test_bad_input_exits_2_with_one_line(tmp_path, case):
+    base, cur = make_pair()
+    if case == "schema":
+        cur["schema_version"] = 99
+    elif case == "cells":
+        cur["cells"][1]["conns"] = 100
+    elif case == "kind":
+        cur["kind"] = "something-else"
+    b = write(tmp_path, "b", base)
+    c = tmp_path / "nope" if case == "missing" else write(tmp_path, "c", cur)
+    extra = ["--reference", "no-such-model"] if case == "reference" else []
+    out = run_compare(b, c, *extra)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "error" in out.stderr, out.stderr
+
+
+# -- a real, injected regression -----------------------------------------------------------------
+
+MATRIX = """
+[run]
+trials = 10
+duration = 1.0
+warmup = 0.3
+models = ["asyncio-protocol", "selectors"]
+reference = "asyncio-protocol"
+spectrum_load = {{ conns = 10, size = 1024 }}
+server_args = {{ selectors = {args} }}
+
+[[sweep]]
+name = "connections"
+conns = [10]
+sizes = [1024]
+"""
+
+
+def bench(tmp_path, name, burn_ns):
+    m = tmp_path / f"{name}.toml"
+    m.write_text(MATRIX.format(args=json.dumps(["--burn-ns", str(burn_ns)] if burn_ns else [])))
+    res = tmp_path / name
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(m), "--results", str(res), "--quiet"],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return res / "latest"
+
+
+@pytest.mark.skipif(registry.get("selectors").unavailable_reason() is not None, reason="selectors unavailable")
+def test_injected_regression_is_caught_and_small_one_is_not(tmp_path):
+    base = bench(tmp_path, "base", 0)
+    again = bench(tmp_path, "again", 0)
+    # selectors costs ~7.5-9 us of server CPU per message here: +2.5 us is ~+30%, +0.25 us is ~+3%
+    big = bench(tmp_path, "big", 2500)
+    small = bench(tmp_path, "small", 250)
+
+    def verdict(cur):
+        out = run_compare(base, cur, "--json", tmp_path / "v.json")
+        assert out.returncode in (0, 1), out.stderr
+        v = json.loads((tmp_path / "v.json").read_text())["verdicts"]
+        return out.returncode, {(x["model"], x["metric"]): x for x in v}
+
+    rc, v = verdict(base)
+    assert rc == 0, "a run compared with itself regressed"
+    rc, v = verdict(again)
+    assert rc == 0, [x["reason"] for x in v.values() if x["verdict"] == "regressed"]
+    rc, v = verdict(big)
+    cpu = v[("selectors", "server_us_per_msg")]
+    assert cpu["raw_ratio"] > 1.15, f"the injected cost did not show: raw ratio {cpu['raw_ratio']}"
+    assert rc == 1 and cpu["verdict"] == "regressed", cpu
+    rc, v = verdict(small)
+    assert v[("selectors", "server_us_per_msg")]["verdict"] != "regressed", v[("selectors", "server_us_per_msg")]
