@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(PY) -m ruff check servers loadgen tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Every model over the default matrix (loadgen/matrices/default.toml): results/<stamp>-<sha>/, results/latest.

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
 import statistics
 import sys
 import time
@@ -244,7 +242,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                         display.log(f"bench: {key} trial {trial + 1} failed: {exc}")
                         display.advance()
                         continue
-                    doc["bench"] = {"model": model, "conns": conns, "size": size, "trial": trial}
+                    doc["bench"] = {"model": model, "conns": conns, "size": size, "trial": trial, "seq": display.done}
                     output.write_json(doc, str(out_dir / "cells" / f"{key}_t{trial}.json"))
                     res = doc["result"]
                     if res["incomplete_reason"] == "interrupted":

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import psutil
+
+from servers.net import read_ready_line
 
 from .envinfo import ROOT
 
@@ -39,23 +39,14 @@ class ManagedServer:
         self.addr = self._wait_ready()
 
     def _wait_ready(self) -> tuple[str, int]:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        buf = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in buf:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    self.stop()
-                    raise TargetError(f"server {self.model} printed no ready line in {READY_TIMEOUT_S:.0f} s: {self.stderr_tail()}")
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    self.proc.wait(5)
-                    raise TargetError(f"server {self.model} exited with code {self.proc.returncode} before it was ready: {self.stderr_tail()}")
-                buf += chunk
-        line = buf.split(b"\n", 1)[0].decode().strip()
-        host, _, port = line.rpartition(":")
-        return host.strip("[]"), int(port)
+        try:
+            return read_ready_line(self.proc.stdout, READY_TIMEOUT_S)
+        except TimeoutError:
+            self.stop()
+            raise TargetError(f"server {self.model} printed no ready line in {READY_TIMEOUT_S:.0f} s: {self.stderr_tail()}") from None
+        except EOFError:
+            self.proc.wait(5)
+            raise TargetError(f"server {self.model} exited with code {self.proc.returncode} before it was ready: {self.stderr_tail()}") from None
 
     @property
     def pid(self) -> int:

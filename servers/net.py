@@ -108,3 +108,32 @@ def raise_nofile_limit() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         return hard
     return soft
+
+
+def read_ready_line(stdout, timeout: float) -> tuple[str, int]:
+    """Wait for a server process's ready line (``host:port`` or ``[v6]:port``) on its stdout pipe.
+
+    Raises TimeoutError when none comes within ``timeout`` seconds and
+    EOFError when the process closed stdout (exited) first.
+    """
+    import os
+    import selectors
+    import time
+
+    deadline = time.monotonic() + timeout
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(stdout, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise TimeoutError(f"no ready line in {timeout:g} s")
+            chunk = os.read(stdout.fileno(), 4096)
+            if not chunk:
+                raise EOFError("the server exited before it was ready")
+            buf += chunk
+    line = buf.split(b"\n", 1)[0].decode().strip()
+    host, sep, port = line.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"bad ready line {line!r}")
+    return host.strip("[]"), int(port)

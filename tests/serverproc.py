@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -13,6 +11,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from servers.net import read_ready_line
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 20.0
@@ -51,24 +51,14 @@ class ServerProcess:
             self._cond.notify_all()
 
     def _wait_ready(self) -> tuple[str, int]:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        buf = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in buf:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    self.kill()
-                    raise AssertionError(f"{self.model}: no ready line in {READY_TIMEOUT_S} s; stderr:\n{self.stderr}")
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    self.proc.wait(5)
-                    raise AssertionError(f"{self.model}: exited {self.proc.returncode} before ready; stderr:\n{self.stderr_after_exit()}")
-                buf += chunk
-        line = buf.split(b"\n", 1)[0].decode()
-        m = re.fullmatch(r"\[?([^\]]+)\]?:(\d+)", line)
-        assert m, f"bad ready line {line!r}"
-        return m.group(1), int(m.group(2))
+        try:
+            return read_ready_line(self.proc.stdout, READY_TIMEOUT_S)
+        except TimeoutError:
+            self.kill()
+            raise AssertionError(f"{self.model}: no ready line in {READY_TIMEOUT_S} s; stderr:\n{self.stderr}") from None
+        except EOFError:
+            self.proc.wait(5)
+            raise AssertionError(f"{self.model}: exited {self.proc.returncode} before ready; stderr:\n{self.stderr_after_exit()}") from None
 
     # -- observation ----------------------------------------------------------
     @property
