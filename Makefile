@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: test bench bench-full bench-ci bench-compare bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test bench bench-full bench-ci bench-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -15,21 +15,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The Go reference server (build/echo-go), when a Go toolchain is present; otherwise the go models are skipped.
+go-build: $(STAMP)
+	@if command -v go >/dev/null 2>&1; then $(PY) -c 'from servers.gomodel import build; build()'; \
+	 else echo "make: no Go toolchain (Debian's golang-go): the go models will be listed as unavailable and skipped" >&2; fi
+
+test: $(STAMP) go-build
 	$(PY) -m ruff check servers loadgen tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Every model over the default matrix (loadgen/matrices/default.toml): results/<stamp>-<sha>/, results/latest.
-bench: $(STAMP)
+bench: $(STAMP) go-build
 	$(PY) -m loadgen.bench --matrix default $(BENCH_ARGS)
 
-bench-full: $(STAMP)
+bench-full: $(STAMP) go-build
 	$(PY) -m loadgen.bench --matrix full $(BENCH_ARGS)
 
 # A short suite with enough trials for statistics (loadgen/matrices/ci.toml), then the gate:
 # compare it with the committed baseline; exit 1 on a regression. Report: results/compare.md
 BASELINE ?= results/baseline
-bench-ci: $(STAMP)
+bench-ci: $(STAMP) go-build
 	$(PY) -m loadgen.bench --matrix ci $(BENCH_ARGS)
 
 bench-compare: bench-ci

@@ -68,6 +68,7 @@ def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str
     """(models to run, {skipped model: reason}, cells as (conns, size) in a stable order)."""
     wanted = matrix["run"].get("models", "all")
     names = list(registry.MODELS) if wanted == "all" else list(wanted)
+    names = [n for n in names if n not in matrix["run"].get("exclude", [])]
     if only:
         names = [n for n in names if n in only]
     unknown = [n for n in names if n not in registry.MODELS]

@@ -265,8 +265,9 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             if c["client_bound_trials"]:
                 verdict = f"**client-bound** ({c['client_bound_trials']}/{c['trials_ok']})"
             status = c["status"] if c["status"] != "ok" else ""
+            name = c["model"] + (" (Go reference)" if c["model"].startswith("go") else "")
             rows.append([
-                c["model"] + (f" ({status})" if status else ""),
+                name + (f" ({status})" if status else ""),
                 _num(m["msgs_per_s"]),
                 f"±{sp['cv'] * 100:.1f}%" if sp and sp["cv"] is not None else "-",
                 ratio,

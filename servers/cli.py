@@ -81,8 +81,8 @@ def parse_config(argv: list[str] | None) -> ServerConfig | None:
     kwargs = {}
     if args.inner is not None:
         inner = registry.MODELS.get(args.inner)
-        if inner is None or inner.multiprocess:
-            single = [m.name for m in registry.MODELS.values() if not m.multiprocess]
+        if inner is None or inner.multiprocess or inner.external:
+            single = [m.name for m in registry.MODELS.values() if not (m.multiprocess or m.external)]
             parser.error(f"--inner must be a single-process model ({', '.join(single)}), not {args.inner!r}")
         kwargs["inner"] = args.inner
     if args.burn_ns is not None:

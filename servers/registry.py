@@ -23,12 +23,17 @@ class Model:
     multiprocess: bool = False  # takes --workers (and --inner)
     asyncio_based: bool = False  # may run inside a reuseport worker
     burn: bool = False  # implements the test-only --burn-ns
+    check: str | None = None  # "module:function" returning a reason it cannot run, or None
+    external: bool = False  # execs another program (cannot run inside a reuseport worker)
 
     def unavailable_reason(self) -> str | None:
         """Why this model cannot run here, or None when it can."""
         for mod in self.requires:
             if importlib.util.find_spec(mod) is None:
                 return f"needs the {mod!r} package, which is not installed"
+        if self.check:
+            module, _, func = self.check.partition(":")
+            return getattr(importlib.import_module(module), func)()
         return None
 
     def load(self) -> Callable[..., None]:
@@ -79,6 +84,21 @@ _MODELS = [
         "servers.reuseport:serve",
         "N supervised worker processes, each with its own SO_REUSEPORT listener (default inner: uvloop-protocol)",
         multiprocess=True,
+    ),
+    Model(
+        "go",
+        "servers.gomodel:serve",
+        "the Go reference: goroutine per connection, io.Copy-style (the study's own server)",
+        check="servers.gomodel:unavailable_reason",
+        external=True,
+    ),
+    Model(
+        "go-1proc",
+        "servers.gomodel:serve",
+        "the Go reference with GOMAXPROCS=1, for a one-core comparison",
+        check="servers.gomodel:unavailable_reason",
+        external=True,
+        options={"gomaxprocs": 1},
     ),
     Model(
         "selectors",

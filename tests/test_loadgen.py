@@ -251,3 +251,20 @@ def test_c_reference_client_builds_and_checks_echoes(start_server):
     assert lines[0] == "measure-start"
     r = json.loads(lines[1])
     assert r["messages"] > 0 and r["errors"] == 0 and r["mismatches"] == 0
+
+
+def test_loadgen_drives_the_go_reference_beside_uvloop(tmp_path):
+    reason = registry.get("go").unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    figures = {}
+    for model in ("go", DEFAULT_MODEL):  # one after the other, same settings, same pinning
+        out, doc = loadgen(tmp_path, "--server", model, "--conns", "10", *QUICK, "--quiet")
+        assert out.returncode == 0, out.stderr
+        r = doc["result"]
+        assert r["complete"] and r["integrity_failures"] == 0 and r["messages"] > 0
+        assert r["cpu"]["server_us_per_msg"] > 0
+        figures[model] = (r["msgs_per_s"], r["cpu"]["server_us_per_msg"], r["verdict"])
+    print("go vs", DEFAULT_MODEL, figures)

@@ -1,0 +1,104 @@
+// echobench's Go reference server: the study's own model.
+//
+// net.Listen, an Accept loop, a goroutine per connection copying what it
+// reads back to the peer (io.Copy-style, through one 64 KiB buffer so a
+// connection holds at most that much), TCP_NODELAY (Go's default, set
+// explicitly). Same contract as the Python models: one ready line
+// (host:port) on stdout, logs on stderr, SIGINT/SIGTERM stop it with exit
+// code 0, bad input is one line on stderr and exit code 1 or 2.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	flag.CommandLine.SetOutput(os.Stderr)
+	host := flag.String("host", "127.0.0.1", "address to bind")
+	port := flag.Int("port", 25000, "port to bind, 0 = any free port")
+	flag.Usage = func() { fmt.Fprintln(os.Stderr, "usage: echo-go [--host H] [--port P]") }
+	flag.Parse()
+	if *port < 0 || *port > 65535 {
+		fmt.Fprintf(os.Stderr, "echo-go: error: port %d is outside 0..65535\n", *port)
+		os.Exit(2)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "echo-go: error: cannot bind %s: %v\n", net.JoinHostPort(*host, strconv.Itoa(*port)), errors.Unwrap(err))
+		os.Exit(1)
+	}
+	var mu sync.Mutex
+	live := map[net.Conn]struct{}{}
+	stopping := false
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		mu.Lock()
+		stopping = true
+		for c := range live {
+			c.Close()
+		}
+		mu.Unlock()
+		ln.Close()
+		os.Exit(0)
+	}()
+
+	fmt.Println(ln.Addr().String()) // 127.0.0.1:PORT or [::1]:PORT: the ready line
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			mu.Lock()
+			s := stopping
+			mu.Unlock()
+			if s {
+				select {} // the signal goroutine exits the process
+			}
+			// EMFILE and friends: back off instead of spinning (as net/http does)
+			if backoff == 0 {
+				backoff = 5 * time.Millisecond
+				fmt.Fprintf(os.Stderr, "echo-go: accept: %v; backing off\n", err)
+			} else if backoff < time.Second {
+				backoff *= 2
+			}
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		mu.Lock()
+		live[c] = struct{}{}
+		mu.Unlock()
+		go func(c net.Conn) {
+			buf := make([]byte, 64<<10)
+			for {
+				n, rerr := c.Read(buf)
+				if n > 0 {
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if rerr != nil { // io.EOF after a half-close: every byte is echoed, close sends FIN
+					break
+				}
+			}
+			c.Close()
+			mu.Lock()
+			delete(live, c)
+			mu.Unlock()
+		}(c)
+	}
+}
