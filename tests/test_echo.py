@@ -309,3 +309,37 @@ def test_signal_stops_within_2s_with_connections_open(model, start_server, sig):
     busy.close()
     assert_clean_exit(server, rc, elapsed, leftover)
     assert elapsed < 2.0
+
+
+# -- no allocation churn per message ----------------------------------------------------------
+
+def _minor_faults(server) -> int:
+    total = 0
+    for p in server.processes():
+        try:
+            with open(f"/proc/{p.pid}/stat") as f:
+                total += int(f.read().rsplit(")", 1)[1].split()[7])  # field 10: minflt
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def test_steady_echo_does_not_fault_pages_per_message(server):
+    """A read buffer mmapped and unmapped per message (asyncio's recv(256 KiB) on an unsettled
+    glibc heap) costs at least one page fault per message; a steady echo should cost none."""
+    msg = b"m" * 1024
+    with connect(server.addr) as s:
+        for _ in range(500):  # warm up: buffers, caches, heap
+            s.sendall(msg)
+            got = 0
+            while got < len(msg):
+                got += len(s.recv(65536))
+        before = _minor_faults(server)
+        n = 3000
+        for _ in range(n):
+            s.sendall(msg)
+            got = 0
+            while got < len(msg):
+                got += len(s.recv(65536))
+        faults = _minor_faults(server) - before
+    assert faults / n < 0.2, f"{server.model}: {faults} minor page faults over {n} echoes"
