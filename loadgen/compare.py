@@ -19,7 +19,12 @@ server CPU us/message) it compares the trials of the two runs:
   cancelling a shared drift.)
 - **decision**: a change counts only if it is both statistically significant
   (two-sided Mann-Whitney U over the trials, ``p < alpha``) and at least
-  ``min_effect`` (default 10%) in the bad or good direction.
+  ``min_effect`` (default 10%) in the bad or good direction, and, when
+  normalised, the raw values agree. Measured here: the reference's own median
+  moved 13% between two honest runs while every other model stayed within 2%
+  raw; normalised-only verdicts called 9 regressions. Normalisation guards
+  against a slower machine, raw values against a moving reference; a real
+  regression survives both.
   ``regressed`` / ``improved``: both hold. ``unchanged``: the 95% bootstrap
   confidence interval of the change lies within +-min_effect, or the change is
   significant but smaller than min_effect. ``too noisy``: the data cannot tell
@@ -177,6 +182,13 @@ def compare(base: dict, cur: dict, reference: str, min_effect: float, alpha: flo
             cs = _samples(ci, key, metric, reference, norm)
             v, reason, change, lo, hi, p = decide(bs, cs, higher, min_effect, alpha, rng)
             rb, rc = _trial_values(bi[key], metric), _trial_values(ci[key], metric)
+            if norm and v in ("regressed", "improved"):
+                # A change must hold both ways: normalised (guards against a slower or faster
+                # machine) and raw (guards against the reference itself moving between runs).
+                rv, rreason, *_ = decide(list(rb.values()), list(rc.values()), higher, min_effect, alpha, rng)
+                if rv != v:
+                    v, reason = "too noisy", (f"{reason} against the reference, but raw values say {rv} ({rreason}): "
+                                              "the reference or the machine moved between runs")
             raw = (float(np.median(list(rc.values())) / np.median(list(rb.values())))
                    if rb and rc and np.median(list(rb.values())) else None)
             out.append(Verdict(model, conns, size, metric, v, reason, change, lo, hi, p, raw, norm, len(bs), len(cs)))
