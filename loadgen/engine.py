@@ -135,7 +135,7 @@ class Conn(asyncio.Protocol):
                     out.append((msg, now, now))
                     write(msg)
         elif not out and not self.buf:
-            w.conn_drained(self)
+            w.conn_drained()
 
     def eof_received(self):
         self._lost("eof", "the server closed the connection")
@@ -281,7 +281,7 @@ class Closed1Conn(Conn):
                 self.write(msg)
             else:
                 self.expect = None
-                self.w.conn_drained(self)
+                self.w.conn_drained()
             return
         self._data_slow(data, now)
 
@@ -310,7 +310,7 @@ class Closed1Conn(Conn):
             self.drained += 1
             self.go = False
             self.expect = None
-            self.w.conn_drained(self)
+            self.w.conn_drained()
             return
         if now < self.warm_ns:
             self.warm += 1
@@ -321,7 +321,7 @@ class Closed1Conn(Conn):
             self._send(now)
         else:
             self.expect = None
-            self.w.conn_drained(self)
+            self.w.conn_drained()
 
 
 class Worker:
@@ -371,9 +371,9 @@ class Worker:
         if self.live <= 0:
             self._finish("every connection was closed after integrity failures")
         elif not self.sending:
-            self.conn_drained(conn)
+            self.conn_drained()
 
-    def conn_drained(self, conn: Conn | None = None) -> None:
+    def conn_drained(self) -> None:
         if not self.sending and all(c.dead or (not c.in_flight() and not c.buf) for c in self.conns):
             self._finish(None)
 

@@ -10,6 +10,7 @@ percentiles), shows progress and samples CPU time of both sides.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -82,7 +83,6 @@ class Progress:
     def __init__(self, quiet: bool, total_s: float, sink=None) -> None:
         self.live = None
         self.total_s = total_s
-        self.quiet = quiet
         self.sink = sink  # a caller's callable(text) instead of our own line (make bench's suite display)
         self.plain = sink is None and not quiet and not sys.stderr.isatty()
         if quiet or self.plain or sink is not None:
@@ -151,7 +151,7 @@ class Runner:
             os.sched_setaffinity(0, set(client_cpus))
             ctx = multiprocessing.get_context("fork")
             shares = [list(range(i, cfg.conns, cfg.workers)) for i in range(cfg.workers)]
-            run_cfg = _replace(cfg, host=host, port=port)
+            run_cfg = replace(cfg, host=host, port=port)
             for i, ids in enumerate(shares):
                 parent_end, child_end = ctx.Pipe()
                 p = ctx.Process(target=worker_main, args=(run_cfg, i, ids, child_end, client_cpus[i % len(client_cpus)]),
@@ -160,14 +160,14 @@ class Runner:
                 child_end.close()
                 procs.append(p)
                 pipes.append(parent_end)
-            self._connect_phase(pipes, procs)
+            self._connect_phase(pipes)
             client = CpuSampler([os.getpid()] + [p.pid for p in procs], children=False)
             server = CpuSampler([server_pid], children=True) if server_pid is not None else None
             t0 = time.perf_counter_ns() + START_DELAY_NS
             for pp in pipes:
                 pp.send(("start", t0))
             progress = Progress(cfg.quiet, cfg.warmup + cfg.duration, self.progress_sink)
-            self._traffic_phase(pipes, procs, t0, client, server, progress)
+            self._traffic_phase(pipes, t0, client, server, progress)
         except _Abort:
             pass
         except KeyboardInterrupt:
@@ -196,7 +196,7 @@ class Runner:
             code = EXIT_OK
         return doc, code
 
-    def _connect_phase(self, pipes, procs) -> None:
+    def _connect_phase(self, pipes) -> None:
         deadline = time.monotonic() + self.cfg.connect_timeout * max(1, self.cfg.conns / 256 / self.cfg.workers) + 10
         ready = set()
         while len(ready) < len(pipes):
@@ -218,7 +218,7 @@ class Runner:
                     raise _Abort()
                 ready.add(id(pp))
 
-    def _traffic_phase(self, pipes, procs, t0, client, server, progress) -> None:
+    def _traffic_phase(self, pipes, t0, client, server, progress) -> None:
         cfg = self.cfg
         warm_end = t0 + int(cfg.warmup * 1e9)
         end = warm_end + int(cfg.duration * 1e9)
@@ -412,12 +412,6 @@ def _pid_exists(pid: int) -> bool:
 
 def _fmt(cpus) -> str:
     return ",".join(map(str, cpus)) if cpus else "any"
-
-
-def _replace(cfg: LoadConfig, **kw) -> LoadConfig:
-    from dataclasses import replace
-
-    return replace(cfg, **kw)
 
 
 __all__ = ["Runner", "RunError", "TargetError", "EXIT_OK", "EXIT_FAILURES", "EXIT_USAGE", "EXIT_INCOMPLETE"]
