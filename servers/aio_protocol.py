@@ -4,15 +4,25 @@
 transport's write buffer passes its high-water mark the loop calls
 ``pause_writing``; the protocol then pauses *reading*, so a peer that sends
 without reading is throttled by TCP instead of filling the server's memory.
+
+With ``--transport udp`` the same loop runs a datagram endpoint:
+``datagram_received`` answers each datagram to its sender with ``sendto``.
+There is no reading to pause on UDP, so while the transport's send buffer is
+above its high-water mark (the kernel refused datagrams) further echoes are
+dropped, as a router would: memory stays bounded and the client counts the
+loss.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from . import aio, net
 from .config import ServerConfig
 from .loop_control import burn
+
+log = logging.getLogger("servers")
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -54,8 +64,58 @@ class BurningEchoProtocol(EchoProtocol):
         self._write(data)
 
 
+class EchoDatagram(asyncio.DatagramProtocol):
+    """UDP echo: every datagram goes back to its source, byte for byte, or is dropped while the send buffer is full."""
+
+    __slots__ = ("transport", "_sendto", "paused", "dropped", "burn_ns")
+
+    def __init__(self, burn_ns: int = 0) -> None:
+        self.paused = False
+        self.dropped = 0
+        self.burn_ns = burn_ns
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._sendto = transport.sendto
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if self.burn_ns:
+            burn(self.burn_ns)
+        if self.paused:
+            self.dropped += 1
+            return
+        self._sendto(data, addr)
+
+    def error_received(self, exc) -> None:
+        pass  # ICMP errors about one peer (port unreachable): not the server's problem
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+
+def serve_udp(config: ServerConfig, on_ready, loop: str) -> None:
+    usock = net.bind_udp(config.host, config.port, reuse_port=config.reuse_port)
+
+    async def main(stop: asyncio.Event) -> None:
+        transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: EchoDatagram(config.burn_ns), sock=usock)
+        on_ready(usock.getsockname())
+        await stop.wait()
+        transport.abort()
+        if proto.dropped:
+            log.info("dropped %d echo datagram(s) while the send buffer was full", proto.dropped)
+
+    aio.run(main, loop)
+
+
 def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
-    lsock = net.listen(config.host, config.port, reuse_port=config.reuse_port, backlog=config.backlog)
+    if config.transport == "udp":
+        serve_udp(config, on_ready, loop)
+        return
+    lsock = net.stream_listener(config)
     live: set[asyncio.BaseTransport] = set()
 
     async def main(stop: asyncio.Event) -> None:
@@ -63,7 +123,8 @@ def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
         proto = EchoProtocol
         if config.burn_ns:
             proto = type("Burning", (BurningEchoProtocol,), {"__slots__": (), "burn_ns": config.burn_ns})
-        server = await ev_loop.create_server(lambda: proto(live), sock=lsock, backlog=aio.ACCEPT_BATCH)
+        create = ev_loop.create_unix_server if config.transport == "unix" else ev_loop.create_server
+        server = await create(lambda: proto(live), sock=lsock, backlog=aio.ACCEPT_BATCH)
         aio.relisten(lsock, config.backlog)
         on_ready(lsock.getsockname())
         await stop.wait()

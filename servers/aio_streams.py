@@ -14,7 +14,7 @@ from .config import READ_CHUNK, ServerConfig
 
 
 def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
-    lsock = net.listen(config.host, config.port, reuse_port=config.reuse_port, backlog=config.backlog)
+    lsock = net.stream_listener(config)
     writers: set[asyncio.StreamWriter] = set()
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -32,7 +32,8 @@ def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
             writer.close()  # flushes the echo already queued, then FIN
 
     async def main(stop: asyncio.Event) -> None:
-        server = await asyncio.start_server(echo, sock=lsock, limit=READ_CHUNK, backlog=aio.ACCEPT_BATCH)
+        start = asyncio.start_unix_server if config.transport == "unix" else asyncio.start_server
+        server = await start(echo, sock=lsock, limit=READ_CHUNK, backlog=aio.ACCEPT_BATCH)
         aio.relisten(lsock, config.backlog)
         on_ready(lsock.getsockname())
         await stop.wait()

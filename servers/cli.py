@@ -1,7 +1,7 @@
-"""``python -m servers MODEL [--host H] [--port P] [--workers N] [--inner MODEL]``.
+"""``python -m servers MODEL [--transport tcp|udp|unix] [--host H] [--port P] [--path PATH] [--workers N] [--inner MODEL]``.
 
-Prints one line, the bound ``host:port``, on stdout once the server accepts
-connections; everything else goes to stderr. SIGINT/SIGTERM stop it with
+Prints one line on stdout once the server accepts traffic: the bound
+``host:port`` (TCP and UDP) or ``unix:PATH``; everything else goes to stderr. SIGINT/SIGTERM stop it with
 exit code 0. Bad input is one line on stderr and a non-zero exit.
 """
 
@@ -54,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", nargs="?", metavar="MODEL", help="server model (see --list)")
     p.add_argument("--list", action="store_true", help="list the models, one a line, and exit")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to bind, 0 = any free port (default {DEFAULT_PORT})")
+    p.add_argument("--transport", choices=net.TRANSPORTS, default="tcp",
+                   help="tcp (default), udp (datagram echo), or unix (a Unix stream socket at --path)")
+    p.add_argument("--host", help=f"address to bind (default {DEFAULT_HOST}; UDP too: an echo reachable from "
+                   "outside can reflect spoofed traffic)")
+    p.add_argument("--port", type=_port, help=f"port to bind, 0 = any free port (default {DEFAULT_PORT})")
+    p.add_argument("--path", help="socket file for --transport unix (removed on exit; a stale one is replaced)")
     p.add_argument("--workers", type=_positive, help="worker processes (multi-process models; default: usable CPUs)")
     p.add_argument("--inner", help="model each worker runs (reuseport; default uvloop-protocol)")
     p.add_argument("--burn-ns", type=_positive, help="TEST ONLY: burn this many ns of CPU per received chunk, "
@@ -73,9 +77,23 @@ def parse_config(argv: list[str] | None) -> ServerConfig | None:
         parser.error("a MODEL is required (see --list)")
     if args.model not in registry.MODELS:
         parser.error(f"unknown model {args.model!r} (choose from {', '.join(registry.MODELS)})")
-    if not args.host:
+    if args.host is not None and not args.host:
         parser.error("--host is empty; to listen on every interface say 0.0.0.0 or :: explicitly")
     model = registry.get(args.model)
+    if args.transport not in model.transports:
+        parser.error(f"model {model.name!r} does not support --transport {args.transport} "
+                     f"(it supports {', '.join(model.transports)})")
+    if args.transport == "unix":
+        if args.path is None:
+            parser.error("--transport unix needs --path PATH (the socket file)")
+        if args.host is not None or args.port is not None:
+            parser.error("--host and --port do not apply to --transport unix (use --path)")
+        try:
+            net.check_unix_path(args.path)
+        except net.ServerError as exc:
+            parser.error(str(exc))
+    elif args.path is not None:
+        parser.error("--path applies only to --transport unix")
     if not model.multiprocess and (args.workers is not None or args.inner is not None):
         parser.error(f"--workers and --inner apply only to multi-process models, not {model.name!r}")
     kwargs = {}
@@ -96,7 +114,9 @@ def parse_config(argv: list[str] | None) -> ServerConfig | None:
     for m in needed:
         if reason := m.unavailable_reason():
             parser.exit(EXIT_FAILURE, f"{parser.prog}: error: model {m.name!r} is unavailable: {reason}\n")
-    return ServerConfig(model=model.name, host=args.host, port=args.port, workers=args.workers, **kwargs)
+    return ServerConfig(model=model.name, transport=args.transport, path=args.path,
+                        host=DEFAULT_HOST if args.host is None else args.host,
+                        port=DEFAULT_PORT if args.port is None else args.port, workers=args.workers, **kwargs)
 
 
 def list_models() -> str:
@@ -104,7 +124,7 @@ def list_models() -> str:
     for m in registry.MODELS.values():
         reason = m.unavailable_reason()
         suffix = f" [unavailable: {reason}]" if reason else ""
-        lines.append(f"{m.name:<18} {m.description}{suffix}")
+        lines.append(f"{m.name:<18} {m.description} [{'/'.join(m.transports)}]{suffix}")
     return "\n".join(lines)
 
 
@@ -132,4 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:  # SIGINT before the model installed its handler
         return 0
+    finally:
+        net.remove_unix_sockets()
     return 0

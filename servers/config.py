@@ -27,6 +27,8 @@ class ServerConfig:
     """Parsed once by the CLI; nothing below it sees argparse."""
 
     model: str
+    transport: str = "tcp"  # "tcp", "udp" or "unix" (see registry.Model.transports)
+    path: str | None = None  # the socket file, for transport "unix"
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int | None = None  # multi-process models only; None = default_workers()

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from .config import ServerConfig
-from .net import ServerError
+from .net import ServerError, clear_stale_unix_path
 
 SOURCE = Path(__file__).with_name("go") / "echo.go"
 BINARY = Path(__file__).resolve().parents[1] / "build" / "echo-go"
@@ -48,5 +48,11 @@ def serve(config: ServerConfig, on_ready, gomaxprocs: int | None = None) -> None
     env = dict(os.environ)
     if gomaxprocs is not None:
         env["GOMAXPROCS"] = str(gomaxprocs)
+    argv = [str(binary), "--transport", config.transport]
+    if config.transport == "unix":
+        clear_stale_unix_path(config.path)  # Go's Listen would only say "address already in use"
+        argv += ["--path", config.path]
+    else:
+        argv += ["--host", config.host, "--port", str(config.port)]
     # exec: the Go process prints the ready line itself and takes SIGINT/SIGTERM directly
-    os.execve(str(binary), [str(binary), "--host", config.host, "--port", str(config.port)], env)
+    os.execve(binary, argv, env)

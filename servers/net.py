@@ -9,8 +9,19 @@ move bytes.
 from __future__ import annotations
 
 import errno
+import logging
+import os
 import resource
 import socket
+import stat
+
+log = logging.getLogger("servers")
+
+TRANSPORTS = ("tcp", "udp", "unix")
+# sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL.
+UNIX_PATH_MAX = 107
+# The largest UDP payload over IPv4 (65,535 - 8 UDP - 20 IP header bytes).
+UDP_MAX_PAYLOAD = 65507
 
 # A backlog of 5 makes 100 simultaneous connects take over 10 s on this
 # kernel (SYN retransmits); ask for the kernel's maximum instead.
@@ -32,18 +43,18 @@ class ServerError(Exception):
     """A problem the user can fix (bad address, port in use): one line, no traceback."""
 
 
-def format_addr(sockname: tuple) -> str:
-    """``host:port`` for IPv4, ``[host]:port`` for IPv6."""
+def format_addr(sockname) -> str:
+    """``host:port`` for IPv4, ``[host]:port`` for IPv6, ``unix:PATH`` for a Unix socket."""
+    if isinstance(sockname, (str, bytes)):
+        return f"unix:{os.fsdecode(sockname)}"
     host, port = sockname[0], sockname[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def resolve(host: str, port: int) -> tuple[int, tuple]:
-    """Resolve ``host``/``port`` for a TCP listener: ``(family, sockaddr)``."""
+def resolve(host: str, port: int, kind: int = socket.SOCK_STREAM) -> tuple[int, tuple]:
+    """Resolve ``host``/``port`` for a listener of ``kind``: ``(family, sockaddr)``."""
     try:
-        infos = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        infos = socket.getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         msg = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
         raise ServerError(f"invalid host {host!r}: {msg}") from None
@@ -89,6 +100,113 @@ def listen(
     return sock
 
 
+def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket.
+
+    An echo over UDP answers whatever source address a datagram claims, so a
+    reachable one can be abused to reflect traffic at a spoofed victim. The
+    CLI's default host is loopback for that reason; binding anything else is
+    an explicit choice.
+    """
+    family, sockaddr = resolve(host, port, socket.SOCK_DGRAM)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            raise ServerError(f"cannot bind udp {format_addr(sockaddr)}: {exc.strerror}") from None
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# Unix socket files this process created: (path, inode), removed by remove_unix_sockets().
+_created_unix: list[tuple[str, int]] = []
+
+
+def check_unix_path(path: str) -> None:
+    """Refuse a path that cannot be a socket address; one line for the user."""
+    if not path:
+        raise ServerError("--path is empty")
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise ServerError(f"unix socket path is {len(os.fsencode(path))} bytes; Linux allows at most {UNIX_PATH_MAX}: {path}")
+
+
+def clear_stale_unix_path(path: str) -> None:
+    """Make ``path`` free for a new Unix socket, or say why it is not.
+
+    A socket file left by a server that was killed (SIGKILL, power loss)
+    answers ``connect`` with ECONNREFUSED: it is removed, with a line on
+    stderr. A socket some server still listens on, or a file that is not a
+    socket at all, is never touched.
+    """
+    check_unix_path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ServerError(f"cannot use {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ServerError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+        log.warning("removed a stale socket file %s (nothing was listening on it)", path)
+        return
+    except OSError as exc:  # EAGAIN: a live server whose backlog is full
+        raise ServerError(f"{path} is in use by a running server ({exc.strerror or exc})") from None
+    finally:
+        probe.close()
+    raise ServerError(f"{path} is in use by a running server; stop it or choose another --path")
+
+
+def listen_unix(path: str, *, backlog: int = DEFAULT_BACKLOG) -> socket.socket:
+    """A listening, non-blocking Unix stream socket at ``path`` (stale files cleared first)."""
+    clear_stale_unix_path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            raise ServerError(f"cannot bind unix:{path}: {exc.strerror}") from None
+        _created_unix.append((path, os.lstat(path).st_ino))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def remove_unix_sockets() -> None:
+    """Remove the socket files this process created, if they are still ours."""
+    while _created_unix:
+        path, ino = _created_unix.pop()
+        try:
+            if os.lstat(path).st_ino == ino:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def stream_listener(config) -> socket.socket:
+    """The listening socket for a stream model: TCP at host:port, or Unix at ``config.path``."""
+    if config.transport == "unix":
+        return listen_unix(config.path, backlog=config.backlog)
+    return listen(config.host, config.port, reuse_port=config.reuse_port, backlog=config.backlog)
+
+
 def set_nodelay(sock) -> None:
     """Disable Nagle on an accepted connection: an echo must not wait for more data."""
     try:
@@ -110,8 +228,11 @@ def raise_nofile_limit() -> int:
     return soft
 
 
-def read_ready_line(stdout, timeout: float) -> tuple[str, int]:
-    """Wait for a server process's ready line (``host:port`` or ``[v6]:port``) on its stdout pipe.
+def read_ready_line(stdout, timeout: float) -> tuple[str, int | None]:
+    """Wait for a server process's ready line on its stdout pipe.
+
+    ``host:port`` or ``[v6]:port`` (TCP and UDP) gives ``(host, port)``;
+    ``unix:PATH`` gives ``(PATH, None)``.
 
     Raises TimeoutError when none comes within ``timeout`` seconds and
     EOFError when the process closed stdout (exited) first.
@@ -133,6 +254,8 @@ def read_ready_line(stdout, timeout: float) -> tuple[str, int]:
                 raise EOFError("the server exited before it was ready")
             buf += chunk
     line = buf.split(b"\n", 1)[0].decode().strip()
+    if line.startswith("unix:") and len(line) > 5:
+        return line[5:], None
     host, sep, port = line.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"bad ready line {line!r}")

@@ -25,6 +25,7 @@ class Model:
     burn: bool = False  # implements the test-only --burn-ns
     check: str | None = None  # "module:function" returning a reason it cannot run, or None
     external: bool = False  # execs another program (cannot run inside a reuseport worker)
+    transports: tuple[str, ...] = ("tcp", "unix")  # what --transport accepts; stream models get Unix sockets free
 
     def unavailable_reason(self) -> str | None:
         """Why this model cannot run here, or None when it can."""
@@ -46,6 +47,7 @@ _MODELS = [
         "threads",
         "servers.threads:serve",
         "a thread per connection with blocking sockets (the goroutine-per-connection twin)",
+        transports=("tcp", "unix", "udp"),
     ),
     Model(
         "asyncio-streams",
@@ -61,6 +63,7 @@ _MODELS = [
         options={"loop": "asyncio"},
         asyncio_based=True,
         burn=True,
+        transports=("tcp", "unix", "udp"),
     ),
     Model(
         "uvloop-streams",
@@ -78,12 +81,14 @@ _MODELS = [
         options={"loop": "uvloop"},
         asyncio_based=True,
         burn=True,
+        transports=("tcp", "unix", "udp"),
     ),
     Model(
         "reuseport",
         "servers.reuseport:serve",
         "N supervised worker processes, each with its own SO_REUSEPORT listener (default inner: uvloop-protocol)",
         multiprocess=True,
+        transports=("tcp",),  # SO_REUSEPORT groups are a TCP listener feature here
     ),
     Model(
         "go",
@@ -91,6 +96,7 @@ _MODELS = [
         "the Go reference: goroutine per connection, io.Copy-style (the study's own server)",
         check="servers.gomodel:unavailable_reason",
         external=True,
+        transports=("tcp", "unix", "udp"),
     ),
     Model(
         "go-1proc",
@@ -99,12 +105,14 @@ _MODELS = [
         check="servers.gomodel:unavailable_reason",
         external=True,
         options={"gomaxprocs": 1},
+        transports=("tcp", "unix", "udp"),
     ),
     Model(
         "selectors",
         "servers.select_loop:serve",
         "a single-threaded non-blocking selectors loop: the no-framework baseline",
         burn=True,
+        transports=("tcp", "unix", "udp"),
     ),
 ]
 

@@ -4,6 +4,11 @@ The study's "minimal server" done right: partial writes are kept and
 finished when the socket is writable, and a connection with unsent data is
 not read from until it drains, so a peer that never reads costs at most one
 chunk of memory.
+
+With ``--transport udp`` the loop reads datagrams until the socket is empty
+(at most ``UDP_BATCH`` a wake-up, so a flood cannot starve the stop signal)
+and answers each with ``sendto``; an echo the kernel refuses is dropped,
+never queued.
 """
 
 from __future__ import annotations
@@ -16,10 +21,49 @@ from .config import READ_CHUNK, ServerConfig
 from .loop_control import StopSignal, burn, select_loop
 
 EVENT_READ, EVENT_WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+UDP_BATCH = 256
+
+
+def serve_udp(config: ServerConfig, on_ready) -> None:
+    usock = net.bind_udp(config.host, config.port, reuse_port=config.reuse_port)
+    stop = StopSignal()
+    buf = bytearray(READ_CHUNK)  # 64 KiB: room for the largest UDP datagram
+    view = memoryview(buf)
+    recvfrom_into, sendto = usock.recvfrom_into, usock.sendto
+    burn_ns = config.burn_ns
+    on_ready(usock.getsockname())
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(usock, EVENT_READ)
+            sel.register(stop.wake, EVENT_READ)
+            while not stop.stopped:
+                for key, _mask in sel.select():
+                    if key.fileobj is stop.wake:
+                        stop.drain()
+                        continue
+                    for _ in range(UDP_BATCH):
+                        try:
+                            n, addr = recvfrom_into(buf)
+                        except BlockingIOError:
+                            break
+                        except OSError:  # an ICMP error queued on the socket: about one peer only
+                            continue
+                        if burn_ns:
+                            burn(burn_ns)
+                        try:
+                            sendto(view[:n], addr)
+                        except OSError:  # send buffer full or peer gone: the datagram is dropped
+                            pass
+    finally:
+        usock.close()
+        stop.close()
 
 
 def serve(config: ServerConfig, on_ready) -> None:
-    lsock = net.listen(config.host, config.port, reuse_port=config.reuse_port, backlog=config.backlog)
+    if config.transport == "udp":
+        serve_udp(config, on_ready)
+        return
+    lsock = net.stream_listener(config)
     stop = StopSignal()
     sel = selectors.DefaultSelector()
     buf = bytearray(READ_CHUNK)

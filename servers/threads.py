@@ -3,6 +3,11 @@
 The Python twin of the Go study's ``go handle(conn)`` server. Blocking
 ``sendall`` gives backpressure for free: a thread whose peer does not read
 stops reading its own socket, so nothing is buffered beyond one chunk.
+
+UDP has no connections to give threads to. With ``--transport udp`` a fixed
+pool of ``UDP_THREADS`` threads blocks in ``recvfrom`` on the one socket
+(the kernel hands each datagram to one of them) and answers with a blocking
+``sendto``: the blocking-sockets variant of the datagram echo.
 """
 
 from __future__ import annotations
@@ -23,6 +28,60 @@ log = logging.getLogger("servers")
 # address space is wasteful.
 THREAD_STACK = 256 * 1024
 SHUTDOWN_JOIN_S = 1.0
+UDP_THREADS = 4
+
+
+def _udp_echo(sock: socket.socket, stopping: threading.Event) -> None:
+    buf = bytearray(READ_CHUNK)  # 64 KiB: room for the largest UDP datagram
+    view = memoryview(buf)
+    recvfrom_into, sendto = sock.recvfrom_into, sock.sendto
+    while True:
+        try:
+            n, addr = recvfrom_into(buf)
+        except OSError:  # an ICMP error about one peer, or the socket closed at shutdown
+            if stopping.is_set():
+                return
+            continue
+        if stopping.is_set():
+            return
+        try:
+            sendto(view[:n], addr)
+        except OSError:  # the datagram is dropped; UDP promises nothing more
+            pass
+
+
+def serve_udp(config: ServerConfig, on_ready) -> None:
+    threading.stack_size(THREAD_STACK)
+    usock = net.bind_udp(config.host, config.port, reuse_port=config.reuse_port)
+    usock.setblocking(True)
+    stop = StopSignal()
+    stopping = threading.Event()
+    pool = [threading.Thread(target=_udp_echo, args=(usock, stopping), daemon=True) for _ in range(UDP_THREADS)]
+    for t in pool:
+        t.start()
+    on_ready(usock.getsockname())
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(stop.wake, selectors.EVENT_READ)
+            while not stop.stopped:
+                sel.select()
+                stop.drain()
+    finally:
+        stopping.set()
+        # A thread blocked in recvfrom wakes only for a datagram: send each one an empty one.
+        host, port = usock.getsockname()[:2]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        with socket.socket(usock.family, socket.SOCK_DGRAM) as waker:
+            for _ in pool:
+                try:
+                    waker.sendto(b"", (host, port))
+                except OSError:
+                    break
+        deadline = time.monotonic() + SHUTDOWN_JOIN_S
+        for t in pool:
+            t.join(max(0.0, deadline - time.monotonic()))
+        usock.close()
+        stop.close()
 
 
 def _echo(conn: socket.socket, live: set, lock: threading.Lock) -> None:
@@ -41,8 +100,11 @@ def _echo(conn: socket.socket, live: set, lock: threading.Lock) -> None:
 
 
 def serve(config: ServerConfig, on_ready) -> None:
+    if config.transport == "udp":
+        serve_udp(config, on_ready)
+        return
     threading.stack_size(THREAD_STACK)
-    lsock = net.listen(config.host, config.port, reuse_port=config.reuse_port, backlog=config.backlog)
+    lsock = net.stream_listener(config)
     stop = StopSignal()
     live: set[socket.socket] = set()
     lock = threading.Lock()

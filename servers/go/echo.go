@@ -6,6 +6,12 @@
 // explicitly). Same contract as the Python models: one ready line
 // (host:port) on stdout, logs on stderr, SIGINT/SIGTERM stop it with exit
 // code 0, bad input is one line on stderr and exit code 1 or 2.
+//
+// --transport unix --path PATH listens on a Unix stream socket (the ready
+// line is unix:PATH; Go removes the file when the listener closes; the
+// Python wrapper clears a stale file before exec). --transport udp answers
+// each datagram to its source from GOMAXPROCS goroutines reading one socket;
+// an echo the kernel refuses is dropped.
 package main
 
 import (
@@ -15,6 +21,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -25,15 +32,36 @@ func main() {
 	flag.CommandLine.SetOutput(os.Stderr)
 	host := flag.String("host", "127.0.0.1", "address to bind")
 	port := flag.Int("port", 25000, "port to bind, 0 = any free port")
-	flag.Usage = func() { fmt.Fprintln(os.Stderr, "usage: echo-go [--host H] [--port P]") }
+	transport := flag.String("transport", "tcp", "tcp, udp or unix")
+	path := flag.String("path", "", "socket file for --transport unix")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: echo-go [--transport tcp|udp|unix] [--host H] [--port P] [--path PATH]")
+	}
 	flag.Parse()
 	if *port < 0 || *port > 65535 {
 		fmt.Fprintf(os.Stderr, "echo-go: error: port %d is outside 0..65535\n", *port)
 		os.Exit(2)
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
+	addr := net.JoinHostPort(*host, strconv.Itoa(*port))
+	switch *transport {
+	case "udp":
+		serveUDP(addr)
+		return
+	case "unix":
+		if *path == "" {
+			fmt.Fprintln(os.Stderr, "echo-go: error: --transport unix needs --path")
+			os.Exit(2)
+		}
+		addr = *path
+	case "tcp":
+	default:
+		fmt.Fprintf(os.Stderr, "echo-go: error: unknown transport %q (tcp, udp or unix)\n", *transport)
+		os.Exit(2)
+	}
+	network := *transport
+	ln, err := net.Listen(network, addr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "echo-go: error: cannot bind %s: %v\n", net.JoinHostPort(*host, strconv.Itoa(*port)), errors.Unwrap(err))
+		fmt.Fprintf(os.Stderr, "echo-go: error: cannot bind %s: %v\n", addr, errors.Unwrap(err))
 		os.Exit(1)
 	}
 	var mu sync.Mutex
@@ -54,7 +82,11 @@ func main() {
 		os.Exit(0)
 	}()
 
-	fmt.Println(ln.Addr().String()) // 127.0.0.1:PORT or [::1]:PORT: the ready line
+	if network == "unix" {
+		fmt.Println("unix:" + addr) // the ready line
+	} else {
+		fmt.Println(ln.Addr().String()) // 127.0.0.1:PORT or [::1]:PORT: the ready line
+	}
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -101,4 +133,34 @@ func main() {
 			mu.Unlock()
 		}(c)
 	}
+}
+
+// serveUDP echoes datagrams until SIGINT/SIGTERM.
+func serveUDP(addr string) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "echo-go: error: cannot bind udp %s: %v\n", addr, errors.Unwrap(err))
+		os.Exit(1)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+		go func() {
+			buf := make([]byte, 64<<10) // room for the largest UDP datagram
+			for {
+				n, from, rerr := pc.ReadFrom(buf)
+				if rerr != nil {
+					if errors.Is(rerr, net.ErrClosed) {
+						return
+					}
+					continue // an ICMP error about one peer
+				}
+				pc.WriteTo(buf[:n], from) // refused by the kernel: dropped, as UDP allows
+			}
+		}()
+	}
+	fmt.Println(pc.LocalAddr().String()) // the ready line
+	<-sig
+	pc.Close()
+	os.Exit(0)
 }
