@@ -9,11 +9,17 @@ IO_TIMEOUT_S = 30.0
 
 
 def connect(addr, timeout: float = IO_TIMEOUT_S, rcvbuf: int | None = None) -> socket.socket:
-    s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
+    """A blocking stream connection to ``(host, port)``, or to ``(path, None)`` (a Unix socket)."""
+    if addr[1] is None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = addr[0]
+    else:
+        s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
+        target = addr
     if rcvbuf is not None:  # before connect, so the window is negotiated small
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(timeout)
-    s.connect(addr)
+    s.connect(target)
     return s
 
 

@@ -24,7 +24,8 @@ class ServerProcess:
 
     def __init__(self, model: str, *args: str, preexec_fn=None, argv: list[str] | None = None) -> None:
         self.model = model
-        self.argv = argv or [sys.executable, "-m", "servers", model, "--port", "0", *args]
+        where = [] if "unix" in args else ["--port", "0"]  # --transport unix takes --path instead
+        self.argv = argv or [sys.executable, "-m", "servers", model, *where, *args]
         self.proc = subprocess.Popen(
             self.argv,
             cwd=ROOT,
@@ -38,7 +39,7 @@ class ServerProcess:
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
         self.addr = self._wait_ready()
-        self.host, self.port = self.addr
+        self.host, self.port = self.addr  # for a Unix socket: (path, None)
 
     # -- start-up -------------------------------------------------------------
     def _read_stderr(self) -> None:
