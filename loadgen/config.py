@@ -39,6 +39,8 @@ def parse_cpus(text: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class LoadConfig:
+    transport: str = "tcp"  # "tcp", "udp" or "unix"
+    path: str | None = None  # the server's socket file, for transport "unix"
     host: str = "127.0.0.1"
     port: int = 25000
     server: str | None = None  # a servers-registry model to start, or None for an external server
@@ -54,7 +56,7 @@ class LoadConfig:
     workers: int = 1
     cpus: tuple[int, ...] | None = None  # load generator's CPUs
     server_cpus: tuple[int, ...] | None = None
-    timeout: float = 5.0  # an echo not back after this long is lost
+    timeout: float = 5.0  # an echo not back after this long is lost (run.py defaults UDP to 1 s)
     connect_timeout: float = 2.0
     loop: str = "uvloop"
     json_path: str | None = None

@@ -15,6 +15,12 @@ timer fired late is timed from the actual send: the server did not cause it.
 Hot path: ``data_received`` compares the echo with the bytes sent (one
 memcmp), appends one int to an array, builds and writes the next message.
 Histogram work happens once a second, in a batch.
+
+Transports: TCP and Unix stream sockets share ``Conn``; over UDP a
+"connection" is one connected datagram socket (``UdpConn``) whose datagrams
+carry connection and sequence. UDP promises nothing, so loss, duplication
+and reordering are counted separately, and a datagram not echoed within
+``--timeout`` is declared lost (never waited for forever).
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ import numpy as np
 
 from . import stats
 from .config import LoadConfig
-from .payload import HEADER, MAGIC, MessageMaker
+from .payload import HEADER, HEADER_SIZE, MAGIC, MessageMaker
 
 _now = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: comparable across processes
 CONNECT_CONCURRENCY = 256  # connects in flight per worker: more only overflows the server's backlog
 INTEGRITY_SAMPLES = 5  # descriptions of the first few integrity failures kept per worker
+UDP_PROBE_EVERY_S = 0.1  # a UDP "connect" resends its probe datagram this often until one comes back
+UDP_LOST_MEMORY = 4096  # sequence numbers of lost datagrams remembered per connection, to tell "late" from "duplicated"
+UDP_COUNTS = ("sent", "delivered", "lost", "duplicated", "reordered", "late")
 
 
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -324,6 +333,217 @@ class Closed1Conn(Conn):
             self.w.conn_drained()
 
 
+class UdpConn(asyncio.DatagramProtocol):
+    """One UDP "connection": a connected datagram socket with its own sequence numbers.
+
+    Datagram 0 is the probe that stands for TCP's handshake (resent until one
+    comes back, within ``--connect-timeout``); traffic starts at 1. Each echo
+    is matched to its datagram by the sequence number in its header and
+    checked byte for byte. What comes back is classified:
+
+    * delivered: the echo of a datagram in flight (latency recorded);
+      ``reordered`` too when a later datagram's echo came first;
+    * duplicated: a second echo of a datagram already delivered;
+    * late: the echo of a datagram already declared lost;
+    * lost: not echoed within ``--timeout`` (the worker's sweep decides);
+    * corrupt / unexpected (never sent): integrity failures.
+
+    Closed loop keeps ``depth`` datagrams in flight; a loss frees its slot.
+    Open loop sends on schedule with the same coordinated-omission rule as TCP.
+    """
+
+    def __init__(self, w: "Worker", conn_id: int) -> None:
+        self.w = w
+        self.conn_id = conn_id
+        self.maker = MessageMaker(conn_id, w.cfg.size, w.cfg.seed)
+        self.make = self.maker.message
+        self.size = w.cfg.size
+        self.depth = w.cfg.depth
+        self.inflight: dict[int, tuple[int, int]] = {}  # seq -> (start_ns, sent_ns), oldest first
+        self.lost_seqs: dict[int, None] = {}  # recently lost, oldest first (bounded)
+        self.seq = 1
+        self.top = 0  # highest sequence delivered so far
+        self.n = dict.fromkeys(UDP_COUNTS, 0)
+        self.count = self.warm = self.drained = 0
+        self.warm_ns = 0
+        self.end_ns = 1 << 62
+        self.lat = w.lat_append
+        self.unc = w.unc_append
+        self.buf = b""  # never anything: datagrams come whole
+        self.go = False
+        self.dead = False
+        self.transport = None
+        self.sendto = None
+        self.probe: asyncio.Future | None = None
+        self.interval_ns = 0
+        self.phase_ns = 0
+        self.first_due = 0
+        self.busy_since = 0
+        self.timer = None
+
+    # -- asyncio callbacks --------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.sendto = transport.sendto
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        now = _now()
+        if len(data) < HEADER_SIZE:
+            self._integrity("corrupt", f"a {len(data)}-byte datagram (sent {self.size})")
+            return
+        conn, magic, seq = HEADER.unpack_from(data)
+        if magic != MAGIC or conn != self.conn_id:
+            self._integrity("corrupt", f"a datagram whose header is not this connection's ({len(data)} bytes)")
+            return
+        rec = self.inflight.pop(seq, None)
+        if rec is None:
+            if seq == 0:  # an extra echo of a resent probe
+                if self.probe is not None and not self.probe.done():
+                    self.probe.set_result(now)
+                return
+            if seq >= self.seq:
+                self._integrity("unexpected", f"an echo of datagram {seq}, which was never sent")
+            elif self.lost_seqs.pop(seq, False) is None:
+                self.n["late"] += 1
+            else:
+                self.n["duplicated"] += 1
+            return
+        if data != self.make(seq):
+            self._integrity("corrupt", f"datagram {seq}: echoed bytes differ from those sent ({len(data)} of {self.size} bytes)")
+        self.n["delivered"] += 1
+        if seq < self.top:
+            self.n["reordered"] += 1
+        else:
+            self.top = seq
+        start, sent = rec
+        if self.warm_ns <= now < self.end_ns:
+            self.lat(now - start)
+            if self.unc is not None:
+                self.unc(now - sent)
+            self.count += 1
+        elif now >= self.end_ns:
+            self.drained += 1
+        else:
+            self.warm += 1
+        self._refill(now)
+
+    def error_received(self, exc) -> None:
+        if self.probe is not None and not self.probe.done():
+            self.probe.set_exception(exc)
+        elif isinstance(exc, ConnectionRefusedError) and not self.dead:
+            self.dead = True
+            self.w.connection_lost(self, "refused", "the server's port is closed (ICMP port unreachable)")
+
+    def connection_lost(self, exc) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    # -- sending ------------------------------------------------------------------
+    async def connect(self, timeout: float) -> None:
+        """Send probe datagrams until one is echoed; TimeoutError after ``timeout``."""
+        loop = self.w.loop
+        self.probe = loop.create_future()
+        probe = self.make(0)
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                self.sendto(probe)
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(f"no echo of a probe datagram within {timeout:g} s")
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.probe), min(UDP_PROBE_EVERY_S, left))
+                    return
+                except asyncio.TimeoutError:
+                    continue
+        finally:
+            self.probe = None
+
+    def _send(self, seq: int, start: int, now: int) -> None:
+        self.inflight[seq] = (start, now)
+        self.n["sent"] += 1
+        self.sendto(self.make(seq))
+
+    def start(self, t0: int) -> None:
+        self.go = True
+        if self.interval_ns:
+            self.first_due = t0 + self.phase_ns
+            self.busy_since = 0
+            self._pump(_now(), True)
+        else:
+            self._refill(_now())
+
+    def _refill(self, now: int) -> None:
+        """After an echo or a loss: keep the window full, or report drained."""
+        if self.go and self.w.sending and now < self.end_ns:
+            if self.interval_ns:
+                self._pump(now, False)
+                return
+            while len(self.inflight) < self.depth:
+                seq = self.seq
+                self.seq = seq + 1
+                self._send(seq, now, now)
+        elif not self.inflight:
+            self.w.conn_drained()
+
+    def _pump(self, now: int, from_timer: bool) -> None:
+        """Open loop, as ``Conn._pump``: send what is due, up to ``depth`` in flight; arm a timer for the next."""
+        if from_timer:
+            self.timer = None
+            self.busy_since = now
+            if len(self.inflight) < self.depth:
+                self.w.lag_append(max(0, now - (self.first_due + (self.seq - 1) * self.interval_ns)))
+        while len(self.inflight) < self.depth and self.w.sending:
+            due = self.first_due + (self.seq - 1) * self.interval_ns
+            if due >= self.end_ns:
+                return
+            if due > now:
+                if self.timer is None:
+                    self.timer = self.w.loop.call_later((due - now) / 1e9, self._on_timer)
+                return
+            seq = self.seq
+            self.seq = seq + 1
+            self._send(seq, due if due > self.busy_since else self.busy_since, now)
+
+    def _on_timer(self) -> None:
+        if not self.dead:
+            self._pump(_now(), True)
+
+    def expire(self, now: int, limit_ns: int) -> None:
+        """Declare lost every datagram in flight for longer than ``limit_ns``; refill the window."""
+        inflight = self.inflight
+        expired = 0
+        for seq, (_start, sent) in list(inflight.items()):
+            if now - sent <= limit_ns:
+                break  # sent in order: the rest are younger
+            del inflight[seq]
+            self.lost_seqs[seq] = None
+            expired += 1
+        if expired:
+            self.n["lost"] += expired
+            while len(self.lost_seqs) > UDP_LOST_MEMORY:
+                del self.lost_seqs[next(iter(self.lost_seqs))]
+            self._refill(now)
+
+    # -- bookkeeping shared with Conn ------------------------------------------------
+    def in_flight(self) -> int:
+        return len(self.inflight)
+
+    def oldest_sent_ns(self) -> int:
+        return next(iter(self.inflight.values()))[1]
+
+    def _integrity(self, kind: str, detail: str, fatal: bool = False) -> None:
+        self.w.integrity_failure(kind, f"connection {self.conn_id}: {detail}")
+
+    def close(self) -> None:
+        if not self.dead:
+            self.dead = True
+            if self.timer is not None:
+                self.timer.cancel()
+            if self.transport is not None:
+                self.transport.abort()
+
+
 class Worker:
     """Runs in its own process; talks to the parent over ``pipe``."""
 
@@ -349,6 +569,8 @@ class Worker:
         self.done = None  # asyncio.Future set when the run is over
         self.outcome = "complete"
         self.live = 0
+        self.udp = cfg.transport == "udp"
+        self.sweeper = None
 
     # -- bookkeeping called by Conn ----------------------------------------------------
     def integrity_failure(self, kind: str, detail: str) -> None:
@@ -391,13 +613,33 @@ class Worker:
         cfg = self.cfg
         sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
         loop = self.loop
-        conn_class = Closed1Conn if (cfg.depth == 1 and cfg.rate is None) else Conn
-        # resolve once: a name lookup per connection would be timed as connect time
-        info = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)[0]
-        self.family, self.addr = info[0], info[4]
+        if cfg.transport == "udp":
+            conn_class = UdpConn
+        elif cfg.depth == 1 and cfg.rate is None:
+            conn_class = Closed1Conn
+        else:
+            conn_class = Conn
+        if cfg.transport == "unix":
+            self.family, self.addr = socket.AF_UNIX, cfg.path
+        else:  # resolve once: a name lookup per connection would be timed as connect time
+            kind = socket.SOCK_DGRAM if cfg.transport == "udp" else socket.SOCK_STREAM
+            info = socket.getaddrinfo(cfg.host, cfg.port, type=kind)[0]
+            self.family, self.addr = info[0], info[4]
 
         # build every connection object first: only the connect itself is timed
         protos = {cid: conn_class(self, cid) for cid in self.conn_ids}
+
+        async def one_udp(cid: int) -> UdpConn:
+            async with sem:
+                t0 = _now()
+                tr, proto = await loop.create_datagram_endpoint(lambda: protos[cid], remote_addr=self.addr, family=self.family)
+                try:
+                    await proto.connect(cfg.connect_timeout)
+                except BaseException:
+                    tr.abort()
+                    raise
+                self.connect_ns.append(_now() - t0)
+                return proto
 
         async def one(cid: int) -> Conn:
             async with sem:
@@ -410,12 +652,14 @@ class Worker:
                     sock.close()
                     raise
                 self.connect_ns.append(_now() - t0)
-                _tr, proto = await loop.create_connection(lambda: protos[cid], sock=sock)
+                create = loop.create_unix_connection if self.family == socket.AF_UNIX else loop.create_connection
+                _tr, proto = await create(lambda: protos[cid], sock=sock)
                 return proto
 
-        results = await asyncio.gather(*(one(c) for c in self.conn_ids), return_exceptions=True)
+        opener = one_udp if conn_class is UdpConn else one
+        results = await asyncio.gather(*(opener(c) for c in self.conn_ids), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
-        self.conns = [r for r in results if isinstance(r, Conn)]
+        self.conns = [r for r in results if isinstance(r, (Conn, UdpConn))]
         self.live = len(self.conns)
         if failures:
             for c in self.conns:
@@ -438,6 +682,8 @@ class Worker:
         return rep
 
     def _check_timeouts(self, now: int) -> None:
+        if self.udp:
+            return  # the UDP sweep declares losses as they happen
         limit = int(self.cfg.timeout * 1e9)
         for c in self.conns:
             if not c.dead and c.in_flight() and now - c.oldest_sent_ns() > limit:
@@ -462,6 +708,8 @@ class Worker:
         self.sending = True
         for c in self.conns:
             c.start(t0)
+        if self.udp:
+            self._sweep()
         ticks = [warm_end]
         while ticks[-1] + 10**9 < end:
             ticks.append(ticks[-1] + 10**9)
@@ -499,6 +747,11 @@ class Worker:
                 await asyncio.wait_for(asyncio.shield(self.done), 0.1)
             except asyncio.TimeoutError:
                 pass
+        if self.udp:  # whatever is still in flight has had its chance: lost, not an error
+            if self.sweeper is not None:
+                self.sweeper.cancel()
+            for c in self.conns:
+                c.expire(1 << 62, -1)
         still = [c for c in self.conns if not c.dead and c.in_flight()]
         for c in still:
             self.error("timeout")
@@ -513,11 +766,22 @@ class Worker:
             "integrity": self.integrity,
             "integrity_samples": self.integrity_samples,
             "outcome": self.outcome,
+            "udp": {k: sum(c.n[k] for c in self.conns) for k in UDP_COUNTS} if self.udp else None,
         }
         for c in self.conns:
             c.dead = True
             if c.transport is not None:
                 c.transport.abort()
+
+    def _sweep(self) -> None:
+        """UDP: declare lost what is older than --timeout, every tenth of it (10 ms to 100 ms)."""
+        now = _now()
+        limit = int(self.cfg.timeout * 1e9)
+        for c in self.conns:
+            if not c.dead and c.inflight:
+                c.expire(now, limit)
+        if not self.done.done():
+            self.sweeper = self.loop.call_later(min(0.1, max(0.01, self.cfg.timeout / 10)), self._sweep)
 
     def report(self, kind: str, data: dict) -> None:
         self.pipe.send((kind, self.index, data))
@@ -530,9 +794,11 @@ class ConnectError(Exception):
     def __init__(self, failures: list[BaseException], wanted: int) -> None:
         first = failures[0]
         if isinstance(first, asyncio.TimeoutError):
-            kind = "connect timeout"
+            kind = str(first) or "connect timeout"
         elif isinstance(first, ConnectionRefusedError):
             kind = "connection refused"
+        elif isinstance(first, FileNotFoundError):
+            kind = "no such socket file"
         elif isinstance(first, OSError) and first.errno == errno.EMFILE:
             kind = "out of file descriptors"
         else:

@@ -33,7 +33,9 @@ def render_table(doc: dict, file=None) -> None:
     file = file or sys.stdout
     res, cfg, tgt = doc["result"], doc["config"], doc["target"]
     console = Console(file=file, width=110, highlight=False, soft_wrap=False)
-    title = (f"echobench loadgen: {tgt['server_model'] or 'external server'} at {tgt['host']}:{tgt['port']}, "
+    transport = tgt.get("transport", "tcp")
+    where = f"unix:{tgt['path']}" if transport == "unix" else f"{transport} {tgt['host']}:{tgt['port']}"
+    title = (f"echobench loadgen: {tgt['server_model'] or 'external server'} at {where}, "
              f"{cfg['conns']} conns x depth {cfg['depth']}, {cfg['size']} B, {tgt['mode']}"
              + (f" at {cfg['rate']:g} msgs/s" if cfg["rate"] else "")
              + ("" if res["complete"] else "  [INCOMPLETE]"))
@@ -54,8 +56,13 @@ def render_table(doc: dict, file=None) -> None:
                   f"p90 {_fmt(u['p90'])}  p99 {_fmt(u['p99'])}  p99.9 {_fmt(u['p999'])}  max {_fmt(u['max'])} us")
         lag = res["send_lag_us"]
         t.add_row("client timer lag", "p50 " + _fmt(lag["p50"], " us"), f"p99 {_fmt(lag['p99'])}  max {_fmt(lag['max'])} us (not charged to the server)")
+    if res.get("udp"):
+        u = res["udp"]
+        t.add_row("datagrams", f"loss {_fmt(u['loss_pct'], ' %', 3)}",
+                  f"sent {u['sent']:,}  delivered {u['delivered']:,}  lost {u['lost']:,}  duplicated {u['duplicated']:,}  "
+                  f"reordered {u['reordered']:,}  late {u['late']:,} (whole run)")
     c = res["connect_us"]
-    t.add_row("connect time", "p50 " + _fmt(c["p50"], " us"), f"p90 {_fmt(c['p90'])}  p99 {_fmt(c['p99'])}  max {_fmt(c['max'])} us")
+    t.add_row("connect time" if transport != "udp" else "probe round trip", "p50 " + _fmt(c["p50"], " us"), f"p90 {_fmt(c['p90'])}  p99 {_fmt(c['p99'])}  max {_fmt(c['max'])} us")
     errs = ", ".join(f"{k} {v}" for k, v in sorted(res["errors"].items())) or "none"
     t.add_row("errors", _fmt(sum(res["errors"].values())), errs)
     integ = ", ".join(f"{k} {v}" for k, v in sorted(res["integrity"].items())) or "every echoed byte matched"

@@ -2,6 +2,8 @@
 
     .venv/bin/python loadgen/run.py --server uvloop-protocol --conns 100 --duration 10
     .venv/bin/python loadgen/run.py --port 25000 --conns 1000 --rate 50000 --json out.json
+    .venv/bin/python loadgen/run.py --server go --transport udp --size 512
+    .venv/bin/python loadgen/run.py --transport unix --path /tmp/echo.sock
 
 Exit codes: 0 clean run; 1 integrity failures or errors; 2 bad usage;
 3 incomplete (no server, server died, interrupted).
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="loadgen/run.py", description="Drive an echo server and report throughput, latency and CPU cost honestly.",
                        epilog="Exit codes: 0 ok, 1 integrity failures or errors, 2 usage, 3 incomplete run.")
     g = p.add_argument_group("target")
+    g.add_argument("--transport", choices=["tcp", "udp", "unix"], default="tcp",
+                   help="tcp (default); udp: datagrams, loss/duplication/reordering counted; unix: a Unix stream socket")
+    g.add_argument("--path", help="the server's socket file for --transport unix (with --server: default a fresh temporary one)")
     g.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     g.add_argument("--port", type=_typed(int, "port"), default=25000, help="server port (default 25000)")
     g.add_argument("--server", metavar="MODEL", choices=list(registry.MODELS),
@@ -77,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--depth", type=_typed(_positive_int, "count"), default=1, help="messages in flight per connection (default 1)")
     g.add_argument("--rate", type=_typed(_rate, "rate"), help="open loop: total messages/s spread evenly over connections "
                    "(latency then counts from each message's intended send time)")
-    g.add_argument("--timeout", type=_typed(_seconds, "duration"), default=5.0, help="an echo not complete after this many seconds is lost (default 5)")
+    g.add_argument("--timeout", type=_typed(_seconds, "duration"), help="an echo not complete after this many seconds is lost "
+                   "(default 5; UDP 1: a lost datagram is declared lost after it, never waited for)")
     g.add_argument("--connect-timeout", type=_typed(_seconds, "duration"), default=2.0, help="per-connection connect timeout (default 2)")
     g = p.add_argument_group("scale")
     g.add_argument("--workers", type=_typed(_positive_int, "count"), default=1, help="load-generator processes; connections are spread over them and results merged exactly (default 1)")
@@ -112,6 +118,28 @@ def parse_config(argv) -> LoadConfig:
         p.error(f"--server-workers applies only to multi-process models, not {a.server!r}")
     if a.server_args and not a.server:
         p.error("--server-arg needs --server")
+    if a.transport == "unix":
+        if a.path is None and not a.server:
+            p.error("--transport unix needs --path (the server's socket file), or --server to start one")
+        if a.path is not None and (not a.path or len(os.fsencode(a.path)) > 107):
+            p.error(f"--path must be 1 to 107 bytes (the Linux limit for a socket path), got {len(os.fsencode(a.path))}")
+    elif a.path is not None:
+        p.error("--path applies only to --transport unix")
+    if a.transport == "udp":
+        from loadgen.payload import HEADER_SIZE
+        from servers.net import UDP_MAX_PAYLOAD
+
+        if not HEADER_SIZE <= a.size <= UDP_MAX_PAYLOAD:
+            p.error(f"--size over UDP must be {HEADER_SIZE} to {UDP_MAX_PAYLOAD} bytes "
+                    f"(a datagram carries connection and sequence, and fits one IPv4 packet), got {a.size}")
+    if a.server:
+        from servers import registry
+
+        model = registry.get(a.server)
+        if a.transport not in model.transports:
+            p.error(f"model {a.server!r} does not support --transport {a.transport} (it supports {', '.join(model.transports)})")
+    if a.timeout is None:
+        a.timeout = 1.0 if a.transport == "udp" else 5.0
     fields = {k: v for k, v in vars(a).items()}
     fields["server_args"] = tuple(a.server_args)
     return LoadConfig(**fields)

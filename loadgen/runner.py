@@ -127,6 +127,7 @@ class Runner:
         self.cpu_start: tuple[dict, dict | None] | None = None
         self.cpu_end: tuple[dict, dict | None] | None = None
         self.t_cpu_start = self.t_cpu_end = None
+        self.path = cfg.path
 
     # -- the run ---------------------------------------------------------------------
     def execute(self) -> tuple[dict, int]:
@@ -141,17 +142,23 @@ class Runner:
         procs: list = []
         pipes: list = []
         try:
+            path = cfg.path
             if cfg.server:
-                self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus, cfg.server_args)
-                host, port = self.server.addr
+                self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus, cfg.server_args,
+                                            transport=cfg.transport, path=cfg.path)
+                if cfg.transport == "unix":
+                    path = self.server.addr[0]
+                else:
+                    host, port = self.server.addr
                 server_pid = self.server.pid
-                self.log(f"started {cfg.server} (pid {server_pid}) on {host}:{port}, CPUs {_fmt(server_cpus)}")
+                self.log(f"started {cfg.server} (pid {server_pid}) on {_where(cfg.transport, host, port, path)}, CPUs {_fmt(server_cpus)}")
             if server_pid is not None and not _pid_exists(server_pid):
                 raise RunError(f"--server-pid {server_pid}: no such process")
             os.sched_setaffinity(0, set(client_cpus))
             ctx = multiprocessing.get_context("fork")
             shares = [list(range(i, cfg.conns, cfg.workers)) for i in range(cfg.workers)]
-            run_cfg = replace(cfg, host=host, port=port)
+            run_cfg = replace(cfg, host=host, port=port, path=path)
+            self.path = path
             for i, ids in enumerate(shares):
                 parent_end, child_end = ctx.Pipe()
                 p = ctx.Process(target=worker_main, args=(run_cfg, i, ids, child_end, client_cpus[i % len(client_cpus)]),
@@ -210,8 +217,12 @@ class Runner:
                     raise RunError("a load-generator worker died while connecting") from None
                 self.connect_ns += data.get("connect_ns", [])
                 if kind == "fatal":
-                    where = f"{self.cfg.host}:{self.cfg.port}" if not self.server else f"{self.server.model} at {self.server.addr[0]}:{self.server.addr[1]}"
-                    hint = " (is a server listening there?)" if data["kind"] == "connection refused" else ""
+                    cfg = self.cfg
+                    if self.server:
+                        where = f"{self.server.model} at {_where(cfg.transport, *self.server.addr[:2], self.server.addr[0])}"
+                    else:
+                        where = _where(cfg.transport, cfg.host, cfg.port, cfg.path)
+                    hint = " (is a server listening there?)" if data["kind"] in ("connection refused", "no such socket file") else ""
                     self.incomplete = f"{data['message']} to {where}{hint}"
                     for other in pipes:
                         _send(other, ("stop",))
@@ -320,6 +331,11 @@ class Runner:
             for k, v in f["integrity"].items():
                 integrity[k] = integrity.get(k, 0) + v
             samples += f["integrity_samples"]
+        udp = None
+        if cfg.transport == "udp" and finals:
+            udp = {k: sum((f.get("udp") or {}).get(k, 0) for f in finals) for k in ("sent", "delivered", "lost", "duplicated", "reordered", "late")}
+            udp["loss_pct"] = round(100 * udp["lost"] / udp["sent"], 4) if udp["sent"] else None
+            udp["note"] = "counts cover the whole run (warm-up and drain included); lost = not echoed within --timeout"
         wall = ((self.t_cpu_end or 0) - (self.t_cpu_start or 0)) / 1e9 if self.cpu_start else 0.0
         cpu = {"loadgen_pct": None, "server_pct": None, "server_us_per_msg": None, "loadgen_us_per_msg": None,
                "loadgen_cpu_s": None, "server_cpu_s": None, "window_s": round(wall, 3)}
@@ -365,6 +381,7 @@ class Runner:
             "integrity_failures": sum(integrity.values()),
             "integrity": integrity,
             "integrity_samples": samples[:10],
+            "udp": udp,
             "cpu": cpu,
             "fairness": stats.fairness(per_conn),
             "verdict": verdict,
@@ -380,7 +397,9 @@ class Runner:
             "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "env": env,
             "config": cfg.as_dict(),
-            "target": {"host": host, "port": port, "server_model": cfg.server, "server_pid": server_pid,
+            "target": {"transport": cfg.transport, "host": None if cfg.transport == "unix" else host,
+                       "port": None if cfg.transport == "unix" else port, "path": self.path,
+                       "server_model": cfg.server, "server_pid": server_pid,
                        "mode": "open loop" if open_loop else "closed loop"},
             "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus) if server_cpus else None,
                         "server_pinned_by_loadgen": bool(cfg.server and server_cpus)},
@@ -408,6 +427,13 @@ def _pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _where(transport: str, host, port, path) -> str:
+    if transport == "unix":
+        return f"unix:{path}"
+    h = f"[{host}]" if ":" in str(host) else host
+    return f"{transport}:{h}:{port}" if transport == "udp" else f"{h}:{port}"
 
 
 def _fmt(cpus) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +26,16 @@ class ManagedServer:
     """``python -m servers MODEL --port 0`` in its own session (Ctrl-C is ours to handle), pinned."""
 
     def __init__(self, model: str, host: str, workers: int | None, cpus: tuple[int, ...] | None,
-                 extra: tuple[str, ...] = ()) -> None:
-        argv = [sys.executable, "-m", "servers", model, "--host", host, "--port", "0", *extra]
+                 extra: tuple[str, ...] = (), transport: str = "tcp", path: str | None = None) -> None:
+        self.tmpdir = None
+        if transport == "unix":
+            if path is None:  # a private folder: nobody else's file can be in the way
+                self.tmpdir = tempfile.mkdtemp(prefix="echobench-")
+                path = os.path.join(self.tmpdir, "echo.sock")
+            where = ["--transport", "unix", "--path", path]
+        else:
+            where = ["--transport", transport, "--host", host, "--port", "0"]
+        argv = [sys.executable, "-m", "servers", model, *where, *extra]
         if workers is not None:
             argv += ["--workers", str(workers)]
         self.stderr = tempfile.TemporaryFile()
@@ -38,7 +47,7 @@ class ManagedServer:
         self.model = model
         self.addr = self._wait_ready()
 
-    def _wait_ready(self) -> tuple[str, int]:
+    def _wait_ready(self) -> tuple[str, int | None]:
         try:
             return read_ready_line(self.proc.stdout, READY_TIMEOUT_S)
         except TimeoutError:
@@ -46,6 +55,8 @@ class ManagedServer:
             raise TargetError(f"server {self.model} printed no ready line in {READY_TIMEOUT_S:.0f} s: {self.stderr_tail()}") from None
         except EOFError:
             self.proc.wait(5)
+            if self.tmpdir is not None:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
             raise TargetError(f"server {self.model} exited with code {self.proc.returncode} before it was ready: {self.stderr_tail()}") from None
 
     @property
@@ -69,6 +80,9 @@ class ManagedServer:
                 self.proc.kill()
                 self.proc.wait(3)
         self.proc.stdout.close()
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
         return self.proc.returncode
 
 
