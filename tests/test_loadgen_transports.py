@@ -1,0 +1,250 @@
+"""The load generator over UDP and Unix sockets: real servers, and UDP servers that lose, repeat,
+reorder, corrupt or delay datagrams on purpose (tests/fault_udp_server.py)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT_DIR, ServerProcess, assert_clean_exit
+from test_loadgen import QUICK, assert_one_line_error, loadgen
+
+from servers import registry
+
+FAULT_UDP = [sys.executable, str(ROOT_DIR / "tests" / "fault_udp_server.py")]
+
+
+def _params(transport):
+    import os
+
+    out = []
+    for m in registry.MODELS.values():
+        if transport in m.transports:
+            reason = m.unavailable_reason()
+            marks = [pytest.mark.skip(reason=reason)] if reason and not os.environ.get("CI") else []
+            out.append(pytest.param(m.name, id=m.name, marks=marks))
+    return out
+
+
+@pytest.fixture
+def fault_udp():
+    started = []
+
+    def start(mode, *args):
+        s = ServerProcess(f"fault-udp-{mode}", argv=[*FAULT_UDP, mode, *args])
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.stop()
+        s.kill()
+
+
+def affected(server: ServerProcess) -> int:
+    """Stop a fault server; how many datagrams its fault touched."""
+    server.proc.send_signal(signal.SIGTERM)
+    line = server.proc.stdout.readline().decode()  # it exits right after printing; the pipe closes
+    assert line.startswith("affected "), line
+    return int(line.split()[1])
+
+
+def assert_clean(out, doc):
+    assert out.returncode == 0, out.stderr
+    r = doc["result"]
+    assert r["complete"] and r["integrity_failures"] == 0 and r["messages"] > 0, r
+    return r
+
+
+# -- clean runs over every transport a model claims -----------------------------------------------
+
+@pytest.mark.parametrize("model", _params("udp"))
+def test_udp_run_against_every_udp_model(tmp_path, model):
+    out, doc = loadgen(tmp_path, "--server", model, "--transport", "udp", "--conns", "8", "--size", "512", *QUICK)
+    r = assert_clean(out, doc)
+    u = r["udp"]
+    assert doc["target"]["transport"] == "udp"
+    assert u["sent"] == u["delivered"] == r["messages_total"]  # loopback at depth 1 loses nothing
+    assert u["lost"] == u["duplicated"] == u["late"] == 0 and u["loss_pct"] == 0
+    assert r["cpu"]["server_us_per_msg"] > 0
+
+
+@pytest.mark.parametrize("model", _params("unix"))
+def test_unix_run_against_every_stream_model(tmp_path, model):
+    out, doc = loadgen(tmp_path, "--server", model, "--transport", "unix", "--conns", "8", *QUICK)
+    r = assert_clean(out, doc)
+    assert doc["target"]["transport"] == "unix" and doc["target"]["path"].endswith(".sock")
+    assert r["udp"] is None
+    assert not Path(doc["target"]["path"]).exists()  # the server removed it; the temporary folder is gone too
+    assert not Path(doc["target"]["path"]).parent.exists()
+
+
+def test_unix_run_against_an_external_server_path(tmp_path, start_server):
+    folder = tempfile.mkdtemp(prefix="eb-", dir="/tmp")
+    path = f"{folder}/s.sock"
+    try:
+        s = start_server("selectors", "--transport", "unix", "--path", path)
+        assert s.addr == (path, None)
+        out, doc = loadgen(tmp_path, "--transport", "unix", "--path", path, "--server-pid", str(s.proc.pid),
+                           "--conns", "4", *QUICK)
+        r = assert_clean(out, doc)
+        assert r["cpu"]["server_us_per_msg"] is not None
+    finally:
+        Path(path).unlink(missing_ok=True)
+        Path(folder).rmdir()
+
+
+def test_udp_open_loop_keeps_its_schedule(tmp_path):
+    out, doc = loadgen(tmp_path, "--server", "selectors", "--transport", "udp", "--conns", "4",
+                       "--rate", "2000", "--duration", "2", "--warmup", "0.5")
+    r = assert_clean(out, doc)
+    assert r["messages"] == pytest.approx(4000, rel=0.05)
+    assert r["latency_uncorrected_us"] is not None and r["send_lag_us"] is not None
+
+
+# -- each kind of datagram trouble is counted on its own ------------------------------------------
+
+def test_dropped_datagrams_are_counted_lost_after_the_deadline(tmp_path, fault_udp):
+    s = fault_udp("drop", "--every", "500")
+    t0 = time.monotonic()
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--transport", "udp", "--conns", "4", "--timeout", "0.2", *QUICK)
+    elapsed = time.monotonic() - t0
+    r = doc["result"]
+    assert out.returncode == 0, out.stderr  # loss is UDP's contract, reported, not an integrity failure
+    u = r["udp"]
+    dropped = affected(s)
+    assert dropped > 0
+    assert u["lost"] == dropped and u["duplicated"] == u["late"] == 0
+    assert u["sent"] == u["delivered"] + u["lost"]
+    assert r["integrity_failures"] == 0
+    assert elapsed < 15  # every loss cost one 0.2 s deadline, not a hang
+
+
+def test_duplicated_datagrams_are_counted_not_taken_as_echoes(tmp_path, fault_udp):
+    s = fault_udp("dup", "--every", "200")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--transport", "udp", "--conns", "4", *QUICK)
+    r = assert_clean(out, doc)
+    u = r["udp"]
+    dups = affected(s)
+    # the copy of a datagram answered last may arrive after its connection closed
+    assert dups - 4 <= u["duplicated"] <= dups and dups > 0
+    assert u["sent"] == u["delivered"] and u["lost"] == 0
+
+
+def test_reordered_datagrams_are_counted(tmp_path, fault_udp):
+    s = fault_udp("reorder", "--every", "200")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--transport", "udp", "--conns", "4", "--depth", "4",
+                       "--timeout", "0.3", *QUICK)
+    r = assert_clean(out, doc)
+    u = r["udp"]
+    held = affected(s)
+    # a datagram held when its connection stopped sending is never released: lost, not reordered
+    assert held - 4 <= u["reordered"] <= held and held > 0
+    assert u["reordered"] + u["lost"] == held
+    assert u["duplicated"] == 0
+
+
+def test_corrupted_datagrams_are_integrity_failures(tmp_path, fault_udp):
+    s = fault_udp("corrupt", "--every", "300")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--transport", "udp", "--conns", "2", *QUICK)
+    r = doc["result"]
+    assert out.returncode == 1
+    assert r["integrity"].get("corrupt", 0) == affected(s) > 0
+    assert "integrity failure" in out.stderr
+
+
+def test_a_datagram_echoed_after_its_deadline_is_late_and_lost(tmp_path, fault_udp):
+    s = fault_udp("delay", "--every", "300", "--hold-s", "0.4")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--transport", "udp", "--conns", "2", "--timeout", "0.1", *QUICK)
+    r = assert_clean(out, doc)
+    u = r["udp"]
+    delayed = affected(s)
+    assert u["lost"] == delayed > 0
+    # those delayed in the last 0.4 s come back after their connection closed: not seen at all
+    assert delayed // 2 <= u["late"] <= delayed
+    assert u["duplicated"] == 0
+
+
+def test_a_server_that_answers_nothing_ends_in_bounded_time(tmp_path, fault_udp):
+    s = fault_udp("blackhole")
+    t0 = time.monotonic()
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--transport", "udp", "--conns", "3", "--timeout", "0.2", *QUICK)
+    assert time.monotonic() - t0 < 15
+    r = doc["result"]
+    u = r["udp"]
+    assert r["messages"] == 0 and u["delivered"] == 0
+    assert u["lost"] == u["sent"] == affected(s) > 0
+    assert u["loss_pct"] == 100
+
+
+# -- faults and bad input -----------------------------------------------------------------------
+
+def test_no_udp_server_is_a_one_line_error(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    t0 = time.monotonic()
+    out, doc = loadgen(tmp_path, "--port", str(port), "--transport", "udp", "--conns", "2", *QUICK)
+    assert time.monotonic() - t0 < 10
+    assert out.returncode == 3
+    assert_one_line_error(out)
+    assert "connection refused" in out.stderr
+    assert doc is not None and doc["result"]["complete"] is False
+
+
+def test_udp_server_death_mid_run_keeps_results_so_far(tmp_path, fault_udp):
+    s = fault_udp("die", "--hold-s", "1.0")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--transport", "udp", "--conns", "2", *QUICK)
+    assert out.returncode == 3, out.stderr
+    r = doc["result"]
+    assert not r["complete"] and "port is closed" in r["incomplete_reason"]
+    assert r["udp"]["delivered"] > 0
+
+
+def test_missing_unix_socket_is_a_one_line_error(tmp_path):
+    out, doc = loadgen(tmp_path, "--transport", "unix", "--path", str(tmp_path / "none.sock"), "--conns", "2", *QUICK)
+    assert out.returncode == 3
+    assert_one_line_error(out)
+    assert "no such socket file" in out.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--transport", "unix"], "needs --path"),
+    (["--path", "/tmp/x.sock"], "only to --transport unix"),
+    (["--transport", "udp", "--size", "8"], "--size over UDP"),
+    (["--transport", "udp", "--size", "65508"], "--size over UDP"),
+    (["--transport", "udp", "--server", "reuseport"], "does not support --transport udp"),
+    (["--transport", "udp", "--server", "asyncio-streams"], "does not support --transport udp"),
+    (["--transport", "unix", "--path", "/tmp/" + "x" * 120], "107"),
+])
+def test_bad_transport_arguments(tmp_path, args, fragment):
+    out, doc = loadgen(tmp_path, *args, *QUICK)
+    assert out.returncode == 2
+    assert_one_line_error(out)
+    assert fragment in out.stderr and doc is None
+
+
+def test_managed_unix_server_is_cleaned_up_when_it_fails_to_start(tmp_path):
+    before = set(Path(tempfile.gettempdir()).glob("echobench-*"))
+    out, doc = loadgen(tmp_path, "--server", "threads", "--transport", "unix", "--server-arg=--workers=2", *QUICK)
+    assert out.returncode == 3
+    assert_one_line_error(out)
+    assert set(Path(tempfile.gettempdir()).glob("echobench-*")) == before
+
+
+def test_server_process_fixture_reports_unix_address(start_server):
+    folder = tempfile.mkdtemp(prefix="eb-", dir="/tmp")
+    path = f"{folder}/a.sock"
+    s = start_server("threads", "--transport", "unix", "--path", path)
+    assert s.addr == (path, None) and Path(path).exists()
+    rc, elapsed, leftover = s.stop(signal.SIGTERM)
+    assert_clean_exit(s, rc, elapsed, leftover)
+    assert not Path(path).exists()
+    Path(folder).rmdir()
