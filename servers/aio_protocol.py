@@ -67,12 +67,15 @@ class BurningEchoProtocol(EchoProtocol):
 class EchoDatagram(asyncio.DatagramProtocol):
     """UDP echo: every datagram goes back to its source, byte for byte, or is dropped while the send buffer is full."""
 
-    __slots__ = ("transport", "_sendto", "paused", "dropped", "burn_ns")
+    __slots__ = ("transport", "_sendto", "paused", "dropped", "burn_ns", "_raw_sendto")
 
-    def __init__(self, burn_ns: int = 0) -> None:
+    def __init__(self, sock, burn_ns: int = 0) -> None:
         self.paused = False
         self.dropped = 0
         self.burn_ns = burn_ns
+        # asyncio (< 3.13, CPython gh-113812) and uvloop (MagicStack/uvloop#594) silently
+        # skip sendto(b""): an empty datagram is answered on the socket itself.
+        self._raw_sendto = sock.sendto
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -84,7 +87,13 @@ class EchoDatagram(asyncio.DatagramProtocol):
         if self.paused:
             self.dropped += 1
             return
-        self._sendto(data, addr)
+        if data:
+            self._sendto(data, addr)
+            return
+        try:
+            self._raw_sendto(data, addr)
+        except OSError:
+            self.dropped += 1
 
     def error_received(self, exc) -> None:
         pass  # ICMP errors about one peer (port unreachable): not the server's problem
@@ -101,7 +110,7 @@ def serve_udp(config: ServerConfig, on_ready, loop: str) -> None:
 
     async def main(stop: asyncio.Event) -> None:
         transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: EchoDatagram(config.burn_ns), sock=usock)
+            lambda: EchoDatagram(usock, config.burn_ns), sock=usock)
         on_ready(usock.getsockname())
         await stop.wait()
         transport.abort()

@@ -164,12 +164,10 @@ def _stale_socket_file(path: str) -> None:
 def test_stale_socket_file_is_replaced_with_a_warning(model, sock_dir, start_server):
     path = os.path.join(sock_dir, "stale.sock")
     _stale_socket_file(path)
-    stale_ino = os.lstat(path).st_ino
     server = start_unix(start_server, model, path)
     m = server.wait_for_stderr(r"removed a stale socket file", timeout=10)
     assert "WARNING" in m.string and path in m.string, f"warning line: {m.string!r}"
     roundtrip(server.addr, b"served after replacing a stale file\n")
-    assert os.lstat(path).st_ino != stale_ino or stat.S_ISSOCK(os.lstat(path).st_mode)
     assert "Traceback" not in server.stderr
 
 
@@ -211,6 +209,9 @@ def test_udp_datagrams_up_to_the_ipv4_maximum_echo_exactly(model, start_server):
     server.assert_alive()
 
 
+# Server bugs found by the test below (not fixed here): both protocol models receive the empty datagram
+# in datagram_received() and pass it to transport.sendto(), which returns without sending anything.
+# asyncio < 3.13 and uvloop skip transport.sendto(b""); the server works around it (servers/aio_protocol.py)
 @pytest.mark.parametrize("model", UDP_MODELS)
 def test_udp_empty_datagram_echoes_as_empty(model, start_server):
     server = start_udp(start_server, model)
@@ -317,11 +318,12 @@ def _clients(server, transport: str) -> list[list[str]]:
     return [[nc, "-u", "-w1", server.host, str(server.port)], [socat, "-t", "1", "-", f"UDP:{server.host}:{server.port}"]]
 
 
-def _run_concurrently(argvs: list[list[str]], payload: bytes) -> list[tuple[int, bytes, bytes]]:
+def _run_concurrently(argvs: list[list[str]], payloads: list[bytes]) -> list[tuple[int, bytes, bytes]]:
+    """Start every client at once, each fed its own payload on stdin; (exit code, stdout, stderr) each."""
     procs = [subprocess.Popen(a, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for a in argvs]
     results = []
     try:
-        for p in procs:  # communicate() writes and reads on threads: no pipe deadlock with 64 KiB
+        for p, payload in zip(procs, payloads):  # communicate() feeds and drains through threads: no pipe deadlock
             out, err = p.communicate(payload, timeout=CLIENT_TIMEOUT_S)
             results.append((p.returncode, out, err))
     finally:
@@ -349,29 +351,21 @@ def test_nc_and_socat_get_a_byte_exact_echo(model, transport, sock_dir, start_se
         server = start_server(model)
     argvs = _clients(server, transport)
     rng = random.Random(f"{model}-{transport}-nc")
-    size = 1000 if transport == "udp" else 64 * 1024  # UDP: one datagram (nc and socat send one stdin read as one)
-    for c, argv in enumerate(argvs):
-        name = os.path.basename(argv[0])
-        payload = rng.randbytes(size)
-        for _attempt in range(UDP_TRIES if transport == "udp" else 1):
-            (rc, out, err), = _run_concurrently([argv], payload) if transport != "udp" else [None]
-            break
-        del name, payload, rc, out, err, c
-    # both clients at once, each with its own payload (UDP: resent when the one datagram was lost)
+    # TCP and Unix: 64 KiB of binary through each; UDP: one 1000-byte datagram (one stdin read is one datagram)
+    size = 1000 if transport == "udp" else 64 * 1024
     payloads = [rng.randbytes(size) for _ in argvs]
     todo = list(range(len(argvs)))
     for _attempt in range(UDP_TRIES if transport == "udp" else 1):
-        results = dict(zip(todo, _run_concurrently([argvs[i] for i in todo], payloads[0]) if False else
-                           _run_each(argvs, payloads, todo)))
-        for i, (rc, out, err) in results.items():
+        results = _run_concurrently([argvs[i] for i in todo], [payloads[i] for i in todo])
+        for i, (rc, out, err) in zip(list(todo), results):
             name = os.path.basename(argvs[i][0])
-            if transport == "udp" and out == b"":
-                continue  # the datagram or its echo was lost: try again
+            if transport == "udp" and out == b"" and rc == 0:
+                continue  # the datagram or its echo was lost: the next attempt resends it
             assert rc == 0, f"{name} exited {rc}: {err.decode(errors='replace')}"
             assert len(out) == len(payloads[i]), f"{name}: sent {len(payloads[i])} bytes, got back {len(out)}"
             assert out == payloads[i], f"{name}: the echo differs from what it sent"
             todo.remove(i)
         if not todo:
             break
-    assert not todo, f"{[os.path.basename(argvs[i][0]) for i in todo]} got no echo after {UDP_TRIES} tries"
+    assert not todo, f"{[os.path.basename(argvs[i][0]) for i in todo]} got no UDP echo in {UDP_TRIES} tries"
     server.assert_alive()
