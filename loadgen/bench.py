@@ -64,8 +64,13 @@ def load_matrix(name_or_path: str) -> dict:
     return m
 
 
-def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str], list[tuple[int, int]]]:
-    """(models to run, {skipped model: reason}, cells as (conns, size) in a stable order)."""
+def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str], list[tuple[str, int, int]]]:
+    """(models to run, {skipped model: reason}, cells as (transport, conns, size) in a stable order).
+
+    The sweeps are TCP. A ``[transports]`` table adds one load (``conns`` x
+    ``size``) over each other transport listed in ``compare``, for the models
+    that claim it (``cell_models``).
+    """
     wanted = matrix["run"].get("models", "all")
     names = list(registry.MODELS) if wanted == "all" else list(wanted)
     names = [n for n in names if n not in matrix["run"].get("exclude", [])]
@@ -84,13 +89,29 @@ def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str
             skipped[n] = reason
         else:
             models.append(n)
-    cells: list[tuple[int, int]] = []
+    cells: list[tuple[str, int, int]] = []
     for sweep in matrix["sweep"]:
         for c in sweep["conns"]:
             for s in sweep["sizes"]:
-                if (c, s) not in cells:
-                    cells.append((c, s))
+                if ("tcp", c, s) not in cells:
+                    cells.append(("tcp", c, s))
+    tr = matrix.get("transports")
+    if tr:
+        for t in tr["compare"]:
+            if t not in ("tcp", "udp", "unix"):
+                raise MatrixError(f"[transports] compare: unknown transport {t!r} (tcp, udp, unix)")
+            if (t, tr["conns"], tr["size"]) not in cells:
+                cells.append((t, tr["conns"], tr["size"]))
     return models, skipped, cells
+
+
+def cell_models(matrix: dict, models: list[str], transport: str) -> list[str]:
+    """The models that run a cell of ``transport``: all for TCP; for the others, those that claim it
+    (and, if ``[transports] models`` lists some, only those)."""
+    if transport == "tcp":
+        return models
+    wanted = matrix.get("transports", {}).get("models", "all")
+    return [m for m in models if transport in registry.get(m).transports and (wanted == "all" or m in wanted)]
 
 
 def git_short() -> str:
@@ -98,11 +119,11 @@ def git_short() -> str:
     return c[:7] + ("-dirty" if c.endswith("-dirty") else "")
 
 
-def cell_key(model: str, conns: int, size: int) -> str:
-    return f"{model}_c{conns}_s{size}"
+def cell_key(model: str, conns: int, size: int, transport: str = "tcp") -> str:
+    return f"{model}_c{conns}_s{size}" if transport == "tcp" else f"{model}_{transport}_c{conns}_s{size}"
 
 
-def summarise(model: str, conns: int, size: int, docs: list[dict], failures: list[dict]) -> dict:
+def summarise(model: str, conns: int, size: int, docs: list[dict], failures: list[dict], transport: str = "tcp") -> dict:
     """Per-cell medians and spread across trials."""
     ok = [d["result"] for d in docs if d["result"]["complete"] and d["result"]["integrity_failures"] == 0]
 
@@ -123,7 +144,7 @@ def summarise(model: str, conns: int, size: int, docs: list[dict], failures: lis
     verdict = max(set(verdicts), key=verdicts.count) if verdicts else None
     status = "ok" if ok and not failures else ("failed" if not ok else "partial")
     return {
-        "model": model, "conns": conns, "size": size, "status": status,
+        "model": model, "transport": transport, "conns": conns, "size": size, "status": status,
         "trials_ok": len(ok), "trials": len(docs) + len([f for f in failures if f.get("doc") is None]),
         "failures": [{k: v for k, v in f.items() if k != "doc"} for f in failures],
         "median": {
@@ -136,6 +157,7 @@ def summarise(model: str, conns: int, size: int, docs: list[dict], failures: lis
             "loadgen_us_per_msg": med(lambda r: r["cpu"]["loadgen_us_per_msg"]),
             "server_pct": med(lambda r: r["cpu"]["server_pct"]),
             "loadgen_pct": med(lambda r: r["cpu"]["loadgen_pct"]),
+            "loss_pct": med(lambda r: (r.get("udp") or {}).get("loss_pct")),
         },
         "spread": {
             "msgs_per_s": spread(lambda r: r["msgs_per_s"]),
@@ -215,12 +237,12 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     env = environment()
     base = LoadConfig(duration=float(run["duration"]), warmup=float(run["warmup"]), depth=int(run.get("depth", 1)), quiet=True)
     client_cpus, server_cpus = plan_cpus(replace(base, server=models[0]))
-    total = trials * len(cells) * len(models)
+    total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
     per_run = base.duration + base.warmup + RUN_OVERHEAD_S
     display = SuiteDisplay(total, per_run, quiet)
     for m, why in skipped.items():
         display.log(f"bench: skipping {m}: {why}")
-    display.log(f"bench: {len(models)} models x {len(cells)} loads x {trials} trials = {total} runs, "
+    display.log(f"bench: {len(models)} models, {len(cells)} loads, {trials} trials: {total} runs, "
                 f"~{total * per_run / 60:.1f} min; server CPUs {','.join(map(str, server_cpus))}, "
                 f"load generator CPUs {','.join(map(str, client_cpus))}; writing {out_dir}")
     docs: dict[str, list[dict]] = {}
@@ -229,12 +251,14 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     t_start = time.monotonic()
     try:
         for trial in range(trials):  # interleaved: trial 1 of every cell and model, then trial 2, ...
-            for conns, size in cells:
-                for model in models:
-                    key = cell_key(model, conns, size)
-                    display.cell(f"{model} {conns} conns {output.human_size(size)} (trial {trial + 1}/{trials})")
+            for transport, conns, size in cells:
+                for model in cell_models(matrix, models, transport):
+                    key = cell_key(model, conns, size, transport)
+                    over = "" if transport == "tcp" else f" over {transport}"
+                    display.cell(f"{model} {conns} conns {output.human_size(size)}{over} (trial {trial + 1}/{trials})")
                     extra = tuple(run.get("server_args", {}).get(model, ()))
-                    cfg = replace(base, server=model, conns=conns, size=size, server_args=extra)
+                    cfg = replace(base, server=model, conns=conns, size=size, server_args=extra, transport=transport,
+                                  timeout=1.0 if transport == "udp" else base.timeout)
                     runner = Runner(cfg, log=lambda msg: None, progress_sink=display.live)
                     try:
                         doc, _code = runner.execute()
@@ -243,7 +267,8 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                         display.log(f"bench: {key} trial {trial + 1} failed: {exc}")
                         display.advance()
                         continue
-                    doc["bench"] = {"model": model, "conns": conns, "size": size, "trial": trial, "seq": display.done}
+                    doc["bench"] = {"model": model, "transport": transport, "conns": conns, "size": size, "trial": trial,
+                                    "seq": display.done}
                     output.write_json(doc, str(out_dir / "cells" / f"{key}_t{trial}.json"))
                     res = doc["result"]
                     if res["incomplete_reason"] == "interrupted":
@@ -261,11 +286,11 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     finally:
         display.stop()
     summary = []
-    for conns, size in cells:
-        for model in models:
-            key = cell_key(model, conns, size)
+    for transport, conns, size in cells:
+        for model in cell_models(matrix, models, transport):
+            key = cell_key(model, conns, size, transport)
             if key in docs or key in fails:
-                summary.append(summarise(model, conns, size, docs.get(key, []), fails.get(key, [])))
+                summary.append(summarise(model, conns, size, docs.get(key, []), fails.get(key, []), transport))
     suite = {
         "schema_version": SUITE_SCHEMA_VERSION,
         "kind": "echobench-suite",

@@ -95,7 +95,8 @@ def load_suite(path: str) -> dict:
 
 
 def _index(suite) -> dict[tuple, dict]:
-    return {(c["model"], c["conns"], c["size"]): c for c in suite["cells"]}
+    # the gate judges the TCP matrix; transport-comparison cells (UDP, Unix) are reported, not gated
+    return {(c["model"], c["conns"], c["size"]): c for c in suite["cells"] if c.get("transport", "tcp") == "tcp"}
 
 
 def _trial_values(cell: dict, metric: str) -> dict[int, float]:

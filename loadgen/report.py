@@ -42,8 +42,23 @@ def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
     return suite, docs
 
 
-def _cells(suite, **match):
-    return [c for c in suite["cells"] if all(c[k] == v for k, v in match.items())]
+def _cells(suite, transport: str = "tcp", **match):
+    """Summary cells of ``transport`` (the sweeps are TCP) matching every ``key=value``."""
+    return [c for c in suite["cells"] if c.get("transport", "tcp") == transport and all(c[k] == v for k, v in match.items())]
+
+
+TRANSPORT_NAMES = {"tcp": "TCP", "unix": "Unix", "udp": "UDP"}
+
+
+def _transport_load(suite):
+    """(transports, conns, size, models) of the transport comparison, or None when the matrix has none."""
+    tr = suite["matrix"].get("transports")
+    if not tr:
+        return None
+    others = [t for t in tr["compare"] if t != "tcp"]
+    models = [m for m in suite["models"]
+              if any(_cells(suite, t, model=m, conns=tr["conns"], size=tr["size"]) for t in others)]
+    return tr["compare"], tr["conns"], tr["size"], models
 
 
 def _sweep(suite, name):
@@ -187,7 +202,7 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
     drew = False
     for m in models:
         hs = [d["result"]["histogram"] for d in docs if d.get("bench", {}).get("model") == m
-              and d["bench"]["conns"] == load["conns"] and d["bench"]["size"] == load["size"]
+              and d["bench"].get("transport", "tcp") == "tcp" and d["bench"]["conns"] == load["conns"] and d["bench"]["size"] == load["size"]
               and d["result"]["complete"] and d["result"]["histogram"]]
         if not hs:
             continue
@@ -234,6 +249,34 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
                "message size (log scale)", "MB/s (10^6 bytes/s, log scale)")
         ax.legend(fontsize=8, ncol=2, title=hollow_note, title_fontsize=7)
         plots["mbps_vs_size"] = _save(fig, out, "mbps_vs_size")
+
+    # 6. transports: TCP vs Unix vs UDP at one load
+    tl = _transport_load(suite)
+    if tl and tl[3]:
+        transports, conns, size, tmodels = tl
+        import numpy as np
+
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+        width = 0.8 / len(transports)
+        pos = np.arange(len(tmodels))
+        shades = {"tcp": "#4c72b0", "unix": "#55a868", "udp": "#dd8452"}
+        for ax, metric, label in ((axes[0], "msgs_per_s", "echoes/s (median)"),
+                                  (axes[1], "server_us_per_msg", "server CPU us per echo (median)")):
+            for j, t in enumerate(transports):
+                cells = [next(iter(_cells(suite, t, model=m, conns=conns, size=size)), None) for m in tmodels]
+                vals = [c["median"][metric] if c and c["median"][metric] is not None else 0 for c in cells]
+                hatch = ["//" if c and c["client_bound_trials"] else "" for c in cells]
+                bars = ax.bar(pos + (j - (len(transports) - 1) / 2) * width, vals, width=width * 0.95,
+                              color=shades.get(t, "grey"), label=TRANSPORT_NAMES.get(t, t))
+                for b, h in zip(bars, hatch):
+                    b.set_hatch(h)
+                    b.set_edgecolor("white" if h else b.get_facecolor())
+            ax.set_xticks(pos, tmodels, rotation=25, ha="right", fontsize=8)
+            _style(ax, label, "", label)
+            ax.legend(fontsize=8, title="hatched = client-bound", title_fontsize=7)
+        fig.suptitle(f"Transports at {conns} connections x {human_size(size)}: TCP vs Unix socket vs UDP "
+                     f"(models that claim each)\n{sub}", fontsize=10, x=0.01, ha="left")
+        plots["transports"] = _save(fig, out, "transports")
     return plots
 
 
@@ -247,7 +290,7 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """One table per load: (title, header, rows) ranked by throughput, with ratios to the reference."""
     ref = suite["matrix"]["run"].get("reference", "asyncio-protocol")
     loads = []
-    for c in suite["cells"]:
+    for c in _cells(suite):
         if (c["conns"], c["size"]) not in loads:
             loads.append((c["conns"], c["size"]))
     out = []
@@ -285,6 +328,42 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
+def transport_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | None:
+    """TCP vs Unix vs UDP at one load, one row per model that claims a non-TCP transport."""
+    tl = _transport_load(suite)
+    if not tl or not tl[3]:
+        return None
+    transports, conns, size, models = tl
+    names = [TRANSPORT_NAMES.get(t, t) for t in transports]
+    header = (["model"] + [f"{n} msgs/s" for n in names] + [f"{n} server us/msg" for n in names]
+              + [f"{n} vs TCP us/msg" for n, t in zip(names, transports) if t != "tcp"]
+              + (["UDP loss"] if "udp" in transports else []) + ["client-bound trials"])
+    rows = []
+    for m in models:
+        cells = {t: next(iter(_cells(suite, t, model=m, conns=conns, size=size)), None) for t in transports}
+
+        def med(t, k):
+            c = cells[t]
+            return None if c is None else c["median"][k]
+
+        row = [m + (" (Go reference)" if m.startswith("go") else "")]
+        row += [_num(med(t, "msgs_per_s")) if cells[t] else "n/a" for t in transports]
+        row += [_num(med(t, "server_us_per_msg"), "{:.2f}") if cells[t] else "n/a" for t in transports]
+        tcp = med("tcp", "server_us_per_msg") if "tcp" in cells else None
+        for t in transports:
+            if t != "tcp":
+                v = med(t, "server_us_per_msg")
+                row.append(f"{v / tcp:.2f}x" if v and tcp else "-")
+        if "udp" in transports:
+            loss = med("udp", "loss_pct")
+            row.append("n/a" if cells["udp"] is None else _num(loss, "{:.3f}%"))
+        cb = [f"{TRANSPORT_NAMES.get(t, t)} {cells[t]['client_bound_trials']}/{cells[t]['trials_ok']}"
+              for t in transports if cells[t] and cells[t]["client_bound_trials"]]
+        row.append(", ".join(cb) or "none")
+        rows.append(row)
+    return f"Transports: {conns} connections, {human_size(size)} messages", header, rows
+
+
 def notes(suite: dict) -> list[str]:
     n = []
     if not suite["complete"]:
@@ -296,16 +375,26 @@ def notes(suite: dict) -> list[str]:
     if cb:
         n.append("**Client-bound cells** (the load generator, not the server, was the bottleneck; their msgs/s is a "
                  "lower bound on the server's capacity; compare these models by server CPU us/msg instead): "
-                 + ", ".join(f"`{c['model']}` @ {c['conns']}x{human_size(c['size'])}" for c in cb) + ".")
+                 + ", ".join(f"`{c['model']}` @ {c['conns']}x{human_size(c['size'])}{_over(c)}" for c in cb) + ".")
     for c in suite["cells"]:
         for f in c["failures"]:
             tail = f" Server stderr: `{f['stderr_tail']}`" if f.get("stderr_tail") else ""
-            n.append(f"**Failed**: `{c['model']}` @ {c['conns']} conns x {human_size(c['size'])}, trial {f['trial'] + 1}: "
+            n.append(f"**Failed**: `{c['model']}` @ {c['conns']} conns x {human_size(c['size'])}{_over(c)}, trial {f['trial'] + 1}: "
                      f"{f['reason']}.{tail}")
+    if _transport_load(suite):
+        n.append("Transports: a Unix socket skips TCP/IP entirely; UDP has no connection, no ordering and no "
+                 "retransmission, so its row also gives the loss (datagrams not echoed within 1 s; counted over the "
+                 "whole run). UDP echo servers bind loopback by default: an echo reachable from outside can reflect "
+                 "spoofed traffic at a victim.")
     n.append("Latencies are closed-loop round trips (send to full echo, every byte compared). At 1 connection every "
              "model is latency-bound; differences then show in server CPU us/msg. A p99.99 or max below ~5 ms is one "
              "timer tick on this VM, i.e. noise.")
     return n
+
+
+def _over(cell) -> str:
+    t = cell.get("transport", "tcp")
+    return "" if t == "tcp" else f" over {TRANSPORT_NAMES.get(t, t)}"
 
 
 def _md_table(header, rows) -> str:
@@ -341,13 +430,17 @@ def write_report(run_dir: Path) -> dict:
         "latency_spectrum": "Latency percentile spectrum",
         "p99_vs_conns": "p99 latency vs connections",
         "mbps_vs_size": "Throughput vs message size",
+        "transports": "Transports: TCP vs Unix socket vs UDP",
     }
+    ttable = transport_table(suite)
     # markdown
     md = [f"# echobench report: {run_dir.name}", ""]
     md += ["## Environment", "", _md_table(["", ""], [[k, v] for k, v in env_rows(suite)]), ""]
     md += [f"## Ranking by load (ratios to `{ref}`, measured in the same run)", ""]
     for title, header, rows in tables:
         md += [f"### {title}", "", _md_table(header, rows), ""]
+    if ttable:
+        md += [f"## {ttable[0]}", "", _md_table(ttable[1], ttable[2]), ""]
     md += ["## Notes", ""] + [f"- {x}" for x in notes(suite)] + [""]
     md += ["## Plots", ""]
     for key, fname in plots.items():
@@ -368,6 +461,10 @@ def write_report(run_dir: Path) -> dict:
         for r in rows:
             h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>"]
         h += ["</table>"]
+    if ttable:
+        h += [f"<h2>{html.escape(ttable[0])}</h2><table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in ttable[1]) + "</tr>"]
+        h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>" for r in ttable[2]]
+        h += ["</table>"]
     h += ["<h2>Notes</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in notes(suite)] + ["</ul><h2>Plots</h2>"]
     for key, fname in plots.items():
         data = base64.b64encode((run_dir / fname).read_bytes()).decode()
@@ -377,6 +474,8 @@ def write_report(run_dir: Path) -> dict:
     main_title, main_header, main_rows = next(((t, hd, r) for t, hd, r in tables if t.startswith("10 connections, 1 KiB")),
                                               tables[0] if tables else ("", [], []))
     summary = f"{main_title}\n{_md_table(main_header, main_rows)}" if main_rows else "(no finished measurements)"
+    if ttable:
+        summary += f"\n\n{ttable[0]}\n{_md_table(ttable[1], ttable[2])}"
     return {"md": run_dir / "report.md", "html": run_dir / "report.html", "plots": plots, "summary": summary}
 
 

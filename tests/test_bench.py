@@ -33,6 +33,12 @@ sizes = [1024]
 name = "message size"
 conns = [2]
 sizes = [64, 1024]
+
+[transports]
+compare = ["tcp", "unix", "udp"]
+conns = 2
+size = 1024
+models = "all"
 """
 
 
@@ -51,8 +57,13 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
     run = (results / "latest").resolve()
     assert run.parent == results.resolve() and "-" in run.name  # <UTC stamp>-<git sha>
     suite = json.loads((run / "suite.json").read_text())
-    assert suite["complete"] and suite["runs_done"] == suite["runs_planned"] == len(MODELS) * 3 * 2
+    # 3 TCP loads, plus Unix and UDP at 2 x 1 KiB (both models claim both): 5 cells per model, 2 trials each
+    assert suite["complete"] and suite["runs_done"] == suite["runs_planned"] == len(MODELS) * 5 * 2
     assert {c["model"] for c in suite["cells"]} == set(MODELS)
+    assert {(c["transport"], c["model"]) for c in suite["cells"] if c["transport"] != "tcp"} == {
+        (t, m) for t in ("unix", "udp") for m in MODELS}
+    udp = [c for c in suite["cells"] if c["transport"] == "udp"]
+    assert all(c["median"]["loss_pct"] is not None for c in udp)
     assert all(c["status"] == "ok" and c["trials_ok"] == 2 for c in suite["cells"])
     assert set(suite["pinning"]["server_cpus"]).isdisjoint(suite["pinning"]["loadgen_cpus"]) or len(suite["pinning"]["server_cpus"]) == 1
     cells = sorted((run / "cells").glob("*.json"))
@@ -63,13 +74,21 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
     order = sorted(cells, key=lambda p: json.loads(p.read_text())["bench"]["seq"])
     trials = [json.loads(p.read_text())["bench"]["trial"] for p in order]
     assert trials == sorted(trials)
-    for name in ("throughput_vs_conns", "server_cpu_per_msg", "latency_spectrum", "p99_vs_conns", "mbps_vs_size"):
+    for name in ("throughput_vs_conns", "server_cpu_per_msg", "latency_spectrum", "p99_vs_conns", "mbps_vs_size",
+                 "transports"):
         assert (run / f"{name}.png").stat().st_size > 5000
         assert (run / f"{name}.svg").exists()
     md = (run / "report.md").read_text()
     assert "vs asyncio-protocol" in md and "1.00x" in md
+    assert "## Transports: 2 connections, 1 KiB messages" in md
+    transport_rows = [x for x in md.split("## Transports")[1].split("## Notes")[0].splitlines() if x.startswith("| ")]
+    assert len(transport_rows) == 1 + len(MODELS)  # header + one row per model
+    assert "UDP loss" in transport_rows[0] and "Unix vs TCP us/msg" in transport_rows[0]
+    # the ranking tables are TCP only: one row per model in each
+    ranking = md.split("## Ranking")[1].split("## Transports")[0]
+    assert ranking.count("| asyncio-protocol |") == 3
     html = (run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5 and "<img" in html
+    assert html.count("data:image/png;base64,") == 6 and "<img" in html
     assert "msgs/s" in out.stdout  # the main table on stdout
 
 
@@ -115,8 +134,9 @@ def test_shipped_matrices_cover_the_issue(name):
     models, skipped, cells = plan(m, None)
     assert set(models) | set(skipped) | set(m["run"].get("exclude", [])) == set(registry.MODELS)
     assert m["run"]["trials"] >= 3
-    conns = {c for c, s in cells if s == 1024}
-    sizes = {s for c, s in cells if c == 10}
+    conns = {c for t, c, s in cells if s == 1024 and t == "tcp"}
+    sizes = {s for t, c, s in cells if c == 10 and t == "tcp"}
     assert {1, 10, 100, 1000} <= conns and {64, 1024, 16384, 262144} <= sizes
+    assert {t for t, c, s in cells if (c, s) == (10, 1024)} == {"tcp", "unix", "udp"}  # the transport comparison
     if name == "full":
         assert 10000 in conns and len(sizes) > 4
