@@ -254,6 +254,7 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
     tl = _transport_load(suite)
     if tl and tl[3]:
         transports, conns, size, tmodels = tl
+        import matplotlib.ticker as mt
         import numpy as np
 
         fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
@@ -272,6 +273,7 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
                     b.set_hatch(h)
                     b.set_edgecolor("white" if h else b.get_facecolor())
             ax.set_xticks(pos, tmodels, rotation=25, ha="right", fontsize=8)
+            ax.yaxis.set_major_formatter(mt.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 100 else f"{v:g}"))
             _style(ax, label, "", label)
             ax.legend(fontsize=8, title="hatched = client-bound", title_fontsize=7)
         fig.suptitle(f"Transports at {conns} connections x {human_size(size)}: TCP vs Unix socket vs UDP "
