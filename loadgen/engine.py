@@ -30,6 +30,7 @@ import errno
 import os
 import signal
 import socket
+import struct
 import time
 from array import array
 from collections import deque
@@ -38,7 +39,7 @@ import numpy as np
 
 from . import stats
 from .config import LoadConfig
-from .payload import HEADER, HEADER_SIZE, MAGIC, MessageMaker
+from .payload import HEADER, MAGIC, MessageMaker
 
 _now = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: comparable across processes
 CONNECT_CONCURRENCY = 256  # connects in flight per worker: more only overflows the server's backlog
@@ -359,11 +360,14 @@ class UdpConn(asyncio.DatagramProtocol):
         self.make = self.maker.message
         self.size = w.cfg.size
         self.depth = w.cfg.depth
-        self.inflight: dict[int, tuple[int, int]] = {}  # seq -> (start_ns, sent_ns), oldest first
+        self.inflight: dict[int, tuple[bytes, int, int]] = {}  # seq -> (datagram, start_ns, sent_ns), oldest first
         self.lost_seqs: dict[int, None] = {}  # recently lost, oldest first (bounded)
         self.seq = 1
         self.top = 0  # highest sequence delivered so far
-        self.n = dict.fromkeys(UDP_COUNTS, 0)
+        self.sent = self.delivered = self.lost = self.duplicated = self.reordered = self.late = 0  # UDP_COUNTS
+        self.pack = HEADER.pack
+        self.ring = self.maker.ring
+        self.mask = self.maker.mask
         self.count = self.warm = self.drained = 0
         self.warm_ns = 0
         self.end_ns = 1 << 62
@@ -388,34 +392,23 @@ class UdpConn(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         now = _now()
-        if len(data) < HEADER_SIZE:
+        try:
+            conn, magic, seq = HEADER.unpack_from(data)
+        except struct.error:
             self._integrity("corrupt", f"a {len(data)}-byte datagram (sent {self.size})")
             return
-        conn, magic, seq = HEADER.unpack_from(data)
-        if magic != MAGIC or conn != self.conn_id:
-            self._integrity("corrupt", f"a datagram whose header is not this connection's ({len(data)} bytes)")
-            return
-        rec = self.inflight.pop(seq, None)
+        rec = self.inflight.pop(seq, None) if (conn == self.conn_id and magic == MAGIC) else None
         if rec is None:
-            if seq == 0:  # an extra echo of a resent probe
-                if self.probe is not None and not self.probe.done():
-                    self.probe.set_result(now)
-                return
-            if seq >= self.seq:
-                self._integrity("unexpected", f"an echo of datagram {seq}, which was never sent")
-            elif self.lost_seqs.pop(seq, False) is None:
-                self.n["late"] += 1
-            else:
-                self.n["duplicated"] += 1
+            self._unmatched(data, conn, magic, seq, now)
             return
-        if data != self.make(seq):
+        msg, start, sent = rec
+        if data != msg:
             self._integrity("corrupt", f"datagram {seq}: echoed bytes differ from those sent ({len(data)} of {self.size} bytes)")
-        self.n["delivered"] += 1
+        self.delivered += 1
         if seq < self.top:
-            self.n["reordered"] += 1
+            self.reordered += 1
         else:
             self.top = seq
-        start, sent = rec
         if self.warm_ns <= now < self.end_ns:
             self.lat(now - start)
             if self.unc is not None:
@@ -425,7 +418,32 @@ class UdpConn(asyncio.DatagramProtocol):
             self.drained += 1
         else:
             self.warm += 1
-        self._refill(now)
+        if self.go and not self.interval_ns and now < self.end_ns:  # closed loop: _refill, inlined
+            inflight = self.inflight
+            pack, cid, ring, mask, sendto = self.pack, self.conn_id, self.ring, self.mask, self.sendto
+            while len(inflight) < self.depth:
+                s = self.seq
+                self.seq = s + 1
+                m = pack(cid, MAGIC, s) + ring[s & mask]
+                inflight[s] = (m, now, now)
+                self.sent += 1
+                sendto(m)
+        else:
+            self._refill(now)
+
+    def _unmatched(self, data: bytes, conn: int, magic: int, seq: int, now: int) -> None:
+        """An echo that matches no datagram in flight: a probe's, duplicated, late, or an integrity failure."""
+        if magic != MAGIC or conn != self.conn_id:
+            self._integrity("corrupt", f"a datagram whose header is not this connection's ({len(data)} bytes)")
+        elif seq == 0:  # an extra echo of a resent probe
+            if self.probe is not None and not self.probe.done():
+                self.probe.set_result(now)
+        elif seq >= self.seq:
+            self._integrity("unexpected", f"an echo of datagram {seq}, which was never sent")
+        elif self.lost_seqs.pop(seq, False) is None:
+            self.late += 1
+        else:
+            self.duplicated += 1
 
     def error_received(self, exc) -> None:
         if self.probe is not None and not self.probe.done():
@@ -460,9 +478,10 @@ class UdpConn(asyncio.DatagramProtocol):
             self.probe = None
 
     def _send(self, seq: int, start: int, now: int) -> None:
-        self.inflight[seq] = (start, now)
-        self.n["sent"] += 1
-        self.sendto(self.make(seq))
+        msg = self.pack(self.conn_id, MAGIC, seq) + self.ring[seq & self.mask]
+        self.inflight[seq] = (msg, start, now)
+        self.sent += 1
+        self.sendto(msg)
 
     def start(self, t0: int) -> None:
         self.go = True
@@ -513,14 +532,14 @@ class UdpConn(asyncio.DatagramProtocol):
         """Declare lost every datagram in flight for longer than ``limit_ns``; refill the window."""
         inflight = self.inflight
         expired = 0
-        for seq, (_start, sent) in list(inflight.items()):
+        for seq, (_msg, _start, sent) in list(inflight.items()):
             if now - sent <= limit_ns:
                 break  # sent in order: the rest are younger
             del inflight[seq]
             self.lost_seqs[seq] = None
             expired += 1
         if expired:
-            self.n["lost"] += expired
+            self.lost += expired
             while len(self.lost_seqs) > UDP_LOST_MEMORY:
                 del self.lost_seqs[next(iter(self.lost_seqs))]
             self._refill(now)
@@ -530,7 +549,7 @@ class UdpConn(asyncio.DatagramProtocol):
         return len(self.inflight)
 
     def oldest_sent_ns(self) -> int:
-        return next(iter(self.inflight.values()))[1]
+        return next(iter(self.inflight.values()))[2]
 
     def _integrity(self, kind: str, detail: str, fatal: bool = False) -> None:
         self.w.integrity_failure(kind, f"connection {self.conn_id}: {detail}")
@@ -766,7 +785,7 @@ class Worker:
             "integrity": self.integrity,
             "integrity_samples": self.integrity_samples,
             "outcome": self.outcome,
-            "udp": {k: sum(c.n[k] for c in self.conns) for k in UDP_COUNTS} if self.udp else None,
+            "udp": {k: sum(getattr(c, k) for c in self.conns) for k in UDP_COUNTS} if self.udp else None,
         }
         for c in self.conns:
             c.dead = True
