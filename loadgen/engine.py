@@ -59,8 +59,8 @@ def new_loop(name: str) -> asyncio.AbstractEventLoop:
     return asyncio.SelectorEventLoop()
 
 
-class Conn(asyncio.Protocol):
-    """One connection's traffic and checks."""
+class _Traffic:
+    """What every kind of connection keeps: identity, messages, the measured window, open-loop timing."""
 
     def __init__(self, w: "Worker", conn_id: int) -> None:
         self.w = w
@@ -69,9 +69,7 @@ class Conn(asyncio.Protocol):
         self.make = self.maker.message
         self.size = w.cfg.size
         self.depth = w.cfg.depth
-        self.out: deque = deque()  # (message, start_ns, sent_ns) in flight, oldest first
-        self.buf = b""  # a partial echo
-        self.seq = 0  # next sequence number to send
+        self.buf = b""  # a partial echo (streams only)
         # Each echo is classified by its own completion time, so the measured window is
         # exactly [warm_ns, end_ns) even when the loop's 1 s ticks fire late (10,000 busy
         # connections can delay a timer by over a second).
@@ -81,16 +79,26 @@ class Conn(asyncio.Protocol):
         self.warm_ns = 0  # set by Worker.run
         self.end_ns = 1 << 62  # set by Worker.run: no message is counted or sent at or after it
         self.transport = None
-        self.write = None
         self.lat = w.lat_append
         self.unc = w.unc_append
         self.dead = False  # closed by us (integrity failure) or lost
+        self.go = False  # mirrors Worker.sending, without an attribute hop per message
         # open loop
         self.interval_ns = 0
         self.phase_ns = 0
         self.first_due = 0
         self.busy_since = 0
         self.timer = None
+
+
+class Conn(_Traffic, asyncio.Protocol):
+    """One stream connection's (TCP or Unix socket) traffic and checks."""
+
+    def __init__(self, w: "Worker", conn_id: int) -> None:
+        super().__init__(w, conn_id)
+        self.out: deque = deque()  # (message, start_ns, sent_ns) in flight, oldest first
+        self.seq = 0  # next sequence number to send
+        self.write = None
 
     # -- asyncio callbacks --------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -252,7 +260,6 @@ class Closed1Conn(Conn):
         super().__init__(w, conn_id)
         self.expect = None  # the message in flight, or None
         self.sent = 0
-        self.go = False  # mirrors Worker.sending, without an attribute hop per message
         self.ring = self.maker.ring
         self.mask = self.maker.mask
         self.tiny = self.maker.tiny
@@ -334,7 +341,7 @@ class Closed1Conn(Conn):
             self.w.conn_drained()
 
 
-class UdpConn(asyncio.DatagramProtocol):
+class UdpConn(_Traffic, asyncio.DatagramProtocol):
     """One UDP "connection": a connected datagram socket with its own sequence numbers.
 
     Datagram 0 is the probe that stands for TCP's handshake (resent until one
@@ -354,12 +361,7 @@ class UdpConn(asyncio.DatagramProtocol):
     """
 
     def __init__(self, w: "Worker", conn_id: int) -> None:
-        self.w = w
-        self.conn_id = conn_id
-        self.maker = MessageMaker(conn_id, w.cfg.size, w.cfg.seed)
-        self.make = self.maker.message
-        self.size = w.cfg.size
-        self.depth = w.cfg.depth
+        super().__init__(w, conn_id)
         self.inflight: dict[int, tuple[bytes, int, int]] = {}  # seq -> (datagram, start_ns, sent_ns), oldest first
         self.lost_seqs: dict[int, None] = {}  # recently lost, oldest first (bounded)
         self.seq = 1
@@ -368,22 +370,8 @@ class UdpConn(asyncio.DatagramProtocol):
         self.pack = HEADER.pack
         self.ring = self.maker.ring
         self.mask = self.maker.mask
-        self.count = self.warm = self.drained = 0
-        self.warm_ns = 0
-        self.end_ns = 1 << 62
-        self.lat = w.lat_append
-        self.unc = w.unc_append
-        self.buf = b""  # never anything: datagrams come whole
-        self.go = False
-        self.dead = False
-        self.transport = None
         self.sendto = None
         self.probe: asyncio.Future | None = None
-        self.interval_ns = 0
-        self.phase_ns = 0
-        self.first_due = 0
-        self.busy_since = 0
-        self.timer = None
 
     # -- asyncio callbacks --------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -552,15 +540,8 @@ class UdpConn(asyncio.DatagramProtocol):
         return next(iter(self.inflight.values()))[2]
 
     def _integrity(self, kind: str, detail: str, fatal: bool = False) -> None:
+        """Counted; never fatal: each datagram is checked on its own, so the next one still can be."""
         self.w.integrity_failure(kind, f"connection {self.conn_id}: {detail}")
-
-    def close(self) -> None:
-        if not self.dead:
-            self.dead = True
-            if self.timer is not None:
-                self.timer.cancel()
-            if self.transport is not None:
-                self.transport.abort()
 
 
 class Worker:

@@ -77,8 +77,20 @@ def listen(
     ``bind_only`` binds without listening: a placeholder that holds a port in
     a reuse-port group without receiving connections.
     """
-    family, sockaddr = resolve(host, port)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = _bound(host, port, socket.SOCK_STREAM, reuse_port)
+    try:
+        if not bind_only:
+            sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bound(host: str, port: int, kind: int, reuse_port: bool) -> socket.socket:
+    """A non-blocking socket of ``kind`` bound to host:port (``SO_REUSEADDR``, optional ``SO_REUSEPORT``, v6-only)."""
+    family, sockaddr = resolve(host, port, kind)
+    sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
@@ -88,11 +100,8 @@ def listen(
         try:
             sock.bind(sockaddr)
         except OSError as exc:
-            raise ServerError(
-                f"cannot bind {format_addr(sockaddr)}: {exc.strerror}"
-            ) from None
-        if not bind_only:
-            sock.listen(backlog)
+            what = "udp " if kind == socket.SOCK_DGRAM else ""
+            raise ServerError(f"cannot bind {what}{format_addr(sockaddr)}: {exc.strerror}") from None
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -108,23 +117,7 @@ def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket
     CLI's default host is loopback for that reason; binding anything else is
     an explicit choice.
     """
-    family, sockaddr = resolve(host, port, socket.SOCK_DGRAM)
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind(sockaddr)
-        except OSError as exc:
-            raise ServerError(f"cannot bind udp {format_addr(sockaddr)}: {exc.strerror}") from None
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return _bound(host, port, socket.SOCK_DGRAM, reuse_port)
 
 
 # Unix socket files this process created: (path, inode), removed by remove_unix_sockets().

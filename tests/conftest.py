@@ -83,6 +83,24 @@ def shared_server(request):
     assert_clean_exit(s, rc, elapsed, leftover)
 
 
+@pytest.fixture
+def fault_server():
+    """``fault_server(mode, *args, script="fault_server.py")``: a deliberately broken server from tests/,
+    started like a model (ready line on stdout) and killed at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(mode: str, *args: str, script: str = "fault_server.py") -> ServerProcess:
+        s = ServerProcess(f"{script}:{mode}", argv=[sys.executable, str(ROOT_DIR / "tests" / script), mode, *args])
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.stop()
+        s.kill()
+
+
 def raise_own_nofile(need: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:

@@ -15,12 +15,10 @@ import time
 import pytest
 
 from conftest import MODEL_PARAMS, ROOT_DIR
-from serverproc import ServerProcess
 
 from servers import registry
 
 RUN = [sys.executable, str(ROOT_DIR / "loadgen" / "run.py")]
-FAULT = [sys.executable, str(ROOT_DIR / "tests" / "fault_server.py")]
 QUICK = ["--duration", "1.5", "--warmup", "0.5"]
 DEFAULT_MODEL = "uvloop-protocol" if registry.get("uvloop-protocol").unavailable_reason() is None else "asyncio-protocol"
 
@@ -32,22 +30,6 @@ def loadgen(tmp_path, *args, timeout=90, preexec_fn=None):
                          timeout=timeout, preexec_fn=preexec_fn)
     doc = json.loads(path.read_text()) if path.exists() else None
     return out, doc
-
-
-@pytest.fixture
-def fault_server():
-    started = []
-
-    def start(mode, *args):
-        s = ServerProcess(f"fault-{mode}", argv=[*FAULT, mode, *args])
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        if s.proc.poll() is None:
-            s.stop()
-        s.kill()
 
 
 def assert_one_line_error(out):

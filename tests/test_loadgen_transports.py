@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import signal
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_DIR, ServerProcess, assert_clean_exit
+from conftest import ServerProcess, assert_clean_exit
 from test_loadgen import QUICK, assert_one_line_error, loadgen
 
 from servers import registry
 
-FAULT_UDP = [sys.executable, str(ROOT_DIR / "tests" / "fault_udp_server.py")]
 
 
 def _params(transport):
@@ -33,19 +31,8 @@ def _params(transport):
 
 
 @pytest.fixture
-def fault_udp():
-    started = []
-
-    def start(mode, *args):
-        s = ServerProcess(f"fault-udp-{mode}", argv=[*FAULT_UDP, mode, *args])
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        if s.proc.poll() is None:
-            s.stop()
-        s.kill()
+def fault_udp(fault_server):
+    return lambda mode, *args: fault_server(mode, *args, script="fault_udp_server.py")
 
 
 def affected(server: ServerProcess) -> int:
