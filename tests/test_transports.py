@@ -369,3 +369,35 @@ def test_nc_and_socat_get_a_byte_exact_echo(model, transport, sock_dir, start_se
             break
     assert not todo, f"{[os.path.basename(argvs[i][0]) for i in todo]} got no UDP echo in {UDP_TRIES} tries"
     server.assert_alive()
+
+
+FLOOD_BYTES = 512 * 1024 * 1024  # far beyond every socket buffer on the path
+FLOOD_DATAGRAM = 60 * 1024
+FLOOD_RSS_LIMIT = 64 * 1024 * 1024
+FLOOD_SECONDS = 8.0
+
+
+@pytest.mark.parametrize("model", UDP_MODELS)
+def test_udp_flood_from_a_client_that_never_reads_keeps_the_server_bounded(model, start_server):
+    """A hostile client blasts datagrams and reads nothing back: the echoes have nowhere to go. The server
+    must drop them (UDP allows it), not queue them, and keep answering everyone else."""
+    server = start_udp(start_server, model)
+    udp_echo(server.addr, b"warm")
+    base = server.rss()
+    payload = random.Random(7).randbytes(FLOOD_DATAGRAM)
+    sent = 0
+    deadline = time.monotonic() + FLOOD_SECONDS  # bounded in bytes and in time
+    with udp_client() as hostile:
+        hostile.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # its echoes overflow at once
+        while sent < FLOOD_BYTES and time.monotonic() < deadline:
+            try:
+                sent += hostile.sendto(payload, server.addr)
+            except OSError:  # ENOBUFS and the like: the kernel is dropping too
+                pass
+        grown = server.rss() - base
+        server.assert_alive()
+        assert sent >= 64 * FLOOD_DATAGRAM, f"only {sent} bytes could be sent"
+        assert grown <= FLOOD_RSS_LIMIT, (f"{model}: resident memory grew {grown / 2**20:.0f} MiB while a client "
+                                          f"that never reads sent {sent / 2**20:.0f} MiB")
+        udp_echo(server.addr, b"still here" * 100)  # and everyone else is still served
+    print(f"{model}: {sent / 2**20:.0f} MiB sent by a client that never reads; server grew {grown / 2**20:.1f} MiB")
