@@ -86,6 +86,24 @@ def encode(h: HdrHistogram) -> str:
     return h.encode().decode("ascii") if h.get_total_count() else ""
 
 
+def mean_value(h: HdrHistogram) -> float:
+    """``h.get_mean_value()`` computed with numpy: the same sum of each bucket's median-equivalent value times
+    its count, without the package's Python loop over every bucket (~80 ms per call, once per run per histogram)."""
+    if not h.total_count:
+        return 0.0
+    counts = _counts_view(h)[: h.counts_len]
+    idx = np.nonzero(counts)[0]
+    bucket = (idx >> h.sub_bucket_half_count_magnitude) - 1
+    sub = (idx & (h.sub_bucket_half_count - 1)) + h.sub_bucket_half_count
+    first = bucket < 0  # the first bucket uses its lower half too
+    sub = np.where(first, sub - h.sub_bucket_half_count, sub)
+    bucket = np.where(first, 0, bucket)
+    shift = bucket + h.unit_magnitude
+    lowest = sub.astype(np.int64) << shift
+    median = lowest + ((np.int64(1) << shift) >> 1)
+    return float((counts[idx].astype(np.float64) * median).sum() / h.total_count)
+
+
 def summary_us(h: HdrHistogram) -> dict[str, float | int | None]:
     """Percentiles, max and mean in microseconds (None when empty)."""
     if h.get_total_count() == 0:
@@ -94,7 +112,7 @@ def summary_us(h: HdrHistogram) -> dict[str, float | int | None]:
         k: round(h.get_value_at_percentile(p) / 1000.0, 3) for k, p in PERCENTILES.items()
     }
     out["max"] = round(h.get_max_value() / 1000.0, 3)
-    out["mean"] = round(h.get_mean_value() / 1000.0, 3)
+    out["mean"] = round(mean_value(h) / 1000.0, 3)
     out["count"] = h.get_total_count()
     return out
 

@@ -45,6 +45,14 @@ def test_merged_histograms_equal_one_histogram_of_all_samples(parts):
         assert merged.get_value_at_percentile(q) == whole.get_value_at_percentile(q)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(stats.LOWEST_NS, stats.HIGHEST_NS), min_size=1, max_size=300))
+def test_numpy_mean_equals_the_packages_mean(vals):
+    h = stats.new_histogram()
+    stats.record_batch(h, vals)
+    assert stats.mean_value(h) == pytest.approx(h.get_mean_value(), rel=1e-12)
+
+
 def test_out_of_range_values_are_clamped_and_counted():
     h = stats.new_histogram()
     assert stats.record_batch(h, [0, -5, stats.HIGHEST_NS * 2, 1000]) == 3
