@@ -60,6 +60,18 @@ def load_matrix(name_or_path: str) -> dict:
             raise MatrixError(f"{path}: [run] needs {key}")
     if not m.get("sweep"):
         raise MatrixError(f"{path}: no [[sweep]]")
+    tr = m.get("transports")
+    if tr is not None:
+        if not (isinstance(tr.get("compare"), list) and tr["compare"] and isinstance(tr.get("conns"), int)
+                and isinstance(tr.get("size"), int)):
+            raise MatrixError(f"{path}: [transports] needs compare (a list), conns and size")
+        bad = [t for t in tr["compare"] if t not in ("tcp", "udp", "unix")]
+        if bad:
+            raise MatrixError(f"{path}: [transports] compare: unknown transport(s) {', '.join(map(repr, bad))} (tcp, udp, unix)")
+        wanted = tr.get("models", "all")
+        unknown = [] if wanted == "all" else [x for x in wanted if x not in registry.MODELS]
+        if unknown:
+            raise MatrixError(f"{path}: [transports] models: unknown model(s) {', '.join(unknown)}")
     m["path"] = str(path)
     return m
 
@@ -98,8 +110,6 @@ def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str
     tr = matrix.get("transports")
     if tr:
         for t in tr["compare"]:
-            if t not in ("tcp", "udp", "unix"):
-                raise MatrixError(f"[transports] compare: unknown transport {t!r} (tcp, udp, unix)")
             if (t, tr["conns"], tr["size"]) not in cells:
                 cells.append((t, tr["conns"], tr["size"]))
     return models, skipped, cells

@@ -45,8 +45,9 @@ _now = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: comparable across proce
 CONNECT_CONCURRENCY = 256  # connects in flight per worker: more only overflows the server's backlog
 INTEGRITY_SAMPLES = 5  # descriptions of the first few integrity failures kept per worker
 UDP_PROBE_EVERY_S = 0.1  # a UDP "connect" resends its probe datagram this often until one comes back
-UDP_LOST_MEMORY = 4096  # sequence numbers of lost datagrams remembered per connection, to tell "late" from "duplicated"
-UDP_COUNTS = ("sent", "delivered", "lost", "duplicated", "reordered", "late")
+UDP_STATE_RING = 1024  # per connection: the fate of the last 1,024 datagrams, to tell "late" from "duplicated"
+_DELIVERED, _LOST = 1, 2
+UDP_COUNTS = ("sent", "delivered", "lost", "lost_in_window", "duplicated", "reordered", "late", "too_old", "unresolved")
 
 
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -187,8 +188,10 @@ class Conn(_Traffic, asyncio.Protocol):
         """Open loop: send every message that is due, up to ``depth`` in flight; arm a timer for the next."""
         if from_timer:
             self.timer = None
-            self.busy_since = now  # the connection was idle: lateness until now is the client's
-            if len(self.out) < self.depth:  # how late the client's timer fired (client-side error)
+            # Only a connection with room in its window was idle, waiting on the client's timer: lateness until
+            # now is the client's (timed from now, and reported as lag). A full window means the server is behind.
+            if len(self.out) < self.depth:
+                self.busy_since = now
                 self.w.lag_append(max(0, now - (self.first_due + self.seq * self.interval_ns)))
         out = self.out
         while len(out) < self.depth and self.w.sending:
@@ -354,6 +357,10 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
     * duplicated: a second echo of a datagram already delivered;
     * late: the echo of a datagram already declared lost;
     * lost: not echoed within ``--timeout`` (the worker's sweep decides);
+      ``lost_in_window`` those of them sent inside the measured window;
+    * too_old: an echo more than ``UDP_STATE_RING`` datagrams behind the
+      connection's newest (too old to tell late from duplicated);
+    * unresolved: still in flight, deadline not reached, when the run was cut short;
     * corrupt / unexpected (never sent): integrity failures.
 
     Closed loop keeps ``depth`` datagrams in flight; a loss frees its slot.
@@ -363,10 +370,14 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
     def __init__(self, w: "Worker", conn_id: int) -> None:
         super().__init__(w, conn_id)
         self.inflight: dict[int, tuple[bytes, int, int]] = {}  # seq -> (datagram, start_ns, sent_ns), oldest first
-        self.lost_seqs: dict[int, None] = {}  # recently lost, oldest first (bounded)
+        # the fate of datagram s (delivered or lost) is in state[s & state_mask]; one slot is reused
+        # only by a datagram UDP_STATE_RING later, so an echo of anything younger can be classified
+        self.state = bytearray(UDP_STATE_RING)
+        self.state_mask = UDP_STATE_RING - 1
         self.seq = 1
         self.top = 0  # highest sequence delivered so far
-        self.sent = self.delivered = self.lost = self.duplicated = self.reordered = self.late = 0  # UDP_COUNTS
+        for k in UDP_COUNTS:
+            setattr(self, k, 0)
         self.pack = HEADER.pack
         self.ring = self.maker.ring
         self.mask = self.maker.mask
@@ -392,6 +403,7 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
         msg, start, sent = rec
         if data != msg:
             self._integrity("corrupt", f"datagram {seq}: echoed bytes differ from those sent ({len(data)} of {self.size} bytes)")
+        self.state[seq & self.state_mask] = _DELIVERED
         self.delivered += 1
         if seq < self.top:
             self.reordered += 1
@@ -428,8 +440,11 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
                 self.probe.set_result(now)
         elif seq >= self.seq:
             self._integrity("unexpected", f"an echo of datagram {seq}, which was never sent")
-        elif self.lost_seqs.pop(seq, False) is None:
+        elif self.seq - seq > UDP_STATE_RING:
+            self.too_old += 1
+        elif self.state[seq & self.state_mask] == _LOST:
             self.late += 1
+            self.state[seq & self.state_mask] = _DELIVERED  # a second copy is a duplicate
         else:
             self.duplicated += 1
 
@@ -472,6 +487,8 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
         self.sendto(msg)
 
     def start(self, t0: int) -> None:
+        if self.dead:  # refused (ICMP) between the probe and the start: counted as an error already
+            return
         self.go = True
         if self.interval_ns:
             self.first_due = t0 + self.phase_ns
@@ -497,8 +514,8 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
         """Open loop, as ``Conn._pump``: send what is due, up to ``depth`` in flight; arm a timer for the next."""
         if from_timer:
             self.timer = None
-            self.busy_since = now
-            if len(self.inflight) < self.depth:
+            if len(self.inflight) < self.depth:  # idle until now: lateness is the client's timer's
+                self.busy_since = now
                 self.w.lag_append(max(0, now - (self.first_due + (self.seq - 1) * self.interval_ns)))
         while len(self.inflight) < self.depth and self.w.sending:
             due = self.first_due + (self.seq - 1) * self.interval_ns
@@ -520,17 +537,24 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
         """Declare lost every datagram in flight for longer than ``limit_ns``; refill the window."""
         inflight = self.inflight
         expired = 0
-        for seq, (_msg, _start, sent) in list(inflight.items()):
+        while inflight:
+            seq = next(iter(inflight))
+            sent = inflight[seq][2]
             if now - sent <= limit_ns:
                 break  # sent in order: the rest are younger
             del inflight[seq]
-            self.lost_seqs[seq] = None
+            self.state[seq & self.state_mask] = _LOST
+            if self.warm_ns <= sent < self.end_ns:
+                self.lost_in_window += 1
             expired += 1
         if expired:
             self.lost += expired
-            while len(self.lost_seqs) > UDP_LOST_MEMORY:
-                del self.lost_seqs[next(iter(self.lost_seqs))]
             self._refill(now)
+
+    def give_up(self) -> None:
+        """The run is over: what is still in flight had no full deadline; counted apart, not as lost."""
+        self.unresolved += len(self.inflight)
+        self.inflight.clear()
 
     # -- bookkeeping shared with Conn ------------------------------------------------
     def in_flight(self) -> int:
@@ -739,7 +763,9 @@ class Worker:
         self.sending = False
         for c in self.conns:
             c.go = False
-        drain_deadline = _now() + int(min(cfg.timeout, 5.0) * 1e9)
+        # UDP: every datagram gets its full deadline (plus one sweep) to come back or be declared lost
+        drain_s = cfg.timeout + 0.2 if self.udp else min(cfg.timeout, 5.0)
+        drain_deadline = _now() + int(drain_s * 1e9)
         if not self.done.done():
             self.conn_drained()
         while not self.done.done() and _now() < drain_deadline:
@@ -747,11 +773,14 @@ class Worker:
                 await asyncio.wait_for(asyncio.shield(self.done), 0.1)
             except asyncio.TimeoutError:
                 pass
-        if self.udp:  # whatever is still in flight has had its chance: lost, not an error
+        if self.udp:
             if self.sweeper is not None:
                 self.sweeper.cancel()
+            now = _now()
             for c in self.conns:
-                c.expire(1 << 62, -1)
+                c.go = False
+                c.expire(now, int(cfg.timeout * 1e9))  # past their deadline: lost
+                c.give_up()  # cut short (interrupted, or the drain ended early): unresolved
         still = [c for c in self.conns if not c.dead and c.in_flight()]
         for c in still:
             self.error("timeout")

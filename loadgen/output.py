@@ -58,9 +58,11 @@ def render_table(doc: dict, file=None) -> None:
         t.add_row("client timer lag", "p50 " + _fmt(lag["p50"], " us"), f"p99 {_fmt(lag['p99'])}  max {_fmt(lag['max'])} us (not charged to the server)")
     if res.get("udp"):
         u = res["udp"]
+        extra = "".join(f"  {k.replace('_', ' ')} {u[k]:,}" for k in ("too_old", "unresolved") if u.get(k))
         t.add_row("datagrams", f"loss {_fmt(u['loss_pct'], ' %', 3)}",
                   f"sent {u['sent']:,}  delivered {u['delivered']:,}  lost {u['lost']:,}  duplicated {u['duplicated']:,}  "
-                  f"reordered {u['reordered']:,}  late {u['late']:,} (whole run)")
+                  f"reordered {u['reordered']:,}  late {u['late']:,}{extra} (whole run); lost in the measured window "
+                  f"{u['lost_in_window']:,}: latency is of delivered datagrams only")
     c = res["connect_us"]
     t.add_row("connect time" if transport != "udp" else "probe round trip", "p50 " + _fmt(c["p50"], " us"), f"p90 {_fmt(c['p90'])}  p99 {_fmt(c['p99'])}  max {_fmt(c['max'])} us")
     errs = ", ".join(f"{k} {v}" for k, v in sorted(res["errors"].items())) or "none"

@@ -119,6 +119,8 @@ def parse_config(argv) -> LoadConfig:
     if a.server_args and not a.server:
         p.error("--server-arg needs --server")
     if a.transport == "unix":
+        if a.path:  # the server (started in the repo root) and the workers must mean the same file
+            a.path = os.path.abspath(a.path)
         if a.path is None and not a.server:
             p.error("--transport unix needs --path (the server's socket file), or --server to start one")
         if a.path is not None and (not a.path or len(os.fsencode(a.path)) > 107):

@@ -22,7 +22,7 @@ import time
 
 from . import stats
 from .config import LoadConfig
-from .engine import worker_main
+from .engine import UDP_COUNTS, worker_main
 from .envinfo import environment
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
 
@@ -233,7 +233,8 @@ class Runner:
         cfg = self.cfg
         warm_end = t0 + int(cfg.warmup * 1e9)
         end = warm_end + int(cfg.duration * 1e9)
-        hard_deadline = time.monotonic() + (end - time.perf_counter_ns()) / 1e9 + min(cfg.timeout, 5.0) + 10
+        drain_s = cfg.timeout + 0.2 if cfg.transport == "udp" else min(cfg.timeout, 5.0)  # as engine.Worker.run
+        hard_deadline = time.monotonic() + (end - time.perf_counter_ns()) / 1e9 + drain_s + 10
         open_pipes = list(pipes)
         while open_pipes:
             now = time.perf_counter_ns()
@@ -333,9 +334,11 @@ class Runner:
             samples += f["integrity_samples"]
         udp = None
         if cfg.transport == "udp" and finals:
-            udp = {k: sum((f.get("udp") or {}).get(k, 0) for f in finals) for k in ("sent", "delivered", "lost", "duplicated", "reordered", "late")}
-            udp["loss_pct"] = round(100 * udp["lost"] / udp["sent"], 4) if udp["sent"] else None
-            udp["note"] = "counts cover the whole run (warm-up and drain included); lost = not echoed within --timeout"
+            udp = {k: sum((f.get("udp") or {}).get(k, 0) for f in finals) for k in UDP_COUNTS}
+            resolved = udp["sent"] - udp["unresolved"]
+            udp["loss_pct"] = round(100 * udp["lost"] / resolved, 4) if resolved else None
+            udp["note"] = ("counts cover the whole run (warm-up and drain included) except lost_in_window; lost = not "
+                           "echoed within --timeout; latency percentiles are of delivered datagrams only")
         wall = ((self.t_cpu_end or 0) - (self.t_cpu_start or 0)) / 1e9 if self.cpu_start else 0.0
         cpu = {"loadgen_pct": None, "server_pct": None, "server_us_per_msg": None, "loadgen_us_per_msg": None,
                "loadgen_cpu_s": None, "server_cpu_s": None, "window_s": round(wall, 3)}

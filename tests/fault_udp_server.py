@@ -12,6 +12,8 @@ answered) of each source is:
   delay      answered after --hold-s seconds (longer than the client's deadline: "late")
   blackhole  (every datagram after the probe) never answered
   die        (no fault) the process exits abruptly (code 9) --hold-s seconds after the first traffic
+  stall      (no fault) --hold-s seconds after the first traffic, hold every datagram for 0.5 s, then
+             answer them all in order: a server that stops for half a second
 
 Prints host:port on stdout when ready; on SIGTERM prints "affected N" (how
 many datagrams the fault touched) and exits 0.
@@ -27,6 +29,7 @@ import struct
 import sys
 
 HEADER = struct.Struct("!IIQ")
+STALL_S = 0.5
 
 
 class Faulty(asyncio.DatagramProtocol):
@@ -35,6 +38,16 @@ class Faulty(asyncio.DatagramProtocol):
         self.seen: dict = {}  # source -> traffic datagrams seen
         self.held: dict = {}  # source -> a datagram held back (reorder)
         self.affected = 0
+        self.stalled: list | None = None  # datagrams held during a stall
+
+    def stall(self) -> None:
+        self.stalled = []
+        asyncio.get_running_loop().call_later(STALL_S, self.unstall)
+
+    def unstall(self) -> None:
+        held, self.stalled = self.stalled, None
+        for data, addr in held:
+            self.t.sendto(data, addr)
 
     def connection_made(self, transport) -> None:
         self.t = transport
@@ -45,9 +58,16 @@ class Faulty(asyncio.DatagramProtocol):
             send(data, addr)
             return
         n = self.seen[addr] = self.seen.get(addr, 0) + 1
-        if self.mode == "die" and not self.affected:
+        if self.mode in ("die", "stall") and not self.affected:
             self.affected = 1
-            asyncio.get_running_loop().call_later(self.hold_s, os._exit, 9)
+            later = asyncio.get_running_loop().call_later
+            if self.mode == "die":
+                later(self.hold_s, os._exit, 9)
+            else:
+                later(self.hold_s, self.stall)
+        if self.stalled is not None:
+            self.stalled.append((data, addr))
+            return
         if addr in self.held:
             send(data, addr)
             send(self.held.pop(addr), addr)
@@ -55,7 +75,7 @@ class Faulty(asyncio.DatagramProtocol):
         if self.mode == "blackhole":
             self.affected += 1
             return
-        if n % self.every or self.mode == "die":
+        if n % self.every or self.mode in ("die", "stall"):
             send(data, addr)
             return
         self.affected += 1
@@ -86,7 +106,7 @@ async def main(args) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["drop", "dup", "reorder", "corrupt", "delay", "blackhole", "die"])
+    p.add_argument("mode", choices=["drop", "dup", "reorder", "corrupt", "delay", "blackhole", "die", "stall"])
     p.add_argument("--every", type=int, default=1000)
     p.add_argument("--hold-s", type=float, default=0.5)
     asyncio.run(main(p.parse_args()))

@@ -126,6 +126,20 @@ def test_bad_matrix_is_a_one_line_error(tmp_path):
     assert out.stderr.count("\n") == 1 and "no matrix" in out.stderr
 
 
+@pytest.mark.parametrize("table, fragment", [
+    ('compare = ["tcp", "sctp"]\nconns = 10\nsize = 1024', "unknown transport(s) 'sctp'"),
+    ('conns = 10\nsize = 1024', "needs compare"),
+    ('compare = ["udp"]\nconns = 10\nsize = 1024\nmodels = ["nope"]', "unknown model(s) nope"),
+])
+def test_bad_transports_table_is_a_one_line_error(tmp_path, table, fragment):
+    matrix = tmp_path / "m.toml"
+    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[1]").split("[transports]")[0] + "[transports]\n" + table)
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("name", ["default", "full"])
 def test_shipped_matrices_cover_the_issue(name):
     from loadgen.bench import load_matrix, plan

@@ -63,6 +63,20 @@ def test_regressed():
     assert v[("model", "p99_us")].verdict == "unchanged"
 
 
+def test_the_gate_judges_tcp_cells_only():
+    """A UDP cell of the transport comparison has the same (model, conns, size) as a TCP cell: it must not
+    replace it in the gate (UDP at a fraction of the speed would read as a huge regression)."""
+    base, cur = make_pair()
+    slow = three_metrics([1.0] * 7, [1000.0] * 7, [1e6] * 7)
+    for s in (base, cur):
+        for c in s["cells"]:
+            c["transport"] = "tcp"
+    cur["cells"].append({"model": "model", "transport": "udp", "conns": 10, "size": 1024,
+                         "per_trial": [{"trial": t, **{m: v[t] for m, v in slow.items()}} for t in range(7)]})
+    v = verdicts_of(base, cur)
+    assert all(x.verdict == "unchanged" for x in v.values()), {k: x.reason for k, x in v.items()}
+
+
 def test_improved():
     v = verdicts_of(*make_pair(factor_thr=1.3, factor_us=0.7))
     assert v[("model", "msgs_per_s")].verdict == "improved"

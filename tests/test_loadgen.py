@@ -23,10 +23,10 @@ QUICK = ["--duration", "1.5", "--warmup", "0.5"]
 DEFAULT_MODEL = "uvloop-protocol" if registry.get("uvloop-protocol").unavailable_reason() is None else "asyncio-protocol"
 
 
-def loadgen(tmp_path, *args, timeout=90, preexec_fn=None):
+def loadgen(tmp_path, *args, timeout=90, preexec_fn=None, cwd=ROOT_DIR):
     """Run the load generator; return (CompletedProcess, result document or None)."""
     path = tmp_path / f"r{time.perf_counter_ns()}.json"
-    out = subprocess.run([*RUN, *args, "--json", str(path)], cwd=ROOT_DIR, capture_output=True, text=True,
+    out = subprocess.run([*RUN, *args, "--json", str(path)], cwd=cwd, capture_output=True, text=True,
                          timeout=timeout, preexec_fn=preexec_fn)
     doc = json.loads(path.read_text()) if path.exists() else None
     return out, doc

@@ -3,19 +3,21 @@ reorder, corrupt or delay datagrams on purpose (tests/fault_udp_server.py)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, assert_clean_exit
-from test_loadgen import QUICK, assert_one_line_error, loadgen
+from conftest import ROOT_DIR, ServerProcess, assert_clean_exit
+from test_loadgen import QUICK, RUN, assert_one_line_error, loadgen
 
 from servers import registry
-
 
 
 def _params(transport):
@@ -69,8 +71,20 @@ def test_unix_run_against_every_stream_model(tmp_path, model):
     r = assert_clean(out, doc)
     assert doc["target"]["transport"] == "unix" and doc["target"]["path"].endswith(".sock")
     assert r["udp"] is None
-    assert not Path(doc["target"]["path"]).exists()  # the server removed it; the temporary folder is gone too
-    assert not Path(doc["target"]["path"]).parent.exists()
+    assert not Path(doc["target"]["path"]).parent.exists()  # the load generator's temporary folder is gone
+
+
+def test_unix_run_with_a_relative_path_and_the_server_removes_its_file(tmp_path):
+    folder = Path(tempfile.mkdtemp(prefix="eb-", dir="/tmp"))
+    try:
+        # relative to the load generator's working directory, not the server's (the repo root)
+        out, doc = loadgen(tmp_path, "--server", "uvloop-protocol", "--transport", "unix", "--path", "rel.sock",
+                           "--conns", "4", *QUICK, cwd=folder)
+        assert_clean(out, doc)
+        assert doc["target"]["path"] == str(folder / "rel.sock")
+        assert list(folder.iterdir()) == []  # the server removed its socket file on exit
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_unix_run_against_an_external_server_path(tmp_path, start_server):
@@ -96,6 +110,18 @@ def test_udp_open_loop_keeps_its_schedule(tmp_path):
     assert r["latency_uncorrected_us"] is not None and r["send_lag_us"] is not None
 
 
+def test_udp_open_loop_latency_shows_a_stall_that_closed_timing_hides(tmp_path, fault_udp):
+    s = fault_udp("stall", "--hold-s", "1.0")  # holds every datagram for 0.5 s, 1 s after the first
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--transport", "udp", "--conns", "1", "--rate", "1000",
+                       "--duration", "3", "--warmup", "0.5")
+    r = assert_clean(out, doc)
+    corrected, uncorrected = r["latency_us"], r["latency_uncorrected_us"]
+    assert corrected["p999"] >= 250_000, corrected  # hundreds of datagrams were due during the stall
+    assert uncorrected["p999"] < 100_000, uncorrected  # timed from the late send, the stall vanishes
+    assert uncorrected["max"] >= 400_000  # the one datagram caught in the stall
+    assert r["udp"]["lost"] == 0
+
+
 # -- each kind of datagram trouble is counted on its own ------------------------------------------
 
 def test_dropped_datagrams_are_counted_lost_after_the_deadline(tmp_path, fault_udp):
@@ -109,7 +135,8 @@ def test_dropped_datagrams_are_counted_lost_after_the_deadline(tmp_path, fault_u
     dropped = affected(s)
     assert dropped > 0
     assert u["lost"] == dropped and u["duplicated"] == u["late"] == 0
-    assert u["sent"] == u["delivered"] + u["lost"]
+    assert u["sent"] == u["delivered"] + u["lost"] and u["unresolved"] == 0
+    assert 0 < u["lost_in_window"] < u["lost"]  # some were dropped during the warm-up
     assert r["integrity_failures"] == 0
     assert elapsed < 15  # every loss cost one 0.2 s deadline, not a hang
 
@@ -193,6 +220,30 @@ def test_udp_server_death_mid_run_keeps_results_so_far(tmp_path, fault_udp):
     r = doc["result"]
     assert not r["complete"] and "port is closed" in r["incomplete_reason"]
     assert r["udp"]["delivered"] > 0
+
+
+def test_interrupted_udp_run_counts_datagrams_in_flight_as_unresolved_not_lost(tmp_path, fault_udp):
+    s = fault_udp("blackhole")
+    path = tmp_path / "r.json"
+    proc = subprocess.Popen([*RUN, "--port", str(s.port), "--transport", "udp", "--conns", "4", "--depth", "8",
+                             "--timeout", "20", "--duration", "30", "--warmup", "0.2", "--json", str(path)],
+                            cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        for line in proc.stderr:  # progress lines: a readiness signal
+            if "msgs/s" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        _stdout, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, stderr
+    r = json.loads(path.read_text())["result"]
+    assert r["incomplete_reason"] == "interrupted"
+    u = r["udp"]
+    # every datagram sent was swallowed, none has had its 20 s: unresolved, not lost; no loss rate to give
+    assert u["unresolved"] == u["sent"] == 32 and u["lost"] == 0 and u["loss_pct"] is None
 
 
 def test_missing_unix_socket_is_a_one_line_error(tmp_path):

@@ -379,8 +379,9 @@ FLOOD_SECONDS = 8.0
 
 @pytest.mark.parametrize("model", UDP_MODELS)
 def test_udp_flood_from_a_client_that_never_reads_keeps_the_server_bounded(model, start_server):
-    """A hostile client blasts datagrams and reads nothing back: the echoes have nowhere to go. The server
-    must drop them (UDP allows it), not queue them, and keep answering everyone else."""
+    """A hostile client blasts datagrams and reads nothing back: the server must not keep anything per datagram
+    or per flood, and must keep answering everyone else. (On loopback the echoes die at the full receiver, so
+    this catches per-datagram state, not a send queue: see the EchoDatagram test below for that.)"""
     server = start_udp(start_server, model)
     udp_echo(server.addr, b"warm")
     base = server.rss()
@@ -401,3 +402,30 @@ def test_udp_flood_from_a_client_that_never_reads_keeps_the_server_bounded(model
                                           f"that never reads sent {sent / 2**20:.0f} MiB")
         udp_echo(server.addr, b"still here" * 100)  # and everyone else is still served
     print(f"{model}: {sent / 2**20:.0f} MiB sent by a client that never reads; server grew {grown / 2**20:.1f} MiB")
+
+
+def test_asyncio_datagram_echo_drops_instead_of_queueing_while_the_send_buffer_is_full():
+    """The asyncio models' UDP back-pressure rule, on a recording transport: while the loop says the send buffer is
+    above its high-water mark (pause_writing), echoes are dropped and counted; after resume_writing they flow."""
+    from servers.aio_protocol import EchoDatagram
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def sendto(self, data, addr):
+            self.sent.append((data, addr))
+
+    transport, raw = Recorder(), Recorder()
+    proto = EchoDatagram(raw)
+    proto.connection_made(transport)
+    peer = ("127.0.0.1", 9)
+    proto.datagram_received(b"a", peer)
+    proto.pause_writing()
+    for _ in range(1000):
+        proto.datagram_received(b"x" * 1000, peer)
+    assert proto.dropped == 1000 and transport.sent == [(b"a", peer)]
+    proto.resume_writing()
+    proto.datagram_received(b"b", peer)
+    proto.datagram_received(b"", peer)  # empty: answered on the raw socket (the transport would skip it)
+    assert transport.sent == [(b"a", peer), (b"b", peer)] and raw.sent == [(b"", peer)]

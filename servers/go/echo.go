@@ -11,7 +11,8 @@
 // line is unix:PATH; Go removes the file when the listener closes; the
 // Python wrapper clears a stale file before exec). --transport udp answers
 // each datagram to its source from GOMAXPROCS goroutines reading one socket;
-// an echo the kernel refuses is dropped.
+// each holds one datagram at a time (WriteTo waits for room in the send
+// buffer), so memory stays bounded.
 package main
 
 import (
@@ -155,7 +156,7 @@ func serveUDP(addr string) {
 					}
 					continue // an ICMP error about one peer
 				}
-				pc.WriteTo(buf[:n], from) // refused by the kernel: dropped, as UDP allows
+				pc.WriteTo(buf[:n], from) // an error (peer gone): this echo is dropped, as UDP allows
 			}
 		}()
 	}
