@@ -202,6 +202,8 @@ def stream_listener(config) -> socket.socket:
 
 def set_nodelay(sock) -> None:
     """Disable Nagle on an accepted connection: an echo must not wait for more data."""
+    if sock is None or sock.family == socket.AF_UNIX:  # no Nagle on a Unix socket
+        return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:  # the peer may already have reset the connection
