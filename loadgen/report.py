@@ -18,6 +18,7 @@ from hdrh.histogram import HdrHistogram
 
 from .output import human_size
 
+GO_REFERENCE = "go"  # the study's own server: each ranking table gives every model's server CPU relative to it
 SPECTRUM_PERCENTILES = [50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999]
 
 
@@ -299,6 +300,8 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     for conns, size in loads:
         cells = _cells(suite, conns=conns, size=size)
         refc = next((c for c in cells if c["model"] == ref and c["median"]["msgs_per_s"]), None)
+        # the study's own server: how far each model is from it, in server CPU per message
+        goc = next((c for c in cells if c["model"] == GO_REFERENCE and c["median"]["server_us_per_msg"]), None)
         rows = []
         for c in sorted(cells, key=lambda c: -(c["median"]["msgs_per_s"] or -1)):
             m = c["median"]
@@ -306,6 +309,8 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             ratio = (f"{m['msgs_per_s'] / refc['median']['msgs_per_s']:.2f}x" if refc and m["msgs_per_s"] else "-")
             cpu_ratio = (f"{m['server_us_per_msg'] / refc['median']['server_us_per_msg']:.2f}x"
                          if refc and m["server_us_per_msg"] and refc["median"]["server_us_per_msg"] else "-")
+            go_ratio = (f"{m['server_us_per_msg'] / goc['median']['server_us_per_msg']:.2f}x"
+                        if goc and m["server_us_per_msg"] else "-")
             verdict = c["verdict"] or "-"
             if c["client_bound_trials"]:
                 verdict = f"**client-bound** ({c['client_bound_trials']}/{c['trials_ok']})"
@@ -318,6 +323,7 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 ratio,
                 _num(m["server_us_per_msg"], "{:.2f}"),
                 cpu_ratio,
+                *([go_ratio] if goc else []),
                 _num(m["p50_us"], "{:,.0f}"),
                 _num(m["p99_us"], "{:,.0f}"),
                 _num(m["server_pct"], "{:.0f}%"),
@@ -326,6 +332,7 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             ])
         out.append((f"{conns} connections, {human_size(size)} messages",
                     ["model", "msgs/s", "spread (CV)", f"vs {ref}", "server us/msg", f"us/msg vs {ref}",
+                     *([f"us/msg vs {GO_REFERENCE}"] if goc else []),
                      "p50 us", "p99 us", "server CPU", "loadgen CPU", "verdict"], rows))
     return out
 

@@ -154,3 +154,22 @@ def test_shipped_matrices_cover_the_issue(name):
     assert {t for t, c, s in cells if (c, s) == (10, 1024)} == {"tcp", "unix", "udp"}  # the transport comparison
     if name == "full":
         assert 10000 in conns and len(sizes) > 4
+
+
+def test_ranking_tables_give_each_model_relative_to_the_go_reference():
+    from loadgen.report import ranking_tables
+
+    def cell(model, us):
+        return {"model": model, "transport": "tcp", "conns": 10, "size": 1024, "status": "ok", "trials_ok": 3,
+                "verdict": "server-bound", "client_bound_trials": 0, "spread": {"msgs_per_s": None},
+                "median": {"msgs_per_s": 1e6 / us, "server_us_per_msg": us, "p50_us": 1, "p99_us": 2,
+                           "server_pct": 90, "loadgen_pct": 90}}
+
+    suite = {"matrix": {"run": {"reference": "asyncio-protocol"}},
+             "cells": [cell("go", 8.0), cell("asyncio-protocol", 10.0), cell("threads", 12.0)]}
+    (title, header, rows), = ranking_tables(suite)
+    col = header.index("us/msg vs go")
+    assert {r[0]: r[col] for r in rows} == {"go (Go reference)": "1.00x", "asyncio-protocol": "1.25x", "threads": "1.50x"}
+    suite["cells"] = suite["cells"][1:]  # no Go row (no toolchain): no Go column
+    (title, header, rows), = ranking_tables(suite)
+    assert "us/msg vs go" not in header and all(len(r) == len(header) for r in rows)
