@@ -90,6 +90,35 @@ class _Traffic:
         self.first_due = 0
         self.busy_since = 0
         self.timer = None
+        self.first_seq = 0  # the sequence number of the first scheduled message
+
+    def _pump(self, now: int, from_timer: bool) -> None:
+        """Open loop: send every message that is due, up to ``depth`` in flight; arm a timer for the next.
+
+        Message k is due at ``first_due + k * interval``. One sent late because the window was full (the server
+        was behind) is timed from when it was due: coordinated omission corrected. One sent late because the
+        client's timer fired late is timed from ``busy_since``, the moment the client got round to it.
+        """
+        if from_timer:
+            self.timer = None
+            # Only a connection with room in its window was idle, waiting on the client's timer: lateness until
+            # now is the client's (timed from now, and reported as lag). A full window means the server is behind.
+            if self.in_flight() < self.depth:
+                self.busy_since = now
+                self.w.lag_append(max(0, now - (self.first_due + (self.seq - self.first_seq) * self.interval_ns)))
+        while self.in_flight() < self.depth and self.w.sending:
+            due = self.first_due + (self.seq - self.first_seq) * self.interval_ns
+            if due >= self.end_ns:
+                return
+            if due > now:
+                if self.timer is None:
+                    self.timer = self.w.loop.call_later((due - now) / 1e9, self._on_timer)
+                return
+            self._emit(due if due > self.busy_since else self.busy_since, now)
+
+    def _on_timer(self) -> None:
+        if not self.dead:
+            self._pump(_now(), True)
 
 
 class Conn(_Traffic, asyncio.Protocol):
@@ -184,33 +213,12 @@ class Conn(_Traffic, asyncio.Protocol):
                 self.out.append((msg, now, now))
                 self.write(msg)
 
-    def _pump(self, now: int, from_timer: bool) -> None:
-        """Open loop: send every message that is due, up to ``depth`` in flight; arm a timer for the next."""
-        if from_timer:
-            self.timer = None
-            # Only a connection with room in its window was idle, waiting on the client's timer: lateness until
-            # now is the client's (timed from now, and reported as lag). A full window means the server is behind.
-            if len(self.out) < self.depth:
-                self.busy_since = now
-                self.w.lag_append(max(0, now - (self.first_due + self.seq * self.interval_ns)))
-        out = self.out
-        while len(out) < self.depth and self.w.sending:
-            due = self.first_due + self.seq * self.interval_ns
-            if due >= self.end_ns:
-                return
-            if due > now:
-                if self.timer is None:
-                    self.timer = self.w.loop.call_later((due - now) / 1e9, self._on_timer)
-                return
-            msg = self.make(self.seq)
-            self.seq += 1
-            start = due if due > self.busy_since else self.busy_since
-            out.append((msg, start, now))
-            self.write(msg)
-
-    def _on_timer(self) -> None:
-        if not self.dead:
-            self._pump(_now(), True)
+    def _emit(self, start: int, now: int) -> None:
+        """Open loop: send the next message, timed from ``start``."""
+        msg = self.make(self.seq)
+        self.seq += 1
+        self.out.append((msg, start, now))
+        self.write(msg)
 
     # -- failures -----------------------------------------------------------------
     def in_flight(self) -> int:
@@ -374,7 +382,7 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
         # only by a datagram UDP_STATE_RING later, so an echo of anything younger can be classified
         self.state = bytearray(UDP_STATE_RING)
         self.state_mask = UDP_STATE_RING - 1
-        self.seq = 1
+        self.seq = self.first_seq = 1  # 0 is the probe
         self.top = 0  # highest sequence delivered so far
         for k in UDP_COUNTS:
             setattr(self, k, 0)
@@ -510,28 +518,10 @@ class UdpConn(_Traffic, asyncio.DatagramProtocol):
         elif not self.inflight:
             self.w.conn_drained()
 
-    def _pump(self, now: int, from_timer: bool) -> None:
-        """Open loop, as ``Conn._pump``: send what is due, up to ``depth`` in flight; arm a timer for the next."""
-        if from_timer:
-            self.timer = None
-            if len(self.inflight) < self.depth:  # idle until now: lateness is the client's timer's
-                self.busy_since = now
-                self.w.lag_append(max(0, now - (self.first_due + (self.seq - 1) * self.interval_ns)))
-        while len(self.inflight) < self.depth and self.w.sending:
-            due = self.first_due + (self.seq - 1) * self.interval_ns
-            if due >= self.end_ns:
-                return
-            if due > now:
-                if self.timer is None:
-                    self.timer = self.w.loop.call_later((due - now) / 1e9, self._on_timer)
-                return
-            seq = self.seq
-            self.seq = seq + 1
-            self._send(seq, due if due > self.busy_since else self.busy_since, now)
-
-    def _on_timer(self) -> None:
-        if not self.dead:
-            self._pump(_now(), True)
+    def _emit(self, start: int, now: int) -> None:
+        seq = self.seq
+        self.seq = seq + 1
+        self._send(seq, start, now)
 
     def expire(self, now: int, limit_ns: int) -> None:
         """Declare lost every datagram in flight for longer than ``limit_ns``; refill the window."""

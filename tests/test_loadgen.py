@@ -161,21 +161,27 @@ def test_server_death_mid_run_keeps_results_so_far(tmp_path, fault_server, mode)
     assert "Traceback" not in out.stderr
 
 
-def test_ctrl_c_writes_partial_results(tmp_path):
-    path = tmp_path / "r.json"
-    proc = subprocess.Popen([*RUN, "--server", DEFAULT_MODEL, "--conns", "4", "--duration", "30", "--warmup", "0.2",
-                             "--json", str(path)], cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run_and_interrupt(*args) -> tuple[int, str]:
+    """Start the load generator, wait for its first progress line, send SIGINT; (exit code, stderr)."""
+    proc = subprocess.Popen([*RUN, *args], cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         for line in proc.stderr:  # progress lines (stderr is not a terminal): a readiness signal
             if "msgs/s" in line or time.monotonic() > deadline:
                 break
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=15)
+        _stdout, stderr = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 3, stderr
+    return proc.returncode, stderr
+
+
+def test_ctrl_c_writes_partial_results(tmp_path):
+    path = tmp_path / "r.json"
+    code, stderr = run_and_interrupt("--server", DEFAULT_MODEL, "--conns", "4", "--duration", "30", "--warmup", "0.2",
+                                     "--json", str(path))
+    assert code == 3, stderr
     r = json.loads(path.read_text())["result"]
     assert r["complete"] is False and r["incomplete_reason"] == "interrupted"
     assert r["messages"] > 0 and r["integrity_failures"] == 0

@@ -7,15 +7,14 @@ import json
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_DIR, ServerProcess, assert_clean_exit
-from test_loadgen import QUICK, RUN, assert_one_line_error, loadgen
+from conftest import ServerProcess, assert_clean_exit
+from test_loadgen import QUICK, assert_one_line_error, loadgen, run_and_interrupt
 
 from servers import registry
 
@@ -225,20 +224,9 @@ def test_udp_server_death_mid_run_keeps_results_so_far(tmp_path, fault_udp):
 def test_interrupted_udp_run_counts_datagrams_in_flight_as_unresolved_not_lost(tmp_path, fault_udp):
     s = fault_udp("blackhole")
     path = tmp_path / "r.json"
-    proc = subprocess.Popen([*RUN, "--port", str(s.port), "--transport", "udp", "--conns", "4", "--depth", "8",
-                             "--timeout", "20", "--duration", "30", "--warmup", "0.2", "--json", str(path)],
-                            cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        for line in proc.stderr:  # progress lines: a readiness signal
-            if "msgs/s" in line or time.monotonic() > deadline:
-                break
-        proc.send_signal(signal.SIGINT)
-        _stdout, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 3, stderr
+    code, stderr = run_and_interrupt("--port", str(s.port), "--transport", "udp", "--conns", "4", "--depth", "8",
+                                     "--timeout", "20", "--duration", "30", "--warmup", "0.2", "--json", str(path))
+    assert code == 3, stderr
     r = json.loads(path.read_text())["result"]
     assert r["incomplete_reason"] == "interrupted"
     u = r["udp"]
