@@ -50,6 +50,12 @@ _DELIVERED, _LOST = 1, 2
 UDP_COUNTS = ("sent", "delivered", "lost", "lost_in_window", "duplicated", "reordered", "late", "too_old", "unresolved")
 
 
+def drain_seconds(cfg: LoadConfig) -> float:
+    """How long a worker waits, after the end, for echoes still in flight. UDP: every datagram gets its full
+    deadline (plus one sweep) to come back or be declared lost; streams: at most 5 s."""
+    return cfg.timeout + 0.2 if cfg.transport == "udp" else min(cfg.timeout, 5.0)
+
+
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
     if name == "uvloop":
         try:
@@ -753,9 +759,7 @@ class Worker:
         self.sending = False
         for c in self.conns:
             c.go = False
-        # UDP: every datagram gets its full deadline (plus one sweep) to come back or be declared lost
-        drain_s = cfg.timeout + 0.2 if self.udp else min(cfg.timeout, 5.0)
-        drain_deadline = _now() + int(drain_s * 1e9)
+        drain_deadline = _now() + int(drain_seconds(cfg) * 1e9)
         if not self.done.done():
             self.conn_drained()
         while not self.done.done() and _now() < drain_deadline:

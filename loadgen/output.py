@@ -16,6 +16,14 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
+def where(transport: str, host, port, path) -> str:
+    """A target as people write it: ``host:port`` (TCP), ``udp:host:port``, ``unix:PATH``."""
+    if transport == "unix":
+        return f"unix:{path}"
+    h = f"[{host}]" if ":" in str(host) else host
+    return f"{transport}:{h}:{port}" if transport == "udp" else f"{h}:{port}"
+
+
 def _fmt(x, unit: str = "", digits: int = 1) -> str:
     if x is None:
         return "-"
@@ -34,8 +42,8 @@ def render_table(doc: dict, file=None) -> None:
     res, cfg, tgt = doc["result"], doc["config"], doc["target"]
     console = Console(file=file, width=110, highlight=False, soft_wrap=False)
     transport = tgt.get("transport", "tcp")
-    where = f"unix:{tgt['path']}" if transport == "unix" else f"{transport} {tgt['host']}:{tgt['port']}"
-    title = (f"echobench loadgen: {tgt['server_model'] or 'external server'} at {where}, "
+    title = (f"echobench loadgen: {tgt['server_model'] or 'external server'} at "
+             f"{where(transport, tgt['host'], tgt['port'], tgt.get('path'))}, "
              f"{cfg['conns']} conns x depth {cfg['depth']}, {cfg['size']} B, {tgt['mode']}"
              + (f" at {cfg['rate']:g} msgs/s" if cfg["rate"] else "")
              + ("" if res["complete"] else "  [INCOMPLETE]"))

@@ -123,8 +123,13 @@ def parse_config(argv) -> LoadConfig:
             a.path = os.path.abspath(a.path)
         if a.path is None and not a.server:
             p.error("--transport unix needs --path (the server's socket file), or --server to start one")
-        if a.path is not None and (not a.path or len(os.fsencode(a.path)) > 107):
-            p.error(f"--path must be 1 to 107 bytes (the Linux limit for a socket path), got {len(os.fsencode(a.path))}")
+        if a.path is not None:
+            from servers.net import ServerError, check_unix_path
+
+            try:
+                check_unix_path(a.path)
+            except ServerError as exc:
+                p.error(str(exc))
     elif a.path is not None:
         p.error("--path applies only to --transport unix")
     if a.transport == "udp":
@@ -137,9 +142,8 @@ def parse_config(argv) -> LoadConfig:
     if a.server:
         from servers import registry
 
-        model = registry.get(a.server)
-        if a.transport not in model.transports:
-            p.error(f"model {a.server!r} does not support --transport {a.transport} (it supports {', '.join(model.transports)})")
+        if refusal := registry.get(a.server).transport_refusal(a.transport):
+            p.error(refusal)
     if a.timeout is None:
         a.timeout = 1.0 if a.transport == "udp" else 5.0
     fields = {k: v for k, v in vars(a).items()}

@@ -21,8 +21,9 @@ import sys
 import time
 
 from . import stats
+from .output import where as _where
 from .config import LoadConfig
-from .engine import UDP_COUNTS, worker_main
+from .engine import UDP_COUNTS, drain_seconds, worker_main
 from .envinfo import environment
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
 
@@ -233,8 +234,7 @@ class Runner:
         cfg = self.cfg
         warm_end = t0 + int(cfg.warmup * 1e9)
         end = warm_end + int(cfg.duration * 1e9)
-        drain_s = cfg.timeout + 0.2 if cfg.transport == "udp" else min(cfg.timeout, 5.0)  # as engine.Worker.run
-        hard_deadline = time.monotonic() + (end - time.perf_counter_ns()) / 1e9 + drain_s + 10
+        hard_deadline = time.monotonic() + (end - time.perf_counter_ns()) / 1e9 + drain_seconds(cfg) + 10
         open_pipes = list(pipes)
         while open_pipes:
             now = time.perf_counter_ns()
@@ -430,13 +430,6 @@ def _pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _where(transport: str, host, port, path) -> str:
-    if transport == "unix":
-        return f"unix:{path}"
-    h = f"[{host}]" if ":" in str(host) else host
-    return f"{transport}:{h}:{port}" if transport == "udp" else f"{h}:{port}"
 
 
 def _fmt(cpus) -> str:

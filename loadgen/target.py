@@ -55,8 +55,7 @@ class ManagedServer:
             raise TargetError(f"server {self.model} printed no ready line in {READY_TIMEOUT_S:.0f} s: {self.stderr_tail()}") from None
         except EOFError:
             self.proc.wait(5)
-            if self.tmpdir is not None:
-                shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self._remove_tmpdir()
             raise TargetError(f"server {self.model} exited with code {self.proc.returncode} before it was ready: {self.stderr_tail()}") from None
 
     @property
@@ -80,10 +79,14 @@ class ManagedServer:
                 self.proc.kill()
                 self.proc.wait(3)
         self.proc.stdout.close()
+        self._remove_tmpdir()
+        return self.proc.returncode
+
+    def _remove_tmpdir(self) -> None:
+        """The private folder of a Unix socket we chose (the server removed the socket itself)."""
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
-        return self.proc.returncode
 
 
 class CpuSampler:

@@ -67,12 +67,11 @@ class BurningEchoProtocol(EchoProtocol):
 class EchoDatagram(asyncio.DatagramProtocol):
     """UDP echo: every datagram goes back to its source, byte for byte, or is dropped while the send buffer is full."""
 
-    __slots__ = ("transport", "_sendto", "paused", "dropped", "burn_ns", "_raw_sendto")
+    __slots__ = ("transport", "_sendto", "paused", "dropped", "_raw_sendto")
 
-    def __init__(self, sock, burn_ns: int = 0) -> None:
+    def __init__(self, sock) -> None:
         self.paused = False
         self.dropped = 0
-        self.burn_ns = burn_ns
         # asyncio (< 3.13, CPython gh-113812) and uvloop (MagicStack/uvloop#594) silently
         # skip sendto(b""): an empty datagram is answered on the socket itself.
         self._raw_sendto = sock.sendto
@@ -82,8 +81,6 @@ class EchoDatagram(asyncio.DatagramProtocol):
         self._sendto = transport.sendto
 
     def datagram_received(self, data: bytes, addr) -> None:
-        if self.burn_ns:
-            burn(self.burn_ns)
         if self.paused:
             self.dropped += 1
             return
@@ -105,12 +102,26 @@ class EchoDatagram(asyncio.DatagramProtocol):
         self.paused = False
 
 
+class BurningEchoDatagram(EchoDatagram):
+    """Test-only (--burn-ns) over UDP, as BurningEchoProtocol: the plain echo pays no check for it."""
+
+    __slots__ = ()
+    burn_ns = 0
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        burn(self.burn_ns)
+        super().datagram_received(data, addr)
+
+
 def serve_udp(config: ServerConfig, on_ready, loop: str) -> None:
     usock = net.bind_udp(config.host, config.port, reuse_port=config.reuse_port)
 
     async def main(stop: asyncio.Event) -> None:
+        proto_class = EchoDatagram
+        if config.burn_ns:
+            proto_class = type("Burning", (BurningEchoDatagram,), {"__slots__": (), "burn_ns": config.burn_ns})
         transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: EchoDatagram(usock, config.burn_ns), sock=usock)
+            lambda: proto_class(usock), sock=usock)
         on_ready(usock.getsockname())
         await stop.wait()
         transport.abort()

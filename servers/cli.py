@@ -80,9 +80,8 @@ def parse_config(argv: list[str] | None) -> ServerConfig | None:
     if args.host is not None and not args.host:
         parser.error("--host is empty; to listen on every interface say 0.0.0.0 or :: explicitly")
     model = registry.get(args.model)
-    if args.transport not in model.transports:
-        parser.error(f"model {model.name!r} does not support --transport {args.transport} "
-                     f"(it supports {', '.join(model.transports)})")
+    if refusal := model.transport_refusal(args.transport):
+        parser.error(refusal)
     if args.transport == "unix":
         if args.path is None:
             parser.error("--transport unix needs --path PATH (the socket file)")

@@ -37,6 +37,12 @@ class Model:
             return getattr(importlib.import_module(module), func)()
         return None
 
+    def transport_refusal(self, transport: str) -> str | None:
+        """Why this model cannot serve ``transport`` (one line for a CLI), or None when it can."""
+        if transport in self.transports:
+            return None
+        return f"model {self.name!r} does not support --transport {transport} (it supports {', '.join(self.transports)})"
+
     def load(self) -> Callable[..., None]:
         module, _, func = self.target.partition(":")
         return getattr(importlib.import_module(module), func)

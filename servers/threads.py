@@ -31,6 +31,13 @@ SHUTDOWN_JOIN_S = 1.0
 UDP_THREADS = 4
 
 
+def _join_within(threads: list[threading.Thread], seconds: float) -> None:
+    """Join every thread, all within one budget (daemon threads still blocked after it die with the process)."""
+    deadline = time.monotonic() + seconds
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+
+
 def _udp_echo(sock: socket.socket, stopping: threading.Event) -> None:
     buf = bytearray(READ_CHUNK)  # 64 KiB: room for the largest UDP datagram
     view = memoryview(buf)
@@ -77,9 +84,7 @@ def serve_udp(config: ServerConfig, on_ready) -> None:
                     waker.sendto(b"", (host, port))
                 except OSError:
                     break
-        deadline = time.monotonic() + SHUTDOWN_JOIN_S
-        for t in pool:
-            t.join(max(0.0, deadline - time.monotonic()))
+        _join_within(pool, SHUTDOWN_JOIN_S)
         usock.close()
         stop.close()
 
@@ -141,7 +146,5 @@ def serve(config: ServerConfig, on_ready) -> None:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        deadline = time.monotonic() + SHUTDOWN_JOIN_S
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        _join_within(threads, SHUTDOWN_JOIN_S)
         stop.close()

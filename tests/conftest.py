@@ -18,7 +18,7 @@ from serverproc import ROOT as ROOT_DIR, ServerProcess  # noqa: E402,F401
 from servers import registry  # noqa: E402
 
 
-def _model_params(names):
+def model_params(names):
     """Every registry model; one that cannot run here is skipped with the reason, except in CI
     (CI=true), where .ci/run installs everything and a missing model must fail, not vanish."""
     params = []
@@ -29,7 +29,12 @@ def _model_params(names):
     return params
 
 
-MODEL_PARAMS = _model_params(registry.MODELS)
+MODEL_PARAMS = model_params(registry.MODELS)
+
+
+def transport_params(transport: str) -> list:
+    """``MODEL_PARAMS`` for the models whose registry entry claims ``transport``."""
+    return model_params([m.name for m in registry.MODELS.values() if transport in m.transports])
 
 
 def assert_clean_exit(server: ServerProcess, rc, elapsed, leftover) -> None:

@@ -13,22 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, assert_clean_exit
+from conftest import ServerProcess, assert_clean_exit, transport_params
 from test_loadgen import QUICK, assert_one_line_error, loadgen, run_and_interrupt
-
-from servers import registry
-
-
-def _params(transport):
-    import os
-
-    out = []
-    for m in registry.MODELS.values():
-        if transport in m.transports:
-            reason = m.unavailable_reason()
-            marks = [pytest.mark.skip(reason=reason)] if reason and not os.environ.get("CI") else []
-            out.append(pytest.param(m.name, id=m.name, marks=marks))
-    return out
 
 
 @pytest.fixture
@@ -53,7 +39,7 @@ def assert_clean(out, doc):
 
 # -- clean runs over every transport a model claims -----------------------------------------------
 
-@pytest.mark.parametrize("model", _params("udp"))
+@pytest.mark.parametrize("model", transport_params("udp"))
 def test_udp_run_against_every_udp_model(tmp_path, model):
     out, doc = loadgen(tmp_path, "--server", model, "--transport", "udp", "--conns", "8", "--size", "512", *QUICK)
     r = assert_clean(out, doc)
@@ -64,7 +50,7 @@ def test_udp_run_against_every_udp_model(tmp_path, model):
     assert r["cpu"]["server_us_per_msg"] > 0
 
 
-@pytest.mark.parametrize("model", _params("unix"))
+@pytest.mark.parametrize("model", transport_params("unix"))
 def test_unix_run_against_every_stream_model(tmp_path, model):
     out, doc = loadgen(tmp_path, "--server", model, "--transport", "unix", "--conns", "8", *QUICK)
     r = assert_clean(out, doc)

@@ -16,14 +16,14 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 
 import psutil
 import pytest
 
-from conftest import ROOT_DIR, _model_params, assert_clean_exit, require_tool
+from conftest import assert_clean_exit, model_params, require_tool, transport_params
+from test_cli import run_cli
 from echo_client import connect, echo_exact, roundtrip
 
 from servers import registry
@@ -35,14 +35,9 @@ UDP_WAIT_S = 2.0
 CLIENT_TIMEOUT_S = 20.0
 
 
-def _claiming(transport: str) -> list:
-    """Every model whose registry entry claims ``transport`` (skipped with the reason where it cannot run, except in CI)."""
-    return _model_params([m.name for m in registry.MODELS.values() if transport in m.transports])
-
-
-UNIX_MODELS = _claiming("unix")
-UDP_MODELS = _claiming("udp")
-TCP_MODELS = _claiming("tcp")
+UNIX_MODELS = transport_params("unix")
+UDP_MODELS = transport_params("udp")
+TCP_MODELS = transport_params("tcp")
 
 
 def test_registry_claims_what_this_file_expects():
@@ -110,12 +105,6 @@ def udp_echo(server_addr, payload: bytes) -> None:
         raise AssertionError(f"no echo of a {len(payload)}-byte datagram after {UDP_TRIES} tries of {UDP_WAIT_S} s")
 
 
-def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "servers", *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def assert_one_line_error(out: subprocess.CompletedProcess, rc: int, *fragments: str) -> str:
     assert out.returncode == rc, f"exit code {out.returncode}, expected {rc}; stderr:\n{out.stderr}"
     assert out.stdout == "", f"nothing belongs on stdout after an error, got {out.stdout!r}"
@@ -147,7 +136,7 @@ def test_unix_echo_1mib_in_random_chunks_and_file_removed_on_stop(model, sock_di
 
 # Stale, live and foreign files at --path: the logic is shared (servers/net.py), but the
 # Go model reaches it through a wrapper that execs, so check one Python model and Go.
-PATH_MODELS = _model_params(["selectors", "go"])
+PATH_MODELS = model_params(["selectors", "go"])
 
 
 def _stale_socket_file(path: str) -> None:
