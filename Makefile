@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: go-build test bench bench-full bench-ci bench-compare bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test bench bench-full bench-ci bench-compare bench-gate-check bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ bench-ci: $(STAMP) go-build
 bench-compare: bench-ci
 	$(PY) -m loadgen.compare $(BASELINE) results/latest --md results/compare.md --json results/compare.json $(COMPARE_ARGS); \
 	  rc=$$?; cat results/compare.md; exit $$rc
+
+# The wall-clock gate end to end on this machine (an injected server cost must be flagged): it asserts ratios
+# of timings, so it is a benchmark, not part of make test. Run it on a quiet machine.
+bench-gate-check: $(STAMP) go-build
+	$(PY) -m pytest tests/benchmarks/test_gate_wallclock.py $(PYTEST_ARGS)
 
 # Micro-benchmarks of the hot paths (pytest-benchmark); not part of make test.
 bench-pytest: $(STAMP)
