@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.echobench-installed
 venv: $(STAMP)
 
 # (Re)install when pyproject.toml changes; reuse the venv otherwise.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py loadgen/engine/_native.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

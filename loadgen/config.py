@@ -59,6 +59,8 @@ class LoadConfig:
     timeout: float = 5.0  # an echo not back after this long is lost (run.py defaults UDP to 1 s)
     connect_timeout: float = 2.0
     loop: str = "uvloop"
+    engine: str = "auto"  # "native" (C, stream transports), "python", or "auto": native where it was built
+    engine_note: str | None = None  # why a run did not get the engine it asked for (set by the runner)
     json_path: str | None = None
     hdr_path: str | None = None
     quiet: bool = False

@@ -89,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=_typed(_positive_int, "count"), default=1, help="load-generator processes; connections are spread over them and results merged exactly (default 1)")
     g.add_argument("--cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for the load generator (default: the upper half of the usable CPUs when --server is used)")
     g.add_argument("--server-cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for a --server (default: the lower half)")
-    g.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the load generator's own event loop (default uvloop)")
+    g.add_argument("--engine", choices=["auto", "native", "python"], default="auto",
+                   help="the per-message loop: native (C, TCP and Unix sockets) or python (any transport; UDP always "
+                        "runs on it); auto (default): native where it was built, else python, said on stderr")
+    g.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                   help="the Python engine's event loop (default uvloop)")
     g = p.add_argument_group("output")
     g.add_argument("--json", dest="json_path", metavar="PATH", help="write the versioned result document here")
     g.add_argument("--hdr", dest="hdr_path", metavar="PATH", help="write the HdrHistogram percentile distribution (us) here")

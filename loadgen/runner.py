@@ -23,7 +23,7 @@ import time
 from . import stats
 from .output import where as _where
 from .config import LoadConfig
-from .engine import UDP_COUNTS, drain_seconds, worker_main
+from .engine import UDP_COUNTS, drain_seconds, native, worker_main
 from .envinfo import environment
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
 
@@ -132,7 +132,13 @@ class Runner:
 
     # -- the run ---------------------------------------------------------------------
     def execute(self) -> tuple[dict, int]:
-        cfg = self.cfg
+        try:
+            engine, note = native.resolve(self.cfg.engine, self.cfg.transport, self.cfg.depth)
+        except ValueError as exc:
+            raise RunError(f"--engine native: {exc}") from None
+        if note is not None and self.cfg.transport != "udp":  # UDP on the Python engine is the documented rule
+            self.log(f"using the Python engine: {note}")
+        self.cfg = cfg = replace(self.cfg, engine=engine, engine_note=note)
         env = environment()
         client_cpus, server_cpus = plan_cpus(cfg)
         fd_limit = ensure_fds(cfg)

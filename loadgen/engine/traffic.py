@@ -1,0 +1,97 @@
+"""What every kind of connection shares: the clock, the open-loop schedule (``_pump``, the coordinated-omission
+rule), the measured window, and the worker-level constants. Imported by stream.py and datagram.py; imports neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from ..config import LoadConfig
+from ..payload import MessageMaker
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+_now = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: comparable across processes
+CONNECT_CONCURRENCY = 256  # connects in flight per worker: more only overflows the server's backlog
+INTEGRITY_SAMPLES = 5  # descriptions of the first few integrity failures kept per worker
+INTERRUPT_DRAIN_S = 1.0  # after Ctrl-C, echoes in flight get this long (the parent waits 3 s for final reports)
+
+
+def drain_seconds(cfg: LoadConfig) -> float:
+    """How long a worker waits, after the end, for echoes still in flight. UDP: every datagram gets its full
+    deadline (plus one sweep) to come back or be declared lost; streams: at most 5 s."""
+    return cfg.timeout + 0.2 if cfg.transport == "udp" else min(cfg.timeout, 5.0)
+
+
+def new_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.SelectorEventLoop()
+        return uvloop.new_event_loop()
+    return asyncio.SelectorEventLoop()
+
+
+class _Traffic:
+    """What every kind of connection keeps: identity, messages, the measured window, open-loop timing."""
+
+    def __init__(self, w: "Worker", conn_id: int) -> None:
+        self.w = w
+        self.conn_id = conn_id
+        self.maker = MessageMaker(conn_id, w.cfg.size, w.cfg.seed)
+        self.make = self.maker.message
+        self.size = w.cfg.size
+        self.depth = w.cfg.depth
+        self.buf = b""  # a partial echo (streams only)
+        # Each echo is classified by its own completion time, so the measured window is
+        # exactly [warm_ns, end_ns) even when the loop's 1 s ticks fire late (10,000 busy
+        # connections can delay a timer by over a second).
+        self.count = 0  # echoes completed in the measured window
+        self.warm = 0  # echoes completed during the warm-up: checked, not counted
+        self.drained = 0  # echoes completed after the end: checked, not counted
+        self.warm_ns = 0  # set by Worker.run
+        self.end_ns = 1 << 62  # set by Worker.run: no message is counted or sent at or after it
+        self.transport = None
+        self.lat = w.lat_append
+        self.unc = w.unc_append
+        self.dead = False  # closed by us (integrity failure) or lost
+        self.go = False  # mirrors Worker.sending, without an attribute hop per message
+        # open loop
+        self.interval_ns = 0
+        self.phase_ns = 0
+        self.first_due = 0
+        self.busy_since = 0
+        self.timer = None
+        self.first_seq = 0  # the sequence number of the first scheduled message
+
+    def _pump(self, now: int, from_timer: bool) -> None:
+        """Open loop: send every message that is due, up to ``depth`` in flight; arm a timer for the next.
+
+        Message k is due at ``first_due + k * interval``. One sent late because the window was full (the server
+        was behind) is timed from when it was due: coordinated omission corrected. One sent late because the
+        client's timer fired late is timed from ``busy_since``, the moment the client got round to it.
+        """
+        if from_timer:
+            self.timer = None
+            # Only a connection with room in its window was idle, waiting on the client's timer: lateness until
+            # now is the client's (timed from now, and reported as lag). A full window means the server is behind.
+            if self.in_flight() < self.depth:
+                self.busy_since = now
+                self.w.lag_append(max(0, now - (self.first_due + (self.seq - self.first_seq) * self.interval_ns)))
+        while self.in_flight() < self.depth and self.w.sending:
+            due = self.first_due + (self.seq - self.first_seq) * self.interval_ns
+            if due >= self.end_ns:
+                return
+            if due > now:
+                if self.timer is None:
+                    self.timer = self.w.loop.call_later((due - now) / 1e9, self._on_timer)
+                return
+            self._emit(due if due > self.busy_since else self.busy_since, now)
+
+    def _on_timer(self) -> None:
+        if not self.dead:
+            self._pump(_now(), True)
