@@ -24,8 +24,9 @@ from pathlib import Path
 from servers import registry
 from servers.config import ServerConfig
 
-from . import output
+from . import output, stats
 from .config import LoadConfig
+from .engine import native
 from .envinfo import ROOT, environment
 from .runner import Runner, RunError, plan_cpus
 from .target import TargetError
@@ -180,7 +181,9 @@ def summarise(model: str, conns: int, size: int, docs: list[dict], failures: lis
                       for d in docs if d["result"]["complete"] and d["result"]["integrity_failures"] == 0],
         "verdicts": verdicts,
         "verdict": verdict,
-        "client_bound_trials": verdicts.count("client-bound"),
+        # trials in which the load generator was saturated (client-bound or both-saturated): their throughput
+        # does not rank the server
+        "client_bound_trials": sum(v in stats.CLIENT_SATURATED for v in verdicts),
     }
 
 
@@ -235,7 +238,8 @@ class SuiteDisplay:
             self.progress.stop()
 
 
-def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: bool) -> tuple[Path, dict]:
+def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: bool,
+              engine: str | None = None) -> tuple[Path, dict]:
     models, skipped, cells = plan(matrix, only)
     if not models:
         raise MatrixError("no model can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -246,12 +250,20 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     (out_dir / "cells").mkdir(parents=True)
     env = environment()
     base = LoadConfig(duration=float(run["duration"]), warmup=float(run["warmup"]), depth=int(run.get("depth", 1)), quiet=True)
+    # the load generator's engine for stream cells (UDP cells always run on the Python engine)
+    try:
+        stream_engine, engine_note = native.resolve(engine or run.get("engine", "auto"), "tcp", base.depth)
+    except ValueError as exc:
+        raise MatrixError(f"--engine native: {exc}") from None
+    base = replace(base, engine=stream_engine)
     client_cpus, server_cpus = plan_cpus(replace(base, server=models[0]))
     total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
     per_run = base.duration + base.warmup + RUN_OVERHEAD_S
     display = SuiteDisplay(total, per_run, quiet)
     for m, why in skipped.items():
         display.log(f"bench: skipping {m}: {why}")
+    if engine_note:
+        display.log(f"bench: the load generator uses its Python engine: {engine_note}")
     display.log(f"bench: {len(models)} models, {len(cells)} loads, {trials} trials: {total} runs, "
                 f"~{total * per_run / 60:.1f} min; server CPUs {','.join(map(str, server_cpus))}, "
                 f"load generator CPUs {','.join(map(str, client_cpus))}; writing {out_dir}")
@@ -268,7 +280,8 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                     display.cell(f"{model} {conns} conns {output.human_size(size)}{over} (trial {trial + 1}/{trials})")
                     extra = tuple(run.get("server_args", {}).get(model, ()))
                     cfg = replace(base, server=model, conns=conns, size=size, server_args=extra, transport=transport,
-                                  timeout=1.0 if transport == "udp" else base.timeout)
+                                  timeout=1.0 if transport == "udp" else base.timeout,
+                                  engine="python" if transport == "udp" else base.engine)
                     runner = Runner(cfg, log=lambda msg: None, progress_sink=display.live)
                     try:
                         doc, _code = runner.execute()
@@ -308,6 +321,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         "env": env,
         "matrix": {k: v for k, v in matrix.items()},
         "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus)},
+        "engine": {"streams": stream_engine, "udp": "python", "note": engine_note},
         "models": models,
         "skipped": skipped,
         "cells": summary,
@@ -333,10 +347,12 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(ROOT / "results"), help="where run folders go (default results/)")
     p.add_argument("--models", help="comma-separated subset of the matrix's models")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--engine", choices=["auto", "native", "python"],
+                   help="the load generator's engine for stream cells (default: the matrix's, else auto)")
     a = p.parse_args(argv)
     try:
         matrix = load_matrix(a.matrix)
-        out_dir, suite = run_suite(matrix, Path(a.results), a.models.split(",") if a.models else None, a.quiet)
+        out_dir, suite = run_suite(matrix, Path(a.results), a.models.split(",") if a.models else None, a.quiet, a.engine)
     except MatrixError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

@@ -1,12 +1,17 @@
-"""``make bench-loadgen``: how close does the load generator get to a C client?
+"""``make bench-loadgen``: how close does the load generator get to a C client, and does it rank servers alike?
 
-In one run, against a fresh pinned server per measurement, it drives the
-same server model with ``loadgen/run.py`` (one worker process) and with the
-C reference client (``loadgen/cref``), interleaved trial by trial, and
-prints msgs/s, server CPU us/message and client CPU us/message for both, and
-the ratio. The C client is the calibration reference, not the load
-generator: it tells how much of the machine's capacity the Python client
-reaches.
+In one run, against a fresh pinned server per measurement, it drives the same
+server model with ``loadgen/run.py`` on each of its engines (native and
+python; one worker process) and with the C reference client (``loadgen/cref``),
+interleaved trial by trial, and prints msgs/s, server CPU us/message and
+client CPU us/message for each, and the ratios to the C client. The C client
+is the calibration reference, not the load generator: it tells how much of
+the machine's capacity each engine reaches.
+
+Ranking truth: it does the same against a second model (``--versus``,
+default asyncio-protocol) and prints, per client, the ratio of the two
+models' msgs/s. A load generator that is the bottleneck can invert that
+ratio; the native engine's must agree with the C client's.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from .runner import plan_cpus
 from .target import CpuSampler, ManagedServer, cpu_delta
 
 
-def run_loadgen(model: str, conns: int, size: int, duration: float, warmup: float) -> dict:
+def run_loadgen(model: str, conns: int, size: int, duration: float, warmup: float, engine: str = "auto") -> dict:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "r.json")
         cmd = [sys.executable, str(ROOT / "loadgen" / "run.py"), "--server", model, "--conns", str(conns),
-               "--size", str(size), "--duration", str(duration), "--warmup", str(warmup), "--json", path, "--quiet"]
+               "--size", str(size), "--duration", str(duration), "--warmup", str(warmup), "--json", path, "--quiet",
+               "--engine", engine]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
         if not os.path.exists(path):
             raise RuntimeError(f"loadgen failed ({out.returncode}): {out.stderr.strip()[-300:]}")
@@ -70,9 +76,16 @@ def run_cref(binary, model: str, conns: int, size: int, duration: float, warmup:
         server.stop()
 
 
+def _median(rs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+
+
 def main(argv=None) -> int:
+    from .engine import native
+
     p = argparse.ArgumentParser(prog="python -m loadgen.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="uvloop-protocol")
+    p.add_argument("--versus", default="asyncio-protocol", help="second model for the ranking check ('' to skip)")
     p.add_argument("--conns", default="10,100", help="comma-separated connection counts (default 10,100)")
     p.add_argument("--size", type=parse_size, default=1024)
     p.add_argument("--duration", type=float, default=5.0)
@@ -83,46 +96,69 @@ def main(argv=None) -> int:
     binary, reason = cref.build()
     if binary is None:
         print(f"bench-loadgen: C reference client skipped: {reason}", file=sys.stderr)
+    if native.UNAVAILABLE:
+        print(f"bench-loadgen: native engine skipped: {native.UNAVAILABLE}", file=sys.stderr)
+    clients = (["native"] if native.UNAVAILABLE is None else []) + ["python"] + (["C"] if binary else [])
+    models = [a.model] + ([a.versus] if a.versus and a.versus != a.model else [])
     client_cpus, server_cpus = plan_cpus(LoadConfig(server=a.model))
     conns_list = [int(c) for c in a.conns.split(",")]
-    rows: dict[tuple[int, str], list[dict]] = {}
-    total = len(conns_list) * a.trials * (2 if binary else 1)
+    rows: dict[tuple[str, int, str], list[dict]] = {}
+    total = len(conns_list) * a.trials * len(clients) * len(models)
     done = 0
-    for trial in range(a.trials):  # interleaved: machine drift hits both clients alike
+    for trial in range(a.trials):  # interleaved: machine drift hits every client alike
         for conns in conns_list:
-            for client in (["loadgen", "C"] if binary else ["loadgen"]):
-                done += 1
-                print(f"bench-loadgen: [{done}/{total}] trial {trial + 1}, {conns} conns, {client}", file=sys.stderr, flush=True)
-                if client == "loadgen":
-                    r = run_loadgen(a.model, conns, a.size, a.duration, a.warmup)
-                else:
-                    r = run_cref(binary, a.model, conns, a.size, a.duration, a.warmup, client_cpus, server_cpus)
-                rows.setdefault((conns, client), []).append(r)
+            for model in models:
+                for client in clients:
+                    done += 1
+                    print(f"bench-loadgen: [{done}/{total}] trial {trial + 1}, {model}, {conns} conns, {client}",
+                          file=sys.stderr, flush=True)
+                    if client == "C":
+                        r = run_cref(binary, model, conns, a.size, a.duration, a.warmup, client_cpus, server_cpus)
+                    else:
+                        r = run_loadgen(model, conns, a.size, a.duration, a.warmup, engine=client)
+                    rows.setdefault((model, conns, client), []).append(r)
     env = environment()
-    print(f"\nbench-loadgen: {a.model}, {a.size} B messages, closed loop depth 1, {a.duration:g} s x {a.trials} trials "
+    print(f"\nbench-loadgen: {a.size} B messages, closed loop depth 1, {a.duration:g} s x {a.trials} interleaved trials "
           f"(median), server CPUs {','.join(map(str, server_cpus))}, client CPUs {','.join(map(str, client_cpus))}")
-    print(f"{env['cpu_model']}, kernel {env['kernel']}, Python {env['python']}, uvloop {env['uvloop']}, commit {(env['git_commit'] or '?')[:12]}\n")
-    hdr = f"{'conns':>6} {'client':<8} {'msgs/s':>10} {'server us/msg':>14} {'client us/msg':>14} {'server %':>9} {'client %':>9}"
+    print(f"{env['cpu_model']}, kernel {env['kernel']}, Python {env['python']}, uvloop {env['uvloop']}, "
+          f"commit {(env['git_commit'] or '?')[:12]}\n")
+    hdr = (f"{'model':<18} {'conns':>6} {'client':<8} {'msgs/s':>10} {'vs C':>7} {'server us/msg':>14} "
+           f"{'client us/msg':>14} {'vs C':>7} {'server %':>9} {'client %':>9}")
     print(hdr)
     print("-" * len(hdr))
     summary = []
-    for conns in conns_list:
-        med = {}
-        for client in (["loadgen", "C"] if binary else ["loadgen"]):
-            rs = rows[(conns, client)]
-            med[client] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-            m = med[client]
-            print(f"{conns:>6} {client:<8} {m['msgs_per_s']:>10,.0f} {m['server_us_per_msg']:>14.2f} {m['client_us_per_msg']:>14.2f} "
-                  f"{m['server_pct']:>9.1f} {m['client_pct']:>9.1f}")
-        if binary:
-            ratio = med["loadgen"]["msgs_per_s"] / med["C"]["msgs_per_s"]
-            print(f"{conns:>6} {'ratio':<8} {ratio:>10.1%}   loadgen msgs/s as a share of the C reference's")
-            summary.append({"conns": conns, "ratio": ratio, **{f"{k}_{c}": v for c in med for k, v in med[c].items()}})
+    med = {key: _median(rs) for key, rs in rows.items()}
+    for model in models:
+        for conns in conns_list:
+            ref = med.get((model, conns, "C"))
+            for client in clients:
+                m = med[(model, conns, client)]
+                vs = f"{m['msgs_per_s'] / ref['msgs_per_s']:>6.1%}" if ref else "     -"
+                cvs = f"{m['client_us_per_msg'] / ref['client_us_per_msg']:>6.2f}x" if ref else "      -"
+                print(f"{model:<18} {conns:>6} {client:<8} {m['msgs_per_s']:>10,.0f} {vs:>7} {m['server_us_per_msg']:>14.2f} "
+                      f"{m['client_us_per_msg']:>14.2f} {cvs:>7} {m['server_pct']:>9.1f} {m['client_pct']:>9.1f}")
+                summary.append({"model": model, "conns": conns, "client": client, **m,
+                                "msgs_vs_c": m["msgs_per_s"] / ref["msgs_per_s"] if ref else None,
+                                "client_us_vs_c": m["client_us_per_msg"] / ref["client_us_per_msg"] if ref else None})
+            print()
+    ranking = []
+    if len(models) == 2:
+        print(f"ranking: {models[0]} / {models[1]} msgs/s, as each client measured it")
+        for conns in conns_list:
+            ratios = {c: med[(models[0], conns, c)]["msgs_per_s"] / med[(models[1], conns, c)]["msgs_per_s"] for c in clients}
+            text = "  ".join(f"{c} {r:.2f}" for c, r in ratios.items())
+            agree = ""
+            if "C" in ratios and "native" in ratios:
+                off = ratios["native"] / ratios["C"] - 1
+                agree = f"   native vs C: {off:+.1%} ({'within' if abs(off) <= 0.05 else 'OUTSIDE'} 5%)"
+            print(f"{conns:>6} conns: {text}{agree}")
+            ranking.append({"conns": conns, **{f"ratio_{c}": r for c, r in ratios.items()}})
         print()
     if a.json_path:
         with open(a.json_path, "w") as f:
-            json.dump({"env": environment(), "config": vars(a), "rows": {f"{k[0]}/{k[1]}": v for k, v in rows.items()},
-                       "summary": summary}, f, indent=2)
+            json.dump({"env": env, "config": vars(a),
+                       "rows": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in rows.items()},
+                       "summary": summary, "ranking": ranking}, f, indent=2)
     return 0
 
 

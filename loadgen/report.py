@@ -109,8 +109,10 @@ def _save(fig, out: Path, name: str) -> str:
 
 def _subtitle(suite) -> str:
     env, pin = suite["env"], suite["pinning"]
+    eng = suite.get("engine") or {"streams": "python"}  # suites before the native engine: Python
     return (f"{env['cpu_model']} | server CPUs {','.join(map(str, pin['server_cpus']))}, load generator CPUs "
-            f"{','.join(map(str, pin['loadgen_cpus']))} | Python {env['python']}, uvloop {env['uvloop']} | "
+            f"{','.join(map(str, pin['loadgen_cpus']))} ({eng['streams']} engine) | Python {env['python']}, "
+            f"uvloop {env['uvloop']} | "
             f"{(env['git_commit'] or '?')[:10]}")
 
 
@@ -126,7 +128,7 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
     plots = {}
     conn_sweep = _sweep(suite, "connections")
     size_sweep = _sweep(suite, "message size")
-    hollow_note = "hollow marker = client-bound (the load generator, not the server, was the limit)"
+    hollow_note = "hollow marker = load generator saturated (client-bound or both-saturated): not the server's limit"
 
     def line(ax, model, xs, cells, get, err=None):
         pts = [(x, c) for x, c in zip(xs, cells) if c is not None and get(c) is not None]
@@ -136,7 +138,7 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
         y = [get(p[1]) for p in pts]
         ax.plot(x, y, color=sty[model]["color"], label=model, linewidth=1.6)
         for xi, c in pts:
-            client_bound = c["verdict"] == "client-bound"
+            client_bound = c["verdict"] in ("client-bound", "both-saturated")
             ax.plot([xi], [get(c)], marker=sty[model]["marker"], color=sty[model]["color"], markersize=6,
                     markerfacecolor="white" if client_bound else sty[model]["color"], linestyle="none")
             if err:
@@ -313,7 +315,7 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                         if goc and m["server_us_per_msg"] else "-")
             verdict = c["verdict"] or "-"
             if c["client_bound_trials"]:
-                verdict = f"**client-bound** ({c['client_bound_trials']}/{c['trials_ok']})"
+                verdict = f"**client saturated** ({c['client_bound_trials']}/{c['trials_ok']})"
             status = c["status"] if c["status"] != "ok" else ""
             name = c["model"] + (" (Go reference)" if c["model"].startswith("go") else "")
             rows.append([
@@ -324,6 +326,7 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 _num(m["server_us_per_msg"], "{:.2f}"),
                 cpu_ratio,
                 *([go_ratio] if goc else []),
+                _num(m.get("loadgen_us_per_msg"), "{:.2f}"),
                 _num(m["p50_us"], "{:,.0f}"),
                 _num(m["p99_us"], "{:,.0f}"),
                 _num(m["server_pct"], "{:.0f}%"),
@@ -333,7 +336,7 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append((f"{conns} connections, {human_size(size)} messages",
                     ["model", "msgs/s", "spread (CV)", f"vs {ref}", "server us/msg", f"us/msg vs {ref}",
                      *([f"us/msg vs {GO_REFERENCE}"] if goc else []),
-                     "p50 us", "p99 us", "server CPU", "loadgen CPU", "verdict"], rows))
+                     "loadgen us/msg", "p50 us", "p99 us", "server CPU", "loadgen CPU", "verdict"], rows))
     return out
 
 
@@ -382,8 +385,9 @@ def notes(suite: dict) -> list[str]:
         n.append(f"`{m}` was skipped: {why}.")
     cb = [c for c in suite["cells"] if c["client_bound_trials"]]
     if cb:
-        n.append("**Client-bound cells** (the load generator, not the server, was the bottleneck; their msgs/s is a "
-                 "lower bound on the server's capacity; compare these models by server CPU us/msg instead): "
+        n.append("**Cells where the load generator was saturated** (>= 90% busy: client-bound, or both-saturated when "
+                 "the server was busy too; their msgs/s is a lower bound on the server's capacity and does not rank "
+                 "servers; compare these models by server CPU us/msg instead): "
                  + ", ".join(f"`{c['model']}` @ {c['conns']}x{human_size(c['size'])}{_over(c)}" for c in cb) + ".")
     for c in suite["cells"]:
         for f in c["failures"]:

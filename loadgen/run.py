@@ -187,5 +187,23 @@ def main(argv=None) -> int:
     return code
 
 
+def _ensure_dependencies() -> None:
+    """``python loadgen/run.py`` typed with a Python that lacks the project's packages: re-run under the project's
+    .venv when there is one, else say in one line how to get it (never a ModuleNotFoundError traceback)."""
+    import importlib.util
+
+    missing = [m for m in ("hdrh", "numpy", "psutil", "rich") if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    venv_python = os.path.join(root, ".venv", "bin", "python")
+    if os.path.exists(venv_python) and os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(root, ".venv")):
+        os.execv(venv_python, [venv_python, os.path.abspath(__file__), *sys.argv[1:]])
+    print(f"loadgen/run.py: error: {sys.executable} lacks {', '.join(missing)}: run `make venv` in {root} and use "
+          ".venv/bin/python (or `pip install -e .`)", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
+    _ensure_dependencies()
     sys.exit(main())

@@ -393,6 +393,7 @@ class Runner:
             "udp": udp,
             "cpu": cpu,
             "fairness": stats.fairness(per_conn),
+            "engine": self._engine_stats(finals),
             "verdict": verdict,
             "verdict_detail": detail,
             "timeline": timeline,
@@ -415,6 +416,16 @@ class Runner:
             "fd_limit": fd_limit,
             "result": result,
         }
+
+
+    def _engine_stats(self, finals: list[dict]) -> dict:
+        """Which engine ran, and for the native one how bursty the echoes came (events per epoll wake-up)."""
+        out = {"name": self.cfg.engine, "note": self.cfg.engine_note}
+        ep = [f["epoll"] for f in finals if f.get("epoll")]
+        if ep:
+            waits, events = sum(e["waits"] for e in ep), sum(e["events"] for e in ep)
+            out.update(epoll_waits=waits, events_per_wait=round(events / waits, 3) if waits else None)
+        return out
 
 
 class _Abort(Exception):

@@ -171,14 +171,19 @@ class SideCpu:
 
 
 def verdict(client: SideCpu, server: SideCpu | None, wall_s: float) -> tuple[str, str]:
-    """``(verdict, explanation)``: server-bound, client-bound or neither."""
+    """``(verdict, explanation)``: server-bound, client-bound, both-saturated or neither.
+
+    A verdict must not flatter: when the load generator was at or above ``BUSY`` the cell is never
+    ``server-bound``, even if the server was busy too (``both-saturated``): a faster client might have found
+    the server a little more, and two such cells cannot be ranked by throughput (server us/msg still can)."""
     cu = client.utilisation(wall_s)
     su = server.utilisation(wall_s) if server else None
+    if cu >= BUSY and su is not None and su >= BUSY:
+        return "both-saturated", (
+            f"both sides saturated (server {su:.0%}, load generator {cu:.0%}): throughput ranks the pair, not the "
+            "server alone; compare server us/msg")
     if su is not None and su >= BUSY:
-        note = f"server {su:.0%} busy"
-        if cu >= BUSY:
-            note += f"; the load generator was also {cu:.0%} busy, so the server may have a little more"
-        return "server-bound", note
+        return "server-bound", f"server {su:.0%} busy, load generator {cu:.0%}"
     if cu >= BUSY:
         return "client-bound", (
             f"WARNING: the load generator was {cu:.0%} busy"
@@ -188,6 +193,9 @@ def verdict(client: SideCpu, server: SideCpu | None, wall_s: float) -> tuple[str
     if su is None:
         return "neither", f"load generator {cu:.0%} busy; server CPU unknown (no --server or --server-pid)"
     return "neither", f"neither side saturated (server {su:.0%}, load generator {cu:.0%}): latency- or rate-bound"
+
+
+CLIENT_SATURATED = ("client-bound", "both-saturated")  # verdicts whose throughput says nothing about the server alone
 
 
 def per_msg_us(cpu_seconds: float, messages: int) -> float | None:

@@ -92,6 +92,10 @@ def test_verdicts():
     v, note = stats.verdict(busy_client, idle_server, wall)
     assert v == "client-bound" and "measures the load generator" in note
     assert stats.verdict(idle_client, idle_server, wall)[0] == "neither"
+    # both busy: never "server-bound" (a saturated client cannot vouch for the server's ceiling)
+    v, note = stats.verdict(busy_client, busy_server, wall)
+    assert v == "both-saturated" and "server us/msg" in note
+    assert stats.verdict(stats.SideCpu(9.0, 9.0, 1), busy_server, wall)[0] == "both-saturated"  # exactly 90%
     # a 4-worker server using 3.9 of 4 CPUs is saturated though no single process is
     assert stats.verdict(idle_client, stats.SideCpu(39.0, 9.75, 4), wall)[0] == "server-bound"
     assert stats.verdict(idle_client, stats.SideCpu(20.0, 5.0, 4), wall)[0] == "neither"

@@ -183,6 +183,8 @@ class NativeWorker(Worker):
             "integrity_samples": res["integrity_samples"],
             "outcome": res["outcome"] or "complete",
             "udp": None,
+            # how the echoes arrived: ready connections per epoll wake-up (whole run, warm-up and drain included)
+            "epoll": {"waits": res["epoll_waits"], "events": res["epoll_events"]},
         }
         self.close()
 
