@@ -137,11 +137,27 @@ static inline void make_hdr(uint8_t *h, uint32_t id, uint64_t seq) {
     put_be32(h + 12, (uint32_t)seq);
 }
 
+/* The ring holds one `size`-byte message template per body: a 16-byte header slot, then the body (a tiny
+   message is its ring entry, with no slot). The engine is single-threaded and send() copies at once, so the
+   slot is written with a message's header just before that message is sent or checked: a whole message is
+   then one contiguous buffer, with no copy. */
+static inline uint8_t *template_of(const Engine *e, const Conn *c, uint64_t seq) {
+    if (e->tiny)
+        return e->ring + (size_t)((seq + (uint64_t)c->id * 131u) & e->mask) * e->size;
+    return e->ring + (size_t)(seq & e->mask) * e->size;
+}
+
+/* Message seq, whole and contiguous (its header written into the template's slot). */
+static inline const uint8_t *message_of(const Engine *e, const Conn *c, uint64_t seq) {
+    uint8_t *m = template_of(e, c, seq);
+    if (!e->tiny)
+        make_hdr(m, c->id, seq);
+    return m;
+}
+
 /* The body of message seq (the whole message when tiny). */
 static inline const uint8_t *body_of(const Engine *e, const Conn *c, uint64_t seq) {
-    if (e->tiny)
-        return e->ring + (size_t)((seq + (uint64_t)c->id * 131u) & e->mask) * e->body;
-    return e->ring + (size_t)(seq & e->mask) * e->body;
+    return template_of(e, c, seq) + (e->tiny ? 0 : HDR);
 }
 
 static size_t first_diff(const uint8_t *a, const uint8_t *b, size_t n) {
@@ -347,19 +363,19 @@ static void flush(Engine *e, Conn *c) {
     while (c->tx_seq < c->seq && !c->dead) {
         ssize_t w;
         uint64_t pending = c->seq - c->tx_seq;
-        if (c->tx_off == 0 && pending <= TX_BUF / e->size) {
-            /* the common case (a few small messages): one contiguous buffer and send(), cheaper per call in the
-               kernel than sendmsg() with two iovecs per message */
-            uint8_t *p = e->txbuf;
-            for (uint64_t s = c->tx_seq; s < c->seq; s++) {
-                if (!e->tiny) {
-                    make_hdr(p, c->id, s);
-                    p += HDR;
+        if (pending == 1 || (c->tx_off == 0 && pending <= TX_BUF / e->size)) {
+            /* the common cases: one message (or what is left of it) straight from its template, or a few small
+               ones copied into one buffer; one send(), cheaper in the kernel than sendmsg() with iovecs */
+            if (pending == 1) {
+                w = send(c->fd, message_of(e, c, c->tx_seq) + c->tx_off, e->size - c->tx_off, MSG_NOSIGNAL);
+            } else {
+                uint8_t *p = e->txbuf;
+                for (uint64_t s = c->tx_seq; s < c->seq; s++) {
+                    memcpy(p, message_of(e, c, s), e->size);
+                    p += e->size;
                 }
-                memcpy(p, body_of(e, c, s), e->body);
-                p += e->body;
+                w = send(c->fd, e->txbuf, (size_t)(p - e->txbuf), MSG_NOSIGNAL);
             }
-            w = send(c->fd, e->txbuf, (size_t)(p - e->txbuf), MSG_NOSIGNAL);
             goto sent;
         }
         struct iovec iov[IOV_USE];
@@ -486,7 +502,7 @@ static void rx_segment(Engine *e, Conn *c, uint64_t s, const uint8_t *d, size_t 
         }
     }
     if (len) {
-        const uint8_t *exp = e->ring + (size_t)(s & e->mask) * e->body + (off - HDR);
+        const uint8_t *exp = body_of(e, c, s) + (off - HDR);
         if (!c->rx_bad) {
             if (memcmp(d, exp, len) != 0) {
                 c->rx_bad = 1;
@@ -494,7 +510,7 @@ static void rx_segment(Engine *e, Conn *c, uint64_t s, const uint8_t *d, size_t 
                 c->first_diff = (int64_t)(off + first_diff(d, exp, len));
             }
         } else if (c->alt_ok) {
-            const uint8_t *alt = e->ring + (size_t)(c->alt_seq & e->mask) * e->body + (off - HDR);
+            const uint8_t *alt = body_of(e, c, c->alt_seq) + (off - HDR);
             if (memcmp(d, alt, len) != 0)
                 c->alt_ok = 0;
         }
@@ -507,7 +523,7 @@ static int rx_complete(Engine *e, Conn *c, uint64_t s, int64_t now) {
         int kind = I_CORRUPT;
         if (e->tiny) {
             for (uint32_t i = 0; i <= e->mask; i++) {
-                if (memcmp(c->rxhdr, e->ring + (size_t)i * e->body, e->size) == 0) {
+                if (memcmp(c->rxhdr, e->ring + (size_t)i * e->size, e->size) == 0) {
                     kind = I_SEQUENCE; /* another ring entry: a misplaced message */
                     break;
                 }
@@ -558,6 +574,14 @@ static void conn_read(Engine *e, Conn *c) {
     int64_t now = now_ns();
     const uint8_t *d = e->rxbuf;
     size_t n = (size_t)r, pos = 0;
+    if (n == e->size && c->rx_off == 0 && c->qlen) {
+        /* the common case: exactly the oldest message in flight, whole: one compare against it */
+        uint64_t s = c->seq - c->qlen;
+        if (memcmp(d, message_of(e, c, s), n) == 0) {
+            rx_complete(e, c, s, now); /* rx_bad is 0: cannot fail */
+            pos = n;
+        }
+    }
     while (pos < n) {
         if (c->qlen == 0) {
             char detail[200];
@@ -641,7 +665,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     e->interval = interval;
     e->mask = (uint32_t)(rn - 1);
     e->wake_fd = wake_fd;
-    e->ring = malloc((size_t)rn * (e->body ? e->body : 1));
+    e->ring = malloc((size_t)rn * e->size);
     e->conns = calloc(n ? (size_t)n : 1, sizeof(Conn));
     e->slots = calloc((size_t)(n ? n : 1) * (size_t)depth, sizeof(Slot));
     e->heap = calloc(n ? (size_t)n : 1, sizeof(Py_ssize_t));
@@ -657,7 +681,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
             PyErr_SetString(PyExc_ValueError, "every ring entry must be bytes of the body's length");
             goto out;
         }
-        memcpy(e->ring + (size_t)i * e->body, PyBytes_AS_STRING(b), e->body);
+        memcpy(e->ring + (size_t)i * e->size + (e->tiny ? 0 : HDR), PyBytes_AS_STRING(b), e->body);
     }
     e->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
