@@ -333,6 +333,10 @@ def worker_main(cfg: LoadConfig, index: int, conn_ids: list[int], pipe, cpu: int
             return
         t0 = msg[1]
         if cfg.engine == "native":  # no event loop while it runs: it watches the pipe itself
+            # Close the loop that connected the sockets first: libuv removes a stopped watcher's fd from its
+            # epoll set only on its next poll, so the sockets would stay registered there and every packet would
+            # also wake an epoll nobody waits on (kernel work per message, charged to the client).
+            loop.close()
             w.run_native(t0)
             w.report("final", w.final)
             return
