@@ -8,6 +8,8 @@ import sys
 
 from hdrh.histogram import HdrHistogram
 
+SCHEMA_VERSION = 1  # of the load generator's result document (runner.py writes it; load() refuses others)
+
 
 def human_size(n: int) -> str:
     for unit, div in (("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -117,8 +119,6 @@ def write_hdr(encoded: str, path: str) -> None:
 
 def load(path: str) -> dict:
     """Read a result document; refuse an unknown schema version."""
-    from .runner import SCHEMA_VERSION
-
     with open(path) as f:
         doc = json.load(f)
     if doc.get("schema_version") != SCHEMA_VERSION:

@@ -21,13 +21,12 @@ import sys
 import time
 
 from . import stats
-from .output import where as _where
+from .output import SCHEMA_VERSION, where as _where
 from .config import LoadConfig
 from .engine import UDP_COUNTS, drain_seconds, native, worker_main
 from .envinfo import environment
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
 
-SCHEMA_VERSION = 1
 START_DELAY_NS = 50_000_000  # all workers start 50 ms after the parent says go
 FDS_PER_WORKER_OVERHEAD = 64
 
