@@ -31,6 +31,12 @@ server CPU us/message) it compares the trials of the two runs:
   (a large change that is not significant, or an interval wider than the
   threshold), with the reason.
 
+Cost runs (``make bench-cost``: folders holding ``cost.json``) are judged by instruction counts per
+message instead: they repeat (the spread of honest re-runs is measured and recorded), so no statistics
+are needed. A change beyond ``--threshold`` (default 1%), after allowing for the larger of the two runs'
+measured spreads, is ``regressed`` or ``improved``; within it, ``unchanged``; a spread too wide to tell,
+``too noisy``.
+
 Exit status: 1 if anything regressed, 0 otherwise, 2 on bad input.
 """
 
@@ -228,6 +234,98 @@ def markdown(verdicts: list[Verdict], base: dict, cur: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class CostVerdict:
+    model: str
+    verdict: str
+    reason: str
+    base: float
+    current: float
+    change: float
+    noise: float  # the larger measured spread of the two runs (relative)
+
+
+def _is_cost(path: str) -> bool:
+    p = Path(path)
+    return p.name == "cost.json" or (p.is_dir() and (p / "cost.json").exists() and not (p / "suite.json").exists())
+
+
+def compare_cost(base: dict, cur: dict, threshold: float) -> list[CostVerdict]:
+    """Per model: instructions per message, current vs baseline."""
+    for key in ("transport", "conns", "size"):
+        if base["config"].get(key) != cur["config"].get(key):
+            raise CompareError(f"the runs measured different workloads ({key}: {base['config'].get(key)!r} vs "
+                               f"{cur['config'].get(key)!r})")
+    bm, cm = set(base["models"]), set(cur["models"])
+    if bm != cm:
+        raise CompareError(f"the runs measured different models (only in baseline: {sorted(bm - cm) or '-'}; "
+                           f"only in current: {sorted(cm - bm) or '-'})")
+    out = []
+    for m in sorted(bm):
+        b, c = base["models"][m], cur["models"][m]
+        bv, cv = float(b["instructions_per_msg"]), float(c["instructions_per_msg"])
+        if bv <= 0 or cv <= 0:
+            raise CompareError(f"{m}: instructions per message must be positive")
+        change = cv / bv - 1
+        noise = max(b.get("spread") or 0.0, c.get("spread") or 0.0)
+        if abs(change) - noise > threshold:
+            verdict = "regressed" if change > 0 else "improved"
+            reason = f"{change:+.2%} beyond the {threshold:.1%} threshold (spread of repeats {noise:.3%})"
+        elif abs(change) + noise <= threshold:
+            verdict, reason = "unchanged", f"{change:+.3%}, within {threshold:.1%} (spread of repeats {noise:.3%})"
+        else:
+            verdict, reason = "too noisy", (f"{change:+.2%} with a spread of {noise:.3%} between repeats: cannot tell "
+                                            f"against {threshold:.1%}")
+        out.append(CostVerdict(m, verdict, reason, bv, cv, change, noise))
+    return out
+
+
+def cost_markdown(verdicts: list[CostVerdict], base: dict, cur: dict, threshold: float) -> str:
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in ICON}
+    cfg = cur["config"]
+    lines = ["## echobench cost check: user-space instructions per message", "",
+             f"Baseline `{(base['env'].get('git_commit') or '?')[:12]}` ({base['timestamp']}) vs current "
+             f"`{(cur['env'].get('git_commit') or '?')[:12]}` ({cur['timestamp']}); {cfg['conns']} connections, "
+             f"{cfg['size']} B over {cfg['transport']}; a change counts beyond {threshold:.1%} (after the measured "
+             "spread of repeats). Kernel work, cache misses and waiting are not counted: see the wall-clock gate.", "",
+             "**" + ", ".join(f"{n} {k}" for k, n in counts.items()) + "**", "",
+             "| model | baseline | current | change | verdict | why |", "|---|---|---|---|---|---|"]
+    order = {"regressed": 0, "too noisy": 1, "improved": 2, "unchanged": 3}
+    for v in sorted(verdicts, key=lambda v: (order[v.verdict], v.model)):
+        lines.append(f"| {v.model} | {v.base:,.1f} | {v.current:,.1f} | {v.change:+.2%} | "
+                     f"{'**REGRESSED**' if v.verdict == 'regressed' else v.verdict} | {v.reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def main_cost(a) -> int:
+    from .cost import load_cost
+
+    try:
+        if not 0 < a.threshold < 1:
+            raise CompareError("--threshold must be between 0 and 1")
+        try:
+            base, cur = load_cost(a.baseline), load_cost(a.current)
+        except ValueError as exc:
+            raise CompareError(str(exc)) from None
+        verdicts = compare_cost(base, cur, a.threshold)
+    except CompareError as exc:
+        print(f"python -m loadgen.compare: error: {exc}", file=sys.stderr)
+        return 2
+    md = cost_markdown(verdicts, base, cur, a.threshold)
+    if a.md:
+        Path(a.md).write_text(md)
+    else:
+        sys.stdout.write(md)
+    if a.json_path:
+        Path(a.json_path).write_text(json.dumps({"schema_version": 1, "kind": "cost", "baseline": a.baseline,
+                                                 "current": a.current, "threshold": a.threshold,
+                                                 "verdicts": [asdict(v) for v in verdicts]}, indent=2))
+    regressed = [v for v in verdicts if v.verdict == "regressed"]
+    for v in regressed:
+        print(f"regressed: {v.model} instructions/msg: {v.reason}", file=sys.stderr)
+    return 1 if regressed else 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadgen.compare", description="Compare two bench runs; exit 1 on a regression.")
     p.add_argument("baseline", help="baseline run folder or suite.json")
@@ -238,8 +336,12 @@ def main(argv=None) -> int:
     p.add_argument("--raw", action="store_true", help="compare raw values, without normalising to the reference")
     p.add_argument("--md", help="write the Markdown report here (default: stdout)")
     p.add_argument("--json", dest="json_path", help="write the verdicts as JSON here")
+    p.add_argument("--threshold", type=float, default=0.01,
+                   help="cost runs: smallest change in instructions per message that counts (default 0.01 = 1%%)")
     p.error = lambda msg: (sys.stderr.write(f"python -m loadgen.compare: error: {msg}\n"), sys.exit(2))  # one line
     a = p.parse_args(argv)
+    if _is_cost(a.baseline) or _is_cost(a.current):
+        return main_cost(a)
     try:
         if not 0 < a.min_effect < 1 or not 0 < a.alpha < 1:
             raise CompareError("--min-effect and --alpha must be between 0 and 1")

@@ -20,7 +20,7 @@ import logging
 
 from . import aio, net
 from .config import ServerConfig
-from .loop_control import burn
+from .loop_control import injected_cost
 
 log = logging.getLogger("servers")
 
@@ -54,13 +54,13 @@ class EchoProtocol(asyncio.Protocol):
 
 
 class BurningEchoProtocol(EchoProtocol):
-    """Test-only (--burn-ns): a known CPU cost per received chunk, for regression-gate tests."""
+    """Test-only (--burn-ns, --burn-loop): a known CPU cost per received chunk, for regression-gate tests."""
 
     __slots__ = ()
-    burn_ns = 0
+    inject = staticmethod(lambda: None)
 
     def data_received(self, data: bytes) -> None:
-        burn(self.burn_ns)
+        self.inject()
         self._write(data)
 
 
@@ -103,13 +103,13 @@ class EchoDatagram(asyncio.DatagramProtocol):
 
 
 class BurningEchoDatagram(EchoDatagram):
-    """Test-only (--burn-ns) over UDP, as BurningEchoProtocol: the plain echo pays no check for it."""
+    """Test-only (--burn-ns, --burn-loop) over UDP, as BurningEchoProtocol: the plain echo pays no check for it."""
 
     __slots__ = ()
-    burn_ns = 0
+    inject = staticmethod(lambda: None)
 
     def datagram_received(self, data: bytes, addr) -> None:
-        burn(self.burn_ns)
+        self.inject()
         super().datagram_received(data, addr)
 
 
@@ -118,8 +118,8 @@ def serve_udp(config: ServerConfig, on_ready, loop: str) -> None:
 
     async def main(stop: asyncio.Event) -> None:
         proto_class = EchoDatagram
-        if config.burn_ns:
-            proto_class = type("Burning", (BurningEchoDatagram,), {"__slots__": (), "burn_ns": config.burn_ns})
+        if (inject := injected_cost(config)) is not None:
+            proto_class = type("Burning", (BurningEchoDatagram,), {"__slots__": (), "inject": staticmethod(inject)})
         transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: proto_class(usock), sock=usock)
         on_ready(usock.getsockname())
@@ -141,8 +141,8 @@ def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
     async def main(stop: asyncio.Event) -> None:
         ev_loop = asyncio.get_running_loop()
         proto = EchoProtocol
-        if config.burn_ns:
-            proto = type("Burning", (BurningEchoProtocol,), {"__slots__": (), "burn_ns": config.burn_ns})
+        if (inject := injected_cost(config)) is not None:
+            proto = type("Burning", (BurningEchoProtocol,), {"__slots__": (), "inject": staticmethod(inject)})
         create = ev_loop.create_unix_server if config.transport == "unix" else ev_loop.create_server
         server = await create(lambda: proto(live), sock=lsock, backlog=aio.ACCEPT_BATCH)
         aio.relisten(lsock, config.backlog)

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner", help="model each worker runs (reuseport; default uvloop-protocol)")
     p.add_argument("--burn-ns", type=_positive, help="TEST ONLY: burn this many ns of CPU per received chunk, "
                    "to inject a known regression (selectors, asyncio-protocol, uvloop-protocol)")
+    p.add_argument("--burn-loop", type=_positive, help="TEST ONLY: run a loop of this many iterations per received "
+                   "chunk: a fixed instruction count, for the cost gate (same models as --burn-ns)")
     return p
 
 
@@ -102,11 +104,14 @@ def parse_config(argv: list[str] | None) -> ServerConfig | None:
             single = [m.name for m in registry.MODELS.values() if not (m.multiprocess or m.external)]
             parser.error(f"--inner must be a single-process model ({', '.join(single)}), not {args.inner!r}")
         kwargs["inner"] = args.inner
-    if args.burn_ns is not None:
-        if not model.burn:
-            supported = [m.name for m in registry.MODELS.values() if m.burn]
-            parser.error(f"--burn-ns is implemented only by {', '.join(supported)}")
-        kwargs["burn_ns"] = args.burn_ns
+    for opt in ("burn_ns", "burn_loop"):
+        if getattr(args, opt) is not None:
+            if not model.burn:
+                supported = [m.name for m in registry.MODELS.values() if m.burn]
+                parser.error(f"--{opt.replace('_', '-')} is implemented only by {', '.join(supported)}")
+            kwargs[opt] = getattr(args, opt)
+    if args.burn_ns is not None and args.burn_loop is not None:
+        parser.error("--burn-ns and --burn-loop are exclusive")
     needed = [model]
     if model.multiprocess:
         needed.append(registry.get(kwargs.get("inner", ServerConfig.inner)))

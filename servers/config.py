@@ -36,3 +36,4 @@ class ServerConfig:
     backlog: int = DEFAULT_BACKLOG
     reuse_port: bool = False  # set for the listening socket of a reuseport worker
     burn_ns: int = 0  # test-only: CPU burned per received chunk, to inject a known regression
+    burn_loop: int = 0  # test-only: loop iterations per received chunk (a fixed instruction count: the cost gate)

@@ -28,6 +28,23 @@ def burn(ns: int) -> None:
         pass
 
 
+def spin(iterations: int) -> None:
+    """Run a loop of ``iterations`` (test-only --burn-loop): a fixed amount of work per call, the same instructions
+    every time, so an instruction-count gate sees exactly the same injected cost on every run (--burn-ns spins
+    on the clock: fewer iterations, and so fewer instructions, the slower the machine or valgrind makes it)."""
+    for _ in range(iterations):
+        pass
+
+
+def injected_cost(config) -> Callable[[], None] | None:
+    """The test-only cost per received chunk the configuration asks for (--burn-ns or --burn-loop), or None."""
+    if config.burn_ns:
+        return lambda: burn(config.burn_ns)
+    if config.burn_loop:
+        return lambda: spin(config.burn_loop)
+    return None
+
+
 class StopSignal:
     """SIGINT/SIGTERM set ``stopped`` and make ``wake`` readable."""
 

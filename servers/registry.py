@@ -22,7 +22,7 @@ class Model:
     options: dict[str, Any] = field(default_factory=dict)
     multiprocess: bool = False  # takes --workers (and --inner)
     asyncio_based: bool = False  # may run inside a reuseport worker
-    burn: bool = False  # implements the test-only --burn-ns
+    burn: bool = False  # implements the test-only --burn-ns and --burn-loop
     check: str | None = None  # "module:function" returning a reason it cannot run, or None
     external: bool = False  # execs another program (cannot run inside a reuseport worker)
     transports: tuple[str, ...] = ("tcp", "unix")  # what --transport accepts; stream models get Unix sockets free

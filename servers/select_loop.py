@@ -18,7 +18,7 @@ import socket
 
 from . import net
 from .config import READ_CHUNK, ServerConfig
-from .loop_control import StopSignal, burn, select_loop
+from .loop_control import StopSignal, injected_cost, select_loop
 
 EVENT_READ, EVENT_WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 UDP_BATCH = 256
@@ -30,7 +30,7 @@ def serve_udp(config: ServerConfig, on_ready) -> None:
     buf = bytearray(READ_CHUNK)  # 64 KiB: room for the largest UDP datagram
     view = memoryview(buf)
     recvfrom_into, sendto = usock.recvfrom_into, usock.sendto
-    burn_ns = config.burn_ns
+    inject = injected_cost(config)
     on_ready(usock.getsockname())
     try:
         with selectors.DefaultSelector() as sel:
@@ -48,8 +48,8 @@ def serve_udp(config: ServerConfig, on_ready) -> None:
                             break
                         except OSError:  # an ICMP error queued on the socket: about one peer only
                             continue
-                        if burn_ns:
-                            burn(burn_ns)
+                        if inject is not None:
+                            inject()
                         try:
                             sendto(view[:n], addr)
                         except OSError:  # send buffer full or peer gone: the datagram is dropped
@@ -70,7 +70,7 @@ def serve(config: ServerConfig, on_ready) -> None:
     view = memoryview(buf)
     # fd -> unsent bytes (a memoryview over a private copy); absent = nothing pending
     pending: dict[int, memoryview] = {}
-    burn_ns = config.burn_ns
+    inject = injected_cost(config)
 
     def close(sock: socket.socket) -> None:
         pending.pop(sock.fileno(), None)
@@ -95,8 +95,8 @@ def serve(config: ServerConfig, on_ready) -> None:
             if n == 0:  # EOF; nothing is pending while we read, so all was echoed
                 close(sock)
                 return
-            if burn_ns:
-                burn(burn_ns)
+            if inject is not None:
+                inject()
             try:
                 sent = sock.send(view[:n])
             except BlockingIOError:

@@ -1,0 +1,393 @@
+"""``python -m loadgen.cost`` / ``make bench-cost``: user-space instructions per message, per server model.
+
+Seconds do not repeat on a shared machine; instruction counts do. Each Python server model runs under
+``valgrind --tool=callgrind`` and is driven by a deterministic workload: ``--conns`` blocking connections,
+``--size``-byte messages, one message in flight in all (connection ``i % conns`` sends message ``i`` and waits
+for its echo), ``N`` messages. Two runs, of ``N1`` and ``N2`` messages, are subtracted: start-up, connects and
+shutdown cancel, and ``(I(N2) - I(N1)) / (N2 - N1)`` is what one echo costs the server in user space. Repeated
+``--repeats`` times from scratch, the figures' spread is printed (the goal: under 0.1%).
+
+Repeatable by construction: ``PYTHONHASHSEED=0``, address-space randomisation off for the server
+(``setarch -R``), a fixed environment, argv and working directory, the server pinned to one CPU, the client
+strictly sequential.
+
+Where the instructions go: the same subtraction per function (callgrind's inclusive cost), so the report's
+tables say what one message costs inside each function, per model, and side by side for two models.
+
+What the count does not see: kernel work (syscalls, TCP/IP: most of an echo's CPU time), cache misses and
+branch mispredictions (no cache simulation), time spent waiting, and other processes. The wall-clock gate
+(``make bench-compare``) stays for those; the count decides changes in the servers' own code.
+
+Output: ``results/<stamp>-<sha>/cost.json`` (versioned) and ``cost.md``, ``results/latest`` pointing at it;
+``python -m loadgen.compare`` judges two such folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from servers import registry
+from servers.net import read_ready_line
+
+from . import output
+from .envinfo import ROOT, environment
+from .payload import MessageMaker
+
+COST_SCHEMA_VERSION = 1
+KIND = "echobench-cost"
+READY_TIMEOUT_S = 120.0  # Python starting under valgrind takes seconds
+STOP_TIMEOUT_S = 120.0
+IO_TIMEOUT_S = 60.0
+TOP = 15  # functions per model in the report
+DEFAULT_SIDE_BY_SIDE = ("asyncio-streams", "asyncio-protocol")
+_ANNOTATE_LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*?)(?:\s+\[(.*)\])?\s*$")
+
+
+class CostError(Exception):
+    """A measurement that could not be made (a server that did not start, a wrong echo): one line, exit 3."""
+
+
+class UsageError(Exception):
+    """A request that cannot be measured here (unknown model, missing tool): one line, exit 2."""
+
+
+def python_models(transport: str) -> list[str]:
+    """Every Python model (not the Go reference) that claims ``transport`` and can run here."""
+    return [m.name for m in registry.MODELS.values()
+            if not m.external and transport in m.transports and m.unavailable_reason() is None]
+
+
+def tools_missing() -> str | None:
+    for tool in ("valgrind", "callgrind_annotate", "setarch", "taskset"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian: valgrind, util-linux)"
+    return None
+
+
+def _fixed_env(home: str) -> dict[str, str]:
+    """The measured process's whole environment: the same on every run (its size moves the stack)."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+            "LC_ALL": "C", "HOME": home, "PYTHONPATH": str(ROOT)}
+
+
+def _drive(addr, transport: str, conns: int, size: int, n: int) -> None:
+    """The deterministic workload: ``n`` messages, one in flight in all, round robin over ``conns`` connections."""
+    socks = []
+    try:
+        for _ in range(conns):
+            if transport == "unix":
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(IO_TIMEOUT_S)
+                s.connect(addr[0])
+            else:
+                s = socket.create_connection(addr, timeout=IO_TIMEOUT_S)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            socks.append(s)
+        makers = [MessageMaker(c, size) for c in range(conns)]
+        buf = bytearray(size)
+        for i in range(n):
+            c = i % conns
+            msg = makers[c].message(i // conns)
+            socks[c].sendall(msg)
+            got = 0
+            view = memoryview(buf)
+            while got < size:
+                k = socks[c].recv_into(view[got:], size - got)
+                if k == 0:
+                    raise CostError(f"the server closed connection {c} after {i} messages")
+                got += k
+            if buf != msg:
+                raise CostError(f"echo {i} on connection {c} differs from what was sent")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu: int,
+                 server_args: tuple[str, ...], workdir: Path, annotate: bool) -> tuple[int, dict[str, int]]:
+    """One server process under callgrind, ``n`` messages: (user-space instructions, inclusive per function)."""
+    out_dir = Path(tempfile.mkdtemp(prefix=f"cg-{model}-{n}-", dir=workdir))
+    argv = ["setarch", platform.machine(), "-R", "taskset", "-c", str(cpu),
+            "valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out_dir}/cg.%p",
+            "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
+            sys.executable, "-m", "servers", model]
+    path = None
+    if transport == "unix":
+        path = str(workdir / "cost.sock")  # the same path every run: same argv, same work
+        argv += ["--transport", "unix", "--path", path]
+    else:
+        argv += ["--port", "0"]
+    if registry.get(model).multiprocess:
+        argv += ["--workers", "1"]
+    argv += list(server_args)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=_fixed_env(str(workdir)), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        try:
+            host, port = read_ready_line(proc.stdout, READY_TIMEOUT_S)
+        except (TimeoutError, EOFError) as exc:
+            raise CostError(f"{model} under valgrind did not start: {exc}; stderr: "
+                            f"{_tail(proc)}") from None
+        _drive((host, port), transport, conns, size, n)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise CostError(f"{model} under valgrind did not stop within {STOP_TIMEOUT_S:g} s") from None
+        if proc.returncode != 0:
+            raise CostError(f"{model} under valgrind exited with {proc.returncode}: {_tail(proc)}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if path:
+            Path(path).unlink(missing_ok=True)
+    files = sorted(out_dir.glob("cg.*"))
+    if not files:
+        raise CostError(f"{model}: callgrind wrote no profile")
+    total, funcs = 0, {}
+    for f in files:  # a multi-process model writes one profile per process: the server is all of them
+        t, fs = read_profile(f, annotate)
+        total += t
+        for k, v in fs.items():
+            funcs[k] = funcs.get(k, 0) + v
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return total, funcs
+
+
+def _tail(proc) -> str:
+    try:
+        err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
+    except Exception:
+        err = ""
+    lines = [x for x in err.strip().splitlines() if not x.startswith("==")]
+    return " | ".join(lines[-3:]) or "(nothing on stderr)"
+
+
+def read_profile(path: Path, annotate: bool = True) -> tuple[int, dict[str, int]]:
+    """(total Ir, {function: inclusive Ir}) of one callgrind profile; the functions via callgrind_annotate."""
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            total = max(total, int(line.split()[1]))
+    if not total:
+        raise CostError(f"{path}: no instruction total in the profile")
+    if not annotate:
+        return total, {}
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    funcs: dict[str, int] = {}
+    started = False
+    for line in out.stdout.splitlines():
+        if "file:function" in line:
+            started = True
+            continue
+        if not started:
+            continue
+        m = _ANNOTATE_LINE.match(line)
+        if m and "PROGRAM TOTALS" not in line:
+            name = m.group(2).split(":", 1)[-1] if ":" in m.group(2) else m.group(2)
+            name = name.split("'")[0]  # callgrind marks recursion levels as name'2: fold them
+            obj = os.path.basename(m.group(3) or "")
+            key = f"{name} ({obj})" if obj else name
+            funcs[key] = max(funcs.get(key, 0), int(m.group(1).replace(",", "")))
+    return total, funcs
+
+
+def measure_model(model: str, a, cpu: int, workdir: Path, log) -> dict:
+    """Instructions per message for one model: ``repeats`` pairs of runs, each pair N1 then N2."""
+    extra = tuple(a.server_args)
+    per_msg, tops = [], []
+    for r in range(a.repeats):
+        annotate = r == 0  # where the instructions go: from the first pair (the counts repeat)
+        t1, f1 = measure_once(model, a.n1, a.transport, a.conns, a.size, cpu, extra, workdir, annotate)
+        t2, f2 = measure_once(model, a.n2, a.transport, a.conns, a.size, cpu, extra, workdir, annotate)
+        dn = a.n2 - a.n1
+        per_msg.append((t2 - t1) / dn)
+        if annotate:
+            tops.append({k: (f2.get(k, 0) - f1.get(k, 0)) / dn for k in set(f1) | set(f2)})
+        log(f"cost: {model}: repeat {r + 1}/{a.repeats}: {per_msg[-1]:,.1f} instructions/message")
+    mean = statistics.fmean(per_msg)
+    spread = (max(per_msg) - min(per_msg)) / mean if mean else None
+    top = sorted(((k, v) for k, v in tops[0].items() if v > 0.5), key=lambda kv: -kv[1])[:TOP * 3]
+    return {"instructions_per_msg": round(mean, 2), "runs": [round(x, 2) for x in per_msg],
+            "spread": round(spread, 6) if spread is not None else None, "server_args": list(extra),
+            "functions": [{"function": k, "inclusive_per_msg": round(v, 1)} for k, v in top]}
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+def markdown(doc: dict, pair: tuple[str, str] | None) -> str:
+    cfg = doc["config"]
+    models = doc["models"]
+    lines = [f"# echobench cost: user-space instructions per message ({doc['timestamp']})", "",
+             f"{cfg['conns']} connections, {output.human_size(cfg['size'])} messages over {cfg['transport']}, one message "
+             f"in flight; (I(N2) - I(N1)) / (N2 - N1) with N1 = {cfg['n1']:,}, N2 = {cfg['n2']:,}; {cfg['repeats']} "
+             f"repeats from scratch; callgrind, PYTHONHASHSEED=0, setarch -R, server pinned to one CPU. "
+             f"Commit `{(doc['env'].get('git_commit') or '?')[:12]}`, Python {doc['env'].get('python')}, "
+             f"uvloop {doc['env'].get('uvloop')}.", "",
+             "What this counts: the server's own user-space instructions (Python, the event loop, libc). What it "
+             "does not: kernel work (syscalls and TCP/IP, most of an echo's CPU time), cache misses, waiting. "
+             "The wall-clock gate (`make bench-compare`) covers those, noisily; this count repeats to well "
+             "under 0.1%, so it decides changes in the servers' own code.", "",
+             "| model | instructions/msg | vs lowest | spread of repeats | repeats |", "|---|---|---|---|---|"]
+    low = min(m["instructions_per_msg"] for m in models.values())
+    for name, m in sorted(models.items(), key=lambda kv: kv[1]["instructions_per_msg"]):
+        spread = "-" if m["spread"] is None else f"{m['spread'] * 100:.3f}%"
+        lines.append(f"| {name} | {m['instructions_per_msg']:,.0f} | {m['instructions_per_msg'] / low:.2f}x | {spread} | "
+                     + ", ".join(f"{x:,.1f}" for x in m["runs"]) + " |")
+    lines += ["", "## Where each model's instructions go", "",
+              "Inclusive instructions per message by function (the same N2 - N1 subtraction per function; "
+              "nested functions are counted in each caller, so the column does not add up).", ""]
+    for name, m in sorted(models.items(), key=lambda kv: kv[1]["instructions_per_msg"]):
+        lines += [f"### {name}: {m['instructions_per_msg']:,.0f} per message", "", "| function | inclusive/msg | share |",
+                  "|---|---|---|"]
+        for f in m["functions"][:TOP]:
+            lines.append(f"| `{f['function']}` | {f['inclusive_per_msg']:,.0f} | "
+                         f"{f['inclusive_per_msg'] / m['instructions_per_msg']:.0%} |")
+        lines.append("")
+    if pair and all(p in models for p in pair):
+        a, b = pair
+        fa = {f["function"]: f["inclusive_per_msg"] for f in models[a]["functions"]}
+        fb = {f["function"]: f["inclusive_per_msg"] for f in models[b]["functions"]}
+        diff = sorted(((k, fa.get(k, 0.0) - fb.get(k, 0.0)) for k in set(fa) | set(fb)), key=lambda kv: -abs(kv[1]))
+        lines += [f"## `{a}` vs `{b}`: what one costs per message that the other does not", "",
+                  f"{a}: {models[a]['instructions_per_msg']:,.0f}, {b}: {models[b]['instructions_per_msg']:,.0f} "
+                  f"instructions per message ({models[a]['instructions_per_msg'] / models[b]['instructions_per_msg']:.2f}x).",
+                  "", f"| function | {a} | {b} | difference |", "|---|---|---|---|"]
+        for k, d in diff[:TOP]:
+            lines.append(f"| `{k}` | {fa.get(k, 0):,.0f} | {fb.get(k, 0):,.0f} | {d:+,.0f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+def run(a, log) -> tuple[Path, dict]:
+    if (why := tools_missing()) is not None:
+        raise UsageError(why)
+    models = a.models or python_models(a.transport)
+    for m in models:
+        model = registry.MODELS.get(m)
+        if model is None or model.external:
+            raise UsageError(f"{m!r} is not a Python server model (choose from {', '.join(python_models(a.transport))})")
+        if (why := model.unavailable_reason()) is not None:
+            raise UsageError(f"{m}: {why}")
+        if (why := model.transport_refusal(a.transport)) is not None:
+            raise UsageError(why)
+    cpu = min(os.sched_getaffinity(0))
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    from .bench import git_short
+
+    out_dir = Path(a.results) / f"{stamp}-{git_short()}"
+    out_dir.mkdir(parents=True)
+    t0 = time.monotonic()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="echobench-cost-") as work:
+        for m in models:
+            results[m] = measure_model(m, a, cpu, Path(work), log)
+    doc = {
+        "kind": KIND, "schema_version": COST_SCHEMA_VERSION,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "env": environment(),
+        "config": {"transport": a.transport, "conns": a.conns, "size": a.size, "n1": a.n1, "n2": a.n2,
+                   "repeats": a.repeats, "tool": "callgrind", "cpu": cpu, "pythonhashseed": 0, "aslr": "off"},
+        "models": results,
+        "elapsed_s": round(time.monotonic() - t0, 1),
+    }
+    output.write_json(doc, str(out_dir / "cost.json"))
+    (out_dir / "cost.md").write_text(markdown(doc, tuple(a.side_by_side.split(",")) if a.side_by_side else None))
+    latest = Path(a.results) / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(out_dir.name)
+    except OSError:
+        pass
+    return out_dir, doc
+
+
+def load_cost(path: str) -> dict:
+    """A cost document from a run folder or its cost.json; ValueError (one line) when it is not one."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "cost.json"
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{p} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p}: not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+        raise ValueError(f"{p}: not an echobench cost document")
+    if doc.get("schema_version") != COST_SCHEMA_VERSION:
+        raise ValueError(f"{p}: cost schema_version {doc.get('schema_version')!r}; this echobench reads "
+                         f"{COST_SCHEMA_VERSION}")
+    return doc
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def main(argv=None) -> int:
+    from .config import parse_size
+
+    p = argparse.ArgumentParser(prog="python -m loadgen.cost", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=lambda s: [x for x in s.split(",") if x], help="comma-separated (default: every "
+                   "Python model that can run here)")
+    p.add_argument("--transport", choices=["tcp", "unix"], default="tcp")
+    p.add_argument("--conns", type=_positive, default=10)
+    p.add_argument("--size", type=parse_size, default=1024)
+    p.add_argument("--n1", type=_positive, default=2000, help="messages in the short run (default 2000)")
+    p.add_argument("--n2", type=_positive, default=6000, help="messages in the long run (default 6000)")
+    p.add_argument("--repeats", type=_positive, default=2, help="pairs of runs per model, to measure the spread (default 2)")
+    p.add_argument("--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
+                   help="an extra argument for every server (e.g. --server-arg=--burn-loop=20)")
+    p.add_argument("--side-by-side", default=",".join(DEFAULT_SIDE_BY_SIDE), metavar="A,B",
+                   help="two models to compare function by function in the report (default asyncio-streams,asyncio-protocol)")
+    p.add_argument("--results", default=str(ROOT / "results"), help="where run folders go (default results/)")
+    p.add_argument("--quiet", action="store_true")
+    p.error = lambda msg: (sys.stderr.write(f"python -m loadgen.cost: error: {msg}\n"), sys.exit(2))
+    a = p.parse_args(argv)
+    if a.n2 <= a.n1:
+        p.error("--n2 must be larger than --n1")
+
+    def log(msg: str) -> None:
+        if not a.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    try:
+        out_dir, doc = run(a, log)
+    except UsageError as exc:
+        print(f"python -m loadgen.cost: error: {exc}", file=sys.stderr)
+        return 2
+    except CostError as exc:
+        print(f"python -m loadgen.cost: error: {exc}", file=sys.stderr)
+        return 3
+    for name, m in sorted(doc["models"].items(), key=lambda kv: kv[1]["instructions_per_msg"]):
+        spread = "-" if m["spread"] is None else f"{m['spread'] * 100:.3f}%"
+        print(f"{name:<18} {m['instructions_per_msg']:>10,.1f} instructions/msg   spread {spread}")
+    log(f"cost: {len(doc['models'])} models in {doc['elapsed_s']:.0f} s; report {out_dir / 'cost.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
