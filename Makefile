@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: go-build test bench bench-full bench-ci bench-compare bench-gate-check bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test bench bench-full bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,17 @@ bench-ci: $(STAMP) go-build
 bench-compare: bench-ci
 	$(PY) -m loadgen.compare $(BASELINE) results/latest --md results/compare.md --json results/compare.json $(COMPARE_ARGS); \
 	  rc=$$?; cat results/compare.md; exit $$rc
+
+# User-space instructions per message for every Python model, under callgrind (loadgen/cost.py): repeatable to
+# well under 0.1%. Writes results/<stamp>-<sha>/cost.json and cost.md; results/latest points at it.
+bench-cost: $(STAMP)
+	$(PY) -m loadgen.cost $(COST_ARGS)
+
+# The cost gate: bench-cost, then compare with the committed baseline (results/baseline/cost.json); exit 1 when
+# a model's count rose more than 1% (COMPARE_ARGS="--threshold 0.005" to tighten). Report: results/cost-compare.md
+bench-cost-compare: bench-cost
+	$(PY) -m loadgen.compare $(BASELINE)/cost.json results/latest --md results/cost-compare.md --json results/cost-compare.json $(COMPARE_ARGS); \
+	  rc=$$?; cat results/cost-compare.md; exit $$rc
 
 # The wall-clock gate end to end on this machine (an injected server cost must be flagged): it asserts ratios
 # of timings, so it is a benchmark, not part of make test. Run it on a quiet machine.

@@ -246,6 +246,7 @@ class CostVerdict:
 
 
 def _is_cost(path: str) -> bool:
+    """A cost document: a file named cost.json, or a run folder of ``make bench-cost`` (cost.json, no suite.json)."""
     p = Path(path)
     return p.name == "cost.json" or (p.is_dir() and (p / "cost.json").exists() and not (p / "suite.json").exists())
 
@@ -340,7 +341,7 @@ def main(argv=None) -> int:
                    help="cost runs: smallest change in instructions per message that counts (default 0.01 = 1%%)")
     p.error = lambda msg: (sys.stderr.write(f"python -m loadgen.compare: error: {msg}\n"), sys.exit(2))  # one line
     a = p.parse_args(argv)
-    if _is_cost(a.baseline) or _is_cost(a.current):
+    if _is_cost(a.current) or Path(a.baseline).name == "cost.json":  # the baseline folder may hold both kinds
         return main_cost(a)
     try:
         if not 0 < a.min_effect < 1 or not 0 < a.alpha < 1:

@@ -2,8 +2,8 @@
 
 Seconds do not repeat on a shared machine; instruction counts do. Each Python server model runs under
 ``valgrind --tool=callgrind`` and is driven by a deterministic workload: ``--conns`` blocking connections,
-``--size``-byte messages, one message in flight in all (connection ``i % conns`` sends message ``i`` and waits
-for its echo), ``N`` messages. Two runs, of ``N1`` and ``N2`` messages, are subtracted: start-up, connects and
+``--size``-byte messages, one message in flight in all (each connection in turn sends its block of ``N / conns``
+messages, each after the echo of the last), ``N`` messages. Two runs, of ``N1`` and ``N2`` messages, are subtracted: start-up, connects and
 shutdown cancel, and ``(I(N2) - I(N1)) / (N2 - N1)`` is what one echo costs the server in user space. Repeated
 ``--repeats`` times from scratch, the figures' spread is printed (the goal: under 0.1%).
 
@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from servers import registry
 from servers.net import read_ready_line
 
@@ -72,7 +74,7 @@ def python_models(transport: str) -> list[str]:
 
 
 def tools_missing() -> str | None:
-    for tool in ("valgrind", "callgrind_annotate", "setarch", "taskset"):
+    for tool in ("valgrind", "callgrind_annotate", "callgrind_control", "setarch", "taskset"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (Debian: valgrind, util-linux)"
     return None
@@ -84,41 +86,50 @@ def _fixed_env(home: str) -> dict[str, str]:
             "LC_ALL": "C", "HOME": home, "PYTHONPATH": str(ROOT)}
 
 
-def _drive(addr, transport: str, conns: int, size: int, n: int) -> None:
-    """The deterministic workload: ``n`` messages, one in flight in all, round robin over ``conns`` connections."""
-    socks = []
-    try:
-        for _ in range(conns):
-            if transport == "unix":
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.settimeout(IO_TIMEOUT_S)
-                s.connect(addr[0])
-            else:
-                s = socket.create_connection(addr, timeout=IO_TIMEOUT_S)
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            socks.append(s)
-        makers = [MessageMaker(c, size) for c in range(conns)]
-        buf = bytearray(size)
-        for i in range(n):
-            c = i % conns
-            msg = makers[c].message(i // conns)
-            socks[c].sendall(msg)
-            got = 0
-            view = memoryview(buf)
-            while got < size:
-                k = socks[c].recv_into(view[got:], size - got)
-                if k == 0:
-                    raise CostError(f"the server closed connection {c} after {i} messages")
-                got += k
-            if buf != msg:
-                raise CostError(f"echo {i} on connection {c} differs from what was sent")
-    finally:
-        for s in socks:
-            s.close()
+def _echo(sock: socket.socket, msg: bytes, buf: bytearray, what: str) -> None:
+    sock.sendall(msg)
+    got = 0
+    view = memoryview(buf)
+    while got < len(msg):
+        k = sock.recv_into(view[got:], len(msg) - got)
+        if k == 0:
+            raise CostError(f"the server closed the connection ({what})")
+        got += k
+    if buf != msg:
+        raise CostError(f"the echo of {what} differs from what was sent")
+
+
+def _drive(addr, transport: str, conns: int, size: int, n: int, socks: list, connected) -> None:
+    """The deterministic workload: ``n`` messages, one in flight in all, round robin over ``conns`` connections.
+
+    Connections are opened one at a time, each with one echo before the next connects, so the server accepts
+    them one by one in every run (accepting several per wake-up, as timing allows, would vary the count). They
+    are left open in ``socks``: the caller stops the server first (closing them first would race the server's
+    EOF handling against its shutdown, a different amount of work each run). ``connected()`` is called when
+    every connection is up, before the measured messages."""
+    makers = [MessageMaker(c, size) for c in range(conns)]
+    buf = bytearray(size)
+    for c in range(conns):
+        if transport == "unix":
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(IO_TIMEOUT_S)
+            s.connect(addr[0])
+        else:
+            s = socket.create_connection(addr, timeout=IO_TIMEOUT_S)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(s)
+        _echo(s, makers[c].message(0), buf, f"connection {c}'s first message")
+    connected()
+    # in blocks, connection by connection, not round robin: a thread-per-connection server then has one thread
+    # at work for a whole block, instead of a hand-over of the GIL between two threads at every message, whose
+    # timing (and so its instruction count) varies from run to run; an event loop does the same work either way
+    for i in range(n):
+        c = i * conns // n
+        _echo(socks[c], makers[c].message(1 + i), buf, f"message {i} on connection {c}")
 
 
 def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu: int,
-                 server_args: tuple[str, ...], workdir: Path, annotate: bool) -> tuple[int, dict[str, int]]:
+                 server_args: tuple[str, ...], workdir: Path, annotate: bool) -> tuple[int, dict[str, tuple]]:
     """One server process under callgrind, ``n`` messages: (user-space instructions, inclusive per function)."""
     out_dir = Path(tempfile.mkdtemp(prefix=f"cg-{model}-{n}-", dir=workdir))
     argv = ["setarch", platform.machine(), "-R", "taskset", "-c", str(cpu),
@@ -136,13 +147,26 @@ def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu:
     argv += list(server_args)
     proc = subprocess.Popen(argv, cwd=ROOT, env=_fixed_env(str(workdir)), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    socks: list[socket.socket] = []
     try:
         try:
             host, port = read_ready_line(proc.stdout, READY_TIMEOUT_S)
         except (TimeoutError, EOFError) as exc:
             raise CostError(f"{model} under valgrind did not start: {exc}; stderr: "
                             f"{_tail(proc)}") from None
-        _drive((host, port), transport, conns, size, n)
+        def dump(label: str) -> None:
+            # The server is idle (every echo done, every process blocked in a system call): callgrind_control,
+            # through vgdb (which can interrupt a blocked process), writes each process's counts so far and
+            # zeroes them. Two dumps bracket the messages: start-up (thread starts, accepts) and shutdown, whose
+            # work varies with thread timing, are never counted.
+            for pid in [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]:
+                r = subprocess.run(["callgrind_control", f"--dump={label}", str(pid)], capture_output=True, text=True,
+                                   timeout=IO_TIMEOUT_S)
+                if r.returncode != 0:
+                    raise CostError(f"callgrind_control could not dump {model} (pid {pid}): {r.stdout.strip()[-200:]}")
+
+        _drive((host, port), transport, conns, size, n, socks, lambda: dump("connected"))
+        dump("workload")
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(STOP_TIMEOUT_S)
@@ -151,20 +175,23 @@ def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu:
         if proc.returncode != 0:
             raise CostError(f"{model} under valgrind exited with {proc.returncode}: {_tail(proc)}")
     finally:
+        for s in socks:
+            s.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
         if path:
             Path(path).unlink(missing_ok=True)
-    files = sorted(out_dir.glob("cg.*"))
+    files = sorted(out_dir.glob("cg.*.2"))  # the messages only: .1 is start-up, cg.PID the shutdown
     if not files:
-        raise CostError(f"{model}: callgrind wrote no profile")
+        raise CostError(f"{model}: callgrind wrote no profile at the end of the workload")
     total, funcs = 0, {}
     for f in files:  # a multi-process model writes one profile per process: the server is all of them
         t, fs = read_profile(f, annotate)
         total += t
-        for k, v in fs.items():
-            funcs[k] = funcs.get(k, 0) + v
+        for k, (own, incl) in fs.items():
+            o, i = funcs.get(k, (0, 0))
+            funcs[k] = (o + own, i + incl)
     shutil.rmtree(out_dir, ignore_errors=True)
     return total, funcs
 
@@ -178,8 +205,30 @@ def _tail(proc) -> str:
     return " | ".join(lines[-3:]) or "(nothing on stderr)"
 
 
-def read_profile(path: Path, annotate: bool = True) -> tuple[int, dict[str, int]]:
-    """(total Ir, {function: inclusive Ir}) of one callgrind profile; the functions via callgrind_annotate."""
+def _annotate(path: Path, inclusive: bool) -> dict[str, int]:
+    """{function: Ir} from callgrind_annotate (self cost, or inclusive); recursion levels and objects folded."""
+    out = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}", "--threshold=100",
+                          str(path)], capture_output=True, text=True, timeout=300)
+    funcs: dict[str, int] = {}
+    started = False
+    for line in out.stdout.splitlines():
+        if "file:function" in line:
+            started = True
+            continue
+        m = _ANNOTATE_LINE.match(line) if started else None
+        if not m or "PROGRAM TOTALS" in line or "???" in line:
+            continue
+        where = m.group(2)
+        name = where.split(":", 1)[1] if ":" in where else where
+        name = name.split("'")[0]  # callgrind marks recursion levels as name'2
+        cost = int(m.group(1).replace(",", ""))
+        # the same function can be listed per source file or object: self costs add up, inclusive ones overlap
+        funcs[name] = max(funcs.get(name, 0), cost) if inclusive else funcs.get(name, 0) + cost
+    return funcs
+
+
+def read_profile(path: Path, annotate: bool = True) -> tuple[int, dict[str, tuple[int, int]]]:
+    """(total Ir, {function: (self Ir, inclusive Ir)}) of one callgrind profile."""
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith(("summary:", "totals:")):
@@ -188,24 +237,8 @@ def read_profile(path: Path, annotate: bool = True) -> tuple[int, dict[str, int]
         raise CostError(f"{path}: no instruction total in the profile")
     if not annotate:
         return total, {}
-    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)],
-                         capture_output=True, text=True, timeout=300)
-    funcs: dict[str, int] = {}
-    started = False
-    for line in out.stdout.splitlines():
-        if "file:function" in line:
-            started = True
-            continue
-        if not started:
-            continue
-        m = _ANNOTATE_LINE.match(line)
-        if m and "PROGRAM TOTALS" not in line:
-            name = m.group(2).split(":", 1)[-1] if ":" in m.group(2) else m.group(2)
-            name = name.split("'")[0]  # callgrind marks recursion levels as name'2: fold them
-            obj = os.path.basename(m.group(3) or "")
-            key = f"{name} ({obj})" if obj else name
-            funcs[key] = max(funcs.get(key, 0), int(m.group(1).replace(",", "")))
-    return total, funcs
+    own, incl = _annotate(path, False), _annotate(path, True)
+    return total, {k: (own.get(k, 0), incl.get(k, 0)) for k in set(own) | set(incl)}
 
 
 def measure_model(model: str, a, cpu: int, workdir: Path, log) -> dict:
@@ -219,14 +252,21 @@ def measure_model(model: str, a, cpu: int, workdir: Path, log) -> dict:
         dn = a.n2 - a.n1
         per_msg.append((t2 - t1) / dn)
         if annotate:
-            tops.append({k: (f2.get(k, 0) - f1.get(k, 0)) / dn for k in set(f1) | set(f2)})
+            tops.append({k: ((f2.get(k, (0, 0))[0] - f1.get(k, (0, 0))[0]) / dn,
+                             (f2.get(k, (0, 0))[1] - f1.get(k, (0, 0))[1]) / dn) for k in set(f1) | set(f2)})
         log(f"cost: {model}: repeat {r + 1}/{a.repeats}: {per_msg[-1]:,.1f} instructions/message")
     mean = statistics.fmean(per_msg)
     spread = (max(per_msg) - min(per_msg)) / mean if mean else None
-    top = sorted(((k, v) for k, v in tops[0].items() if v > 0.5), key=lambda kv: -kv[1])[:TOP * 3]
+    costs = tops[0]
+    # the functions worth showing: the most self cost (where instructions execute), and the most inclusive cost
+    # below the whole message (above it sit only the interpreter's and the event loop's own call chains)
+    by_self = sorted(costs, key=lambda k: -costs[k][0])[:TOP * 2]
+    by_incl = sorted((k for k in costs if costs[k][1] < 0.95 * mean), key=lambda k: -costs[k][1])[:TOP * 2]
+    keep = [k for k in dict.fromkeys(by_self + by_incl) if max(costs[k]) > 0.5]
     return {"instructions_per_msg": round(mean, 2), "runs": [round(x, 2) for x in per_msg],
             "spread": round(spread, 6) if spread is not None else None, "server_args": list(extra),
-            "functions": [{"function": k, "inclusive_per_msg": round(v, 1)} for k, v in top]}
+            "functions": [{"function": k, "self_per_msg": round(costs[k][0], 1),
+                           "inclusive_per_msg": round(costs[k][1], 1)} for k in keep]}
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -251,26 +291,43 @@ def markdown(doc: dict, pair: tuple[str, str] | None) -> str:
         lines.append(f"| {name} | {m['instructions_per_msg']:,.0f} | {m['instructions_per_msg'] / low:.2f}x | {spread} | "
                      + ", ".join(f"{x:,.1f}" for x in m["runs"]) + " |")
     lines += ["", "## Where each model's instructions go", "",
-              "Inclusive instructions per message by function (the same N2 - N1 subtraction per function; "
-              "nested functions are counted in each caller, so the column does not add up).", ""]
+              "Per message, by function (the same N2 - N1 subtraction per function). **self**: instructions executed "
+              "in the function itself (these add up to the total); **inclusive**: with everything it calls "
+              "(nested calls count in each caller; call chains that span the whole message are left out).", ""]
     for name, m in sorted(models.items(), key=lambda kv: kv[1]["instructions_per_msg"]):
-        lines += [f"### {name}: {m['instructions_per_msg']:,.0f} per message", "", "| function | inclusive/msg | share |",
-                  "|---|---|---|"]
-        for f in m["functions"][:TOP]:
-            lines.append(f"| `{f['function']}` | {f['inclusive_per_msg']:,.0f} | "
-                         f"{f['inclusive_per_msg'] / m['instructions_per_msg']:.0%} |")
+        total = m["instructions_per_msg"]
+        fs = m["functions"]
+        own = sorted(fs, key=lambda f: -f["self_per_msg"])[:TOP]
+        incl = sorted((f for f in fs if f["inclusive_per_msg"] < 0.95 * total), key=lambda f: -f["inclusive_per_msg"])[:TOP]
+        lines += [f"### {name}: {total:,.0f} per message", "", "| self | share | function | | inclusive | share | function |",
+                  "|---|---|---|---|---|---|---|"]
+        for i in range(max(len(own), len(incl))):
+            a = own[i] if i < len(own) else None
+            b = incl[i] if i < len(incl) else None
+            left = f"{a['self_per_msg']:,.0f} | {a['self_per_msg'] / total:.1%} | `{a['function']}`" if a else " | | "
+            right = (f"{b['inclusive_per_msg']:,.0f} | {b['inclusive_per_msg'] / total:.0%} | `{b['function']}`"
+                     if b else " | | ")
+            lines.append(f"| {left} | | {right} |")
         lines.append("")
     if pair and all(p in models for p in pair):
         a, b = pair
-        fa = {f["function"]: f["inclusive_per_msg"] for f in models[a]["functions"]}
-        fb = {f["function"]: f["inclusive_per_msg"] for f in models[b]["functions"]}
+        fa = {f["function"]: f["self_per_msg"] for f in models[a]["functions"]}
+        fb = {f["function"]: f["self_per_msg"] for f in models[b]["functions"]}
         diff = sorted(((k, fa.get(k, 0.0) - fb.get(k, 0.0)) for k in set(fa) | set(fb)), key=lambda kv: -abs(kv[1]))
-        lines += [f"## `{a}` vs `{b}`: what one costs per message that the other does not", "",
-                  f"{a}: {models[a]['instructions_per_msg']:,.0f}, {b}: {models[b]['instructions_per_msg']:,.0f} "
-                  f"instructions per message ({models[a]['instructions_per_msg'] / models[b]['instructions_per_msg']:.2f}x).",
-                  "", f"| function | {a} | {b} | difference |", "|---|---|---|---|"]
+        ta, tb = models[a]["instructions_per_msg"], models[b]["instructions_per_msg"]
+        lines += [f"## `{a}` vs `{b}`: where the difference goes", "",
+                  f"{a}: {ta:,.0f}, {b}: {tb:,.0f} instructions per message ({ta / tb:.2f}x, {ta - tb:+,.0f}). "
+                  "Self cost per function, largest differences first (functions outside either model's list count "
+                  "as 0 there).", "", f"| function | {a} | {b} | difference |", "|---|---|---|---|"]
         for k, d in diff[:TOP]:
             lines.append(f"| `{k}` | {fa.get(k, 0):,.0f} | {fb.get(k, 0):,.0f} | {d:+,.0f} |")
+        ia = {f["function"]: f["inclusive_per_msg"] for f in models[a]["functions"] if f["inclusive_per_msg"] < 0.95 * ta}
+        ib = {f["function"]: f["inclusive_per_msg"] for f in models[b]["functions"] if f["inclusive_per_msg"] < 0.95 * tb}
+        idiff = sorted(((k, ia.get(k, 0.0) - ib.get(k, 0.0)) for k in set(ia) | set(ib)), key=lambda kv: -abs(kv[1]))
+        lines += ["", "Inclusive cost per function (what each code path costs with everything it calls):", "",
+                  f"| function | {a} | {b} | difference |", "|---|---|---|---|"]
+        for k, d in idiff[:TOP]:
+            lines.append(f"| `{k}` | {ia.get(k, 0):,.0f} | {ib.get(k, 0):,.0f} | {d:+,.0f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -356,8 +413,8 @@ def main(argv=None) -> int:
     p.add_argument("--transport", choices=["tcp", "unix"], default="tcp")
     p.add_argument("--conns", type=_positive, default=10)
     p.add_argument("--size", type=parse_size, default=1024)
-    p.add_argument("--n1", type=_positive, default=2000, help="messages in the short run (default 2000)")
-    p.add_argument("--n2", type=_positive, default=6000, help="messages in the long run (default 6000)")
+    p.add_argument("--n1", type=_positive, default=1000, help="messages in the short run (default 1000)")
+    p.add_argument("--n2", type=_positive, default=3000, help="messages in the long run (default 3000)")
     p.add_argument("--repeats", type=_positive, default=2, help="pairs of runs per model, to measure the spread (default 2)")
     p.add_argument("--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
                    help="an extra argument for every server (e.g. --server-arg=--burn-loop=20)")
