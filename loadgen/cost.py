@@ -229,13 +229,13 @@ def _annotate(path: Path, inclusive: bool) -> dict[str, int]:
 
 def read_profile(path: Path, annotate: bool = True) -> tuple[int, dict[str, tuple[int, int]]]:
     """(total Ir, {function: (self Ir, inclusive Ir)}) of one callgrind profile."""
-    total = 0
+    total, found = 0, False
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith(("summary:", "totals:")):
-            total = max(total, int(line.split()[1]))
-    if not total:
+            total, found = max(total, int(line.split()[1])), True
+    if not found:
         raise CostError(f"{path}: no instruction total in the profile")
-    if not annotate:
+    if not annotate or not total:  # a process idle between the dumps (reuseport's parent) costs nothing
         return total, {}
     own, incl = _annotate(path, False), _annotate(path, True)
     return total, {k: (own.get(k, 0), incl.get(k, 0)) for k in set(own) | set(incl)}
