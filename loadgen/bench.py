@@ -331,13 +331,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         "elapsed_s": round(time.monotonic() - t_start, 1),
     }
     output.write_json(suite, str(out_dir / "suite.json"))
-    latest = results_root / "latest"
-    try:
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(out_dir.name)
-    except OSError:
-        pass
+    output.point_latest(results_root, out_dir)
     return out_dir, suite
 
 

@@ -372,13 +372,7 @@ def run(a, log) -> tuple[Path, dict]:
     }
     output.write_json(doc, str(out_dir / "cost.json"))
     (out_dir / "cost.md").write_text(markdown(doc, tuple(a.side_by_side.split(",")) if a.side_by_side else None))
-    latest = Path(a.results) / "latest"
-    try:
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(out_dir.name)
-    except OSError:
-        pass
+    output.point_latest(Path(a.results), out_dir)
     return out_dir, doc
 
 

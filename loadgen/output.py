@@ -124,3 +124,16 @@ def load(path: str) -> dict:
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
     return doc
+
+
+def point_latest(results_root, out_dir) -> None:
+    """``results/latest`` -> the newest run folder (best effort: a filesystem without links keeps the folder)."""
+    from pathlib import Path
+
+    latest = Path(results_root) / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(Path(out_dir).name)
+    except OSError:
+        pass

@@ -19,7 +19,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loadgen.engine import _native  # noqa: E402  (the extension itself: no fallback here)
 from loadgen.payload import MessageMaker, shared_ring  # noqa: E402
 
 NS = 10**9
@@ -48,6 +47,8 @@ def peer_loop(peer: socket.socket, reply, stop: threading.Event) -> None:
 
 
 def run(size: int, depth: int, reply, seconds: float = 0.15, interval: int = 0, conns: int = 2, timeout_s=None):
+    from loadgen.engine import _native  # the extension itself: no fallback here
+
     pairs = [socket.socketpair() for _ in range(conns)]
     for a, _b in pairs:
         a.setblocking(False)
@@ -84,6 +85,8 @@ def run(size: int, depth: int, reply, seconds: float = 0.15, interval: int = 0, 
 
 
 def main() -> int:
+    from loadgen.engine import _native
+
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     echo = lambda d: [d]  # noqa: E731
     for _ in range(rounds):

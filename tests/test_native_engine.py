@@ -20,6 +20,8 @@ import pytest
 from conftest import ROOT_DIR
 from test_loadgen import QUICK, RUN, assert_one_line_error, loadgen
 
+from native_exercise import peer_loop
+
 from loadgen.engine import native
 from loadgen.payload import MessageMaker, shared_ring
 
@@ -125,25 +127,11 @@ def _drive(eng, peer, reply, seconds=1.0):
     got = bytearray()
     stop = threading.Event()
 
-    def server():
-        peer.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                data = peer.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            got.extend(data)
-            for chunk in reply(bytes(data)):
-                try:
-                    peer.sendall(chunk)
-                except OSError:
-                    return
+    def recording(data):
+        got.extend(data)
+        return reply(bytes(data))
 
-    t = threading.Thread(target=server, daemon=True)
+    t = threading.Thread(target=peer_loop, args=(peer, recording, stop), daemon=True)
     t.start()
     now = time.perf_counter_ns()
     eng.start(now, now, now + int(seconds * 1e9))
