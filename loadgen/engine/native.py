@@ -24,9 +24,14 @@ from .worker import ConnectError, Worker
 try:
     from . import _native
 except ImportError as exc:  # not built: no compiler at install time, or a source tree never installed
+    import importlib.util
+
     _native = None
-    UNAVAILABLE: str | None = (f"the native engine is not built ({exc}); `make venv` (or `pip install -e .` with a C "
-                               "compiler) builds it")
+    if importlib.util.find_spec(f"{__package__}._native") is None:
+        _why = "not built (no compiled loadgen/engine/_native extension)"
+    else:  # built, but it would not load (another Python, a missing symbol)
+        _why = f"built but not loadable ({exc})"
+    UNAVAILABLE: str | None = f"the native engine is {_why}; `make venv` (or `pip install -e .` with a C compiler) builds it"
 else:
     UNAVAILABLE = None
 
