@@ -1,0 +1,176 @@
+"""Capacity at a latency SLO: the open-loop rate search, with no sockets (issue 12's core; the CLI, the bench
+plots and the report come on top of it).
+
+A closed loop slows down with the server, so it never shows the knee where queues build. The search drives
+an open loop (``--rate``, coordinated omission corrected) at planned rates: it ramps up geometrically from a
+start rate while every SLO holds, and once one breaks it bisects (geometrically) between the highest rate
+that held and the lowest that broke, until the two are within ``precision`` of each other. The capacity is
+the highest *valid* rate that met every SLO.
+
+A step is valid only if the client really offered the planned load and the figures can be trusted: the
+achieved rate is at least ``MIN_ACHIEVED`` of the planned one, no integrity failure or error occurred, the
+run completed, and the load generator was not the bottleneck. An invalid step ends the search: the result
+says why and where, and reports the highest valid rate that met the SLO as a lower bound, never a guess
+beyond it. The search is bounded in steps (``max_steps``) and by ``max_rate``, and stops by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+MIN_ACHIEVED = 0.99  # a step counts only if the client offered at least 99% of the planned rate
+MIN_RATE = 1.0  # msgs/s: below this the search gives up coming down
+PERCENTILE_KEYS = {"p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p999", "p999": "p999",
+                   "p99.99": "p9999", "p9999": "p9999", "max": "max", "mean": "mean"}
+_UNITS = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
+
+
+@dataclass(frozen=True)
+class Slo:
+    """One latency objective: ``percentile`` of the corrected latency at most ``limit_us``."""
+
+    percentile: str  # a key of the result's latency_us: p50, p90, p99, p999, p9999, max, mean
+    limit_us: float
+    text: str
+
+    def holds(self, latency_us: dict) -> bool:
+        value = latency_us.get(self.percentile)
+        return value is not None and value <= self.limit_us
+
+
+def parse_slo(text: str) -> Slo:
+    """``p99=1ms``, ``p99.9=500us``, ``p50=0.2ms``, ``max=10ms`` -> Slo. ValueError (one line) otherwise."""
+    m = re.fullmatch(r"\s*([a-z0-9.]+)\s*=\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s)\s*", text)
+    if not m or m.group(1) not in PERCENTILE_KEYS:
+        raise ValueError(f"invalid SLO {text!r} (examples: p99=1ms, p99.9=500us, p50=200us)")
+    limit = float(m.group(2)) * _UNITS[m.group(3)]
+    if not math.isfinite(limit) or limit <= 0:
+        raise ValueError(f"invalid SLO {text!r}: the limit must be > 0")
+    return Slo(PERCENTILE_KEYS[m.group(1)], limit, text.strip())
+
+
+@dataclass
+class Step:
+    """One open-loop run at a planned rate, judged."""
+
+    rate: float  # planned msgs/s
+    achieved: float  # measured msgs/s
+    latency_us: dict  # corrected percentiles (the result's latency_us)
+    latency_uncorrected_us: dict | None = None
+    verdict: str | None = None  # the run's CPU verdict (client-bound, both-saturated, ...)
+    complete: bool = True
+    failures: int = 0  # integrity failures + errors
+    loadgen_pct: float | None = None
+    server_pct: float | None = None
+    valid: bool = True
+    reason: str | None = None  # why the step is invalid
+    meets: bool | None = None  # every SLO held (None when invalid)
+    phase: str = "ramp"  # ramp, descend or bisect
+
+
+def judge(step: Step, slos: list[Slo]) -> Step:
+    """Decide whether ``step`` counts, and whether it met every SLO."""
+    why = None
+    if not step.complete:
+        why = "the run did not complete"
+    elif step.failures:
+        why = f"{step.failures} integrity failure(s) or error(s)"
+    elif step.verdict in ("client-bound", "both-saturated"):
+        why = f"the load generator was the bottleneck ({step.verdict})"
+    elif step.achieved < MIN_ACHIEVED * step.rate:
+        why = (f"client cannot offer this rate: achieved {step.achieved:,.0f} of {step.rate:,.0f} msgs/s "
+               f"(< {MIN_ACHIEVED:.0%})")
+    step.valid = why is None
+    step.reason = why
+    step.meets = all(s.holds(step.latency_us) for s in slos) if step.valid else None
+    return step
+
+
+@dataclass
+class SearchResult:
+    slos: list[str]
+    precision: float
+    capacity_msgs_per_s: float | None  # the highest valid rate meeting every SLO; None when none did
+    bracket: tuple[float | None, float | None]  # (highest rate that held, lowest that broke)
+    complete: bool  # the bracket is within precision (or the ramp hit max_rate with the SLO holding)
+    stopped: str | None  # why the search ended early (an invalid step, max_steps, max_rate)
+    steps: list[Step] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["msgs_per_s"] = self.capacity_msgs_per_s
+        d["bracket"] = list(self.bracket)
+        return d
+
+
+def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float, precision: float = 0.05,
+           growth: float = 2.0, max_steps: int = 20, max_rate: float | None = None, log=lambda msg: None) -> SearchResult:
+    """Ramp geometrically from ``start_rate`` while every SLO holds (or come down while it breaks), then bisect
+    to ``precision``.
+
+    ``measure(rate)`` runs one open-loop step and returns its Step (unjudged); every step is judged here."""
+    if not slos:
+        raise ValueError("at least one SLO is needed")
+    if start_rate <= 0 or not 0 < precision < 1 or growth <= 1 or max_steps < 1:
+        raise ValueError("start_rate > 0, 0 < precision < 1, growth > 1 and max_steps >= 1 are required")
+    steps: list[Step] = []
+    lo: float | None = None  # highest valid rate that met every SLO
+    hi: float | None = None  # lowest valid rate that broke one
+    stopped = None
+
+    def run(rate: float, phase: str) -> Step:
+        step = judge(measure(rate), slos)
+        step.phase = phase
+        steps.append(step)
+        state = "invalid: " + step.reason if not step.valid else ("meets the SLO" if step.meets else "breaks the SLO")
+        log(f"capacity: step {len(steps)} ({phase}) at {rate:,.0f} msgs/s: {state}")
+        return step
+
+    rate = start_rate
+    while hi is None:  # the ramp
+        if len(steps) >= max_steps:
+            stopped = f"max_steps ({max_steps}) reached while ramping"
+            break
+        step = run(rate, "ramp")
+        if not step.valid:
+            stopped = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}"
+            break
+        if step.meets:
+            lo = rate
+            if max_rate is not None and rate >= max_rate:
+                stopped = f"the SLO still holds at max_rate ({max_rate:,.0f} msgs/s)"
+                break
+            rate = rate * growth if max_rate is None else min(rate * growth, max_rate)
+        else:
+            hi = rate
+    while stopped is None and hi is not None and lo is None:  # broke at the start rate: come down until it holds
+        rate = hi / growth
+        if len(steps) >= max_steps or rate < MIN_RATE:
+            stopped = f"no rate from {rate:,.1f} msgs/s up meets the SLO within {len(steps)} steps"
+            break
+        step = run(rate, "descend")
+        if not step.valid:
+            stopped = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}"
+            break
+        if step.meets:
+            lo = rate
+        else:
+            hi = rate
+    while stopped is None and hi is not None and lo is not None and hi / lo - 1 > precision:  # the bisection
+        if len(steps) >= max_steps:
+            stopped = f"max_steps ({max_steps}) reached while bisecting"
+            break
+        mid = math.sqrt(lo * hi)
+        step = run(mid, "bisect")
+        if not step.valid:
+            stopped = f"step at {mid:,.0f} msgs/s is invalid: {step.reason}"
+            break
+        if step.meets:
+            lo = mid
+        else:
+            hi = mid
+    complete = stopped is None or stopped.startswith("the SLO still holds")
+    return SearchResult([s.text for s in slos], precision, lo, (lo, hi), complete, stopped, steps)

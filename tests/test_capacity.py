@@ -1,0 +1,94 @@
+"""The capacity search's core (loadgen/capacity.py) on synthetic servers whose capacity is known: no sockets,
+no timing, every outcome exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadgen import capacity as cap
+
+
+def server(capacity: float, base_us: float = 50.0, client_max: float | None = None):
+    """A model server: latency stays at base below ``capacity`` and explodes above it (queues build); a client
+    that cannot send more than ``client_max`` msgs/s achieves only that."""
+    calls = []
+
+    def measure(rate: float) -> cap.Step:
+        calls.append(rate)
+        achieved = rate if client_max is None else min(rate, client_max)
+        load = rate / capacity
+        p99 = base_us if load <= 1 else base_us * 1000 * load
+        return cap.Step(rate=rate, achieved=achieved, latency_us={"p50": base_us, "p99": p99, "p999": p99 * 2})
+
+    measure.calls = calls
+    return measure
+
+
+@pytest.mark.parametrize("text, key, limit", [
+    ("p99=1ms", "p99", 1000.0), ("p99.9=500us", "p999", 500.0), ("p50=0.2ms", "p50", 200.0), ("max=1s", "max", 1e6),
+])
+def test_parse_slo(text, key, limit):
+    s = cap.parse_slo(text)
+    assert (s.percentile, s.limit_us) == (key, limit)
+
+
+@pytest.mark.parametrize("text", ["p98=1ms", "p99", "p99=1", "p99=-1ms", "p99=0ms", "latency<1ms"])
+def test_bad_slo_is_refused(text):
+    with pytest.raises(ValueError, match="SLO"):
+        cap.parse_slo(text)
+
+
+@pytest.mark.parametrize("true_capacity", [3_000, 17_500, 123_456])
+def test_the_search_finds_a_known_capacity_within_its_precision(true_capacity):
+    m = server(true_capacity)
+    r = cap.search(m, [cap.parse_slo("p99=1ms")], start_rate=1000, precision=0.05)
+    assert r.complete and r.stopped is None
+    lo, hi = r.bracket
+    assert lo <= true_capacity < hi and hi / lo - 1 <= 0.05
+    assert r.capacity_msgs_per_s == lo and true_capacity * (1 - 0.05) <= lo
+    assert len(r.steps) <= 20 and {s.phase for s in r.steps} <= {"ramp", "bisect"}
+
+
+def test_when_the_start_rate_already_breaks_it_comes_down():
+    r = cap.search(server(400), [cap.parse_slo("p99=1ms")], start_rate=10_000, precision=0.05)
+    assert r.complete and r.bracket[0] <= 400 < r.bracket[1]
+    assert any(s.phase == "descend" for s in r.steps)
+
+
+def test_every_slo_must_hold():
+    slos = [cap.parse_slo("p99=1ms"), cap.parse_slo("p50=10us")]  # p50 is 50 us at every rate: never holds
+    r = cap.search(server(5_000), slos, start_rate=1000, max_steps=12)
+    assert r.capacity_msgs_per_s is None and not r.complete and "no rate" in r.stopped
+
+
+def test_a_client_that_cannot_offer_the_rate_ends_with_that_answer_not_a_capacity():
+    r = cap.search(server(1e9, client_max=20_000), [cap.parse_slo("p99=1ms")], start_rate=1000)
+    assert not r.complete and "client cannot offer this rate" in r.stopped
+    assert r.capacity_msgs_per_s == 16_000  # the highest valid rate that met the SLO: a lower bound, said so
+    assert r.steps[-1].valid is False and r.steps[-1].meets is None
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("verdict", "client-bound", "bottleneck"), ("verdict", "both-saturated", "bottleneck"),
+    ("failures", 3, "integrity"), ("complete", False, "did not complete"),
+])
+def test_invalid_steps_say_why(field, value, why):
+    step = cap.Step(rate=1000, achieved=1000, latency_us={"p99": 10.0})
+    setattr(step, field, value)
+    cap.judge(step, [cap.parse_slo("p99=1ms")])
+    assert not step.valid and why in step.reason and step.meets is None
+
+
+def test_the_search_is_bounded():
+    m = server(1e12)
+    r = cap.search(m, [cap.parse_slo("p99=1ms")], start_rate=1, max_steps=7)
+    assert len(m.calls) == 7 and not r.complete and "max_steps" in r.stopped
+    r = cap.search(server(1e12), [cap.parse_slo("p99=1ms")], start_rate=1000, max_rate=50_000)
+    assert r.complete and r.capacity_msgs_per_s == 50_000 and "still holds" in r.stopped
+
+
+def test_bad_search_arguments():
+    with pytest.raises(ValueError):
+        cap.search(server(1), [], start_rate=1)
+    with pytest.raises(ValueError):
+        cap.search(server(1), [cap.parse_slo("p99=1ms")], start_rate=0)
