@@ -7,9 +7,11 @@ start rate while every SLO holds, and once one breaks it bisects (geometrically)
 that held and the lowest that broke, until the two are within ``precision`` of each other. The capacity is
 the highest *valid* rate that met every SLO.
 
-A step is valid only if the client really offered the planned load and the figures can be trusted: the
-achieved rate is at least ``MIN_ACHIEVED`` of the planned one, no integrity failure or error occurred, the
-run completed, and the load generator was not the bottleneck. An invalid step ends the search: the result
+A step is valid only if the figures can be trusted: the run completed, no integrity failure or error
+occurred, and the load generator was not the bottleneck. The achieved rate must be at least
+``MIN_ACHIEVED`` of the planned one, unless the corrected latency broke the SLO: then the server fell behind
+(with ``--depth`` messages in flight, messages due while the window was full wait, and are timed from when
+they were due), which is exactly the overload the search looks for, and the step is a valid break. An invalid step ends the search: the result
 says why and where, and reports the highest valid rate that met the SLO as a lower bound, never a guess
 beyond it. The search is bounded in steps (``max_steps``) and by ``max_rate``, and stops by itself.
 """
@@ -69,6 +71,7 @@ class Step:
     reason: str | None = None  # why the step is invalid
     meets: bool | None = None  # every SLO held (None when invalid)
     phase: str = "ramp"  # ramp, descend or bisect
+    overload: bool = False  # achieved < planned because the server fell behind (a valid, broken step)
 
 
 def judge(step: Step, slos: list[Slo]) -> Step:
@@ -80,12 +83,16 @@ def judge(step: Step, slos: list[Slo]) -> Step:
         why = f"{step.failures} integrity failure(s) or error(s)"
     elif step.verdict in ("client-bound", "both-saturated"):
         why = f"the load generator was the bottleneck ({step.verdict})"
-    elif step.achieved < MIN_ACHIEVED * step.rate:
-        why = (f"client cannot offer this rate: achieved {step.achieved:,.0f} of {step.rate:,.0f} msgs/s "
-               f"(< {MIN_ACHIEVED:.0%})")
+    meets = all(s.holds(step.latency_us) for s in slos)
+    if why is None and step.achieved < MIN_ACHIEVED * step.rate:
+        if meets:  # fast enough, yet the planned messages did not all go out: the client fell short
+            why = (f"client cannot offer this rate: achieved {step.achieved:,.0f} of {step.rate:,.0f} msgs/s "
+                   f"(< {MIN_ACHIEVED:.0%})")
+        else:  # the server could not keep up: messages waited behind full windows (timed from when they were
+            step.overload = True  # due: the corrected latency broke the SLO). A valid step that breaks it.
     step.valid = why is None
     step.reason = why
-    step.meets = all(s.holds(step.latency_us) for s in slos) if step.valid else None
+    step.meets = meets if step.valid else None
     return step
 
 
@@ -174,3 +181,44 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
             hi = mid
     complete = stopped is None or stopped.startswith("the SLO still holds")
     return SearchResult([s.text for s in slos], precision, lo, (lo, hi), complete, stopped, steps)
+
+
+# -- the search on real runs (loadgen/run.py --find-capacity) ---------------------------------------------------
+
+def step_of(rate: float, doc: dict) -> Step:
+    """A Step from one load-generator result document."""
+    r = doc["result"]
+    return Step(rate=rate, achieved=r["msgs_per_s"], latency_us=r["latency_us"],
+                latency_uncorrected_us=r["latency_uncorrected_us"], verdict=r["verdict"], complete=r["complete"],
+                failures=r["integrity_failures"] + sum(r["errors"].values()), loadgen_pct=r["cpu"]["loadgen_pct"],
+                server_pct=r["cpu"]["server_pct"])
+
+
+def find(cfg, log) -> tuple[dict, int]:
+    """Run the search with one open-loop run per step (a fresh managed server each, with --server).
+
+    Returns the result document of the step at the capacity (or the last step when no rate met every SLO),
+    with ``result.capacity`` holding the search, and the exit code: 0 for a finished search (its capacity may
+    be null: no rate met the SLO), 3 when it stopped early (an invalid step, max_steps)."""
+    from dataclasses import replace
+
+    from .runner import EXIT_INCOMPLETE, EXIT_OK, Runner
+
+    slos = [parse_slo(t) for t in cfg.slos]
+    docs: list[dict] = []
+
+    def measure(rate: float) -> Step:
+        step_cfg = replace(cfg, rate=rate, find_capacity=False, json_path=None, hdr_path=None)
+        doc, _code = Runner(step_cfg, lambda msg: None).execute()
+        docs.append(doc)
+        return step_of(rate, doc)
+
+    res = search(measure, slos, cfg.start_rate, cfg.precision, max_steps=cfg.max_steps, max_rate=cfg.max_rate, log=log)
+    at = next((i for i, s in enumerate(res.steps) if s.valid and s.meets and s.rate == res.capacity_msgs_per_s),
+              len(docs) - 1)
+    doc = docs[at]
+    doc["config"] = cfg.as_dict()  # the search's configuration (its --slo, --precision ...), not one step's
+    cap = res.as_dict()
+    cap["document_step"] = at + 1  # the step whose figures the rest of this document gives
+    doc["result"]["capacity"] = cap
+    return doc, EXIT_OK if res.complete else EXIT_INCOMPLETE

@@ -66,10 +66,18 @@ class LoadConfig:
     quiet: bool = False
     force: bool = False
     seed: int = 0
+    # --find-capacity: an open-loop rate search for the highest rate meeting every --slo (loadgen/capacity.py)
+    find_capacity: bool = False
+    slos: tuple[str, ...] = ()
+    precision: float = 0.05
+    start_rate: float = 1000.0
+    max_steps: int = 20
+    max_rate: float | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["server_args"] = list(d["server_args"])
+        d["slos"] = list(d["slos"])
         for k in ("cpus", "server_cpus"):
             if d[k] is not None:
                 d[k] = list(d[k])

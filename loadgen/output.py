@@ -8,7 +8,8 @@ import sys
 
 from hdrh.histogram import HdrHistogram
 
-SCHEMA_VERSION = 1  # of the load generator's result document (runner.py writes it; load() refuses others)
+SCHEMA_VERSION = 2  # of the load generator's result document (runner.py writes it; load() refuses others)
+# 2: result.capacity (the --find-capacity search; null otherwise), result.engine, config.engine
 
 
 def human_size(n: int) -> str:
@@ -137,3 +138,36 @@ def point_latest(results_root, out_dir) -> None:
         latest.symlink_to(Path(out_dir).name)
     except OSError:
         pass
+
+
+def render_capacity(cap: dict, file=None) -> None:
+    """The capacity search: every step, then the capacity with its bracket (plain text, stdout)."""
+    file = file or sys.stdout
+
+    def us(d, k):
+        v = (d or {}).get(k)
+        return "-" if v is None else f"{v:,.0f}"
+
+    print(f"\ncapacity search: SLO {' and '.join(cap['slos'])}, precision {cap['precision']:.0%}", file=file)
+    print(f"{'step':>4} {'phase':<8} {'planned/s':>11} {'achieved/s':>11} {'p50 us':>8} {'p99 us':>9} {'p99.9 us':>9} "
+          f"{'p99 unc':>8} {'client%':>7} {'server%':>7}  judgement", file=file)
+    for i, s in enumerate(cap["steps"], 1):
+        judgement = ("INVALID: " + s["reason"]) if not s["valid"] else ("meets" if s["meets"] else "breaks")
+        if s.get("overload"):
+            judgement += " (overloaded: the server fell behind the planned rate)"
+        cl = "-" if s["loadgen_pct"] is None else f"{s['loadgen_pct']:.0f}"
+        sv = "-" if s["server_pct"] is None else f"{s['server_pct']:.0f}"
+        print(f"{i:>4} {s['phase']:<8} {s['rate']:>11,.0f} {s['achieved']:>11,.0f} {us(s['latency_us'], 'p50'):>8} "
+              f"{us(s['latency_us'], 'p99'):>9} {us(s['latency_us'], 'p999'):>9} {us(s['latency_uncorrected_us'], 'p99'):>8} "
+              f"{cl:>7} {sv:>7}  {judgement}", file=file)
+    lo, hi = cap["bracket"]
+    fmt = lambda x: "-" if x is None else f"{x:,.0f}"  # noqa: E731
+    if cap["msgs_per_s"] is None:
+        line = "no rate met the SLO"
+    else:
+        line = f"capacity {cap['msgs_per_s']:,.0f} msgs/s (held at {fmt(lo)}, broke at {fmt(hi)})"
+    if not cap["complete"]:
+        line += f"; search incomplete: {cap['stopped']}" + (" (a lower bound)" if cap["msgs_per_s"] else "")
+    elif cap["stopped"]:
+        line += f"; {cap['stopped']}"
+    print(line, file=file)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
-from .output import human_size
+from .output import SCHEMA_VERSION, human_size
 
 GO_REFERENCE = "go"  # the study's own server: each ranking table gives every model's server CPU relative to it
 SPECTRUM_PERCENTILES = [50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999]
@@ -37,8 +37,8 @@ def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
     docs = []
     for p in sorted((run_dir / "cells").glob("*.json")):
         d = json.loads(p.read_text())
-        if d.get("schema_version") != 1:
-            raise ReportError(f"{p}: schema_version {d.get('schema_version')!r}, expected 1")
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ReportError(f"{p}: schema_version {d.get('schema_version')!r}, expected {SCHEMA_VERSION}")
         docs.append(d)
     return suite, docs
 

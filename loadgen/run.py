@@ -85,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timeout", type=_typed(_seconds, "duration"), help="an echo not complete after this many seconds is lost "
                    "(default 5; UDP 1: a lost datagram is declared lost after it, never waited for)")
     g.add_argument("--connect-timeout", type=_typed(_seconds, "duration"), default=2.0, help="per-connection connect timeout (default 2)")
+    g = p.add_argument_group("capacity at a latency SLO")
+    g.add_argument("--find-capacity", action="store_true",
+                   help="open-loop rate search: ramp up from --start-rate while every --slo holds, then bisect to "
+                        "--precision; each step is one run of --warmup + --duration at a planned --rate")
+    g.add_argument("--slo", dest="slos", action="append", default=[], metavar="PCT=LIMIT",
+                   help="a latency objective on the corrected latency, repeatable, all must hold (e.g. p99=1ms, p99.9=5ms)")
+    g.add_argument("--precision", type=_typed(float, "precision"), default=0.05,
+                   help="stop bisecting when the bracket is this close (default 0.05 = 5%%)")
+    g.add_argument("--start-rate", type=_typed(_rate, "rate"), default=1000.0, help="first step's msgs/s (default 1000)")
+    g.add_argument("--max-rate", type=_typed(_rate, "rate"), help="never plan more than this many msgs/s")
+    g.add_argument("--max-steps", type=_typed(_positive_int, "count"), default=20, help="at most this many steps (default 20)")
     g = p.add_argument_group("scale")
     g.add_argument("--workers", type=_typed(_positive_int, "count"), default=1, help="load-generator processes; connections are spread over them and results merged exactly (default 1)")
     g.add_argument("--cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for the load generator (default: the upper half of the usable CPUs when --server is used)")
@@ -150,8 +161,25 @@ def parse_config(argv) -> LoadConfig:
             p.error(refusal)
     if a.timeout is None:
         a.timeout = 1.0 if a.transport == "udp" else 5.0
+    if a.find_capacity:
+        from loadgen.capacity import parse_slo
+
+        if not a.slos:
+            p.error("--find-capacity needs at least one --slo (e.g. --slo p99=1ms)")
+        if a.rate is not None:
+            p.error("--find-capacity chooses the rates itself: drop --rate")
+        if not 0 < a.precision < 1:
+            p.error("--precision must be between 0 and 1")
+        for text in a.slos:
+            try:
+                parse_slo(text)
+            except ValueError as exc:
+                p.error(str(exc))
+    elif a.slos:
+        p.error("--slo applies to --find-capacity")
     fields = {k: v for k, v in vars(a).items()}
     fields["server_args"] = tuple(a.server_args)
+    fields["slos"] = tuple(a.slos)
     return LoadConfig(**fields)
 
 
@@ -165,13 +193,19 @@ def main(argv=None) -> int:
         if not cfg.quiet:
             print(f"loadgen: {msg}", file=sys.stderr, flush=True)
 
-    runner = Runner(cfg, log)
     try:
-        doc, code = runner.execute()
+        if cfg.find_capacity:
+            from loadgen.capacity import find
+
+            doc, code = find(cfg, log)
+        else:
+            doc, code = Runner(cfg, log).execute()
     except (RunError, TargetError) as exc:
         print(f"loadgen/run.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, RunError) else 3
     output.render_table(doc)
+    if doc["result"].get("capacity"):
+        output.render_capacity(doc["result"]["capacity"])
     if cfg.json_path:
         output.write_json(doc, cfg.json_path)
     if cfg.hdr_path:
@@ -182,6 +216,9 @@ def main(argv=None) -> int:
     if res["integrity_failures"]:
         print(f"loadgen/run.py: error: {res['integrity_failures']} integrity failure(s): "
               + "; ".join(res["integrity_samples"][:3]), file=sys.stderr)
+    cap = res.get("capacity")
+    if cap and not cap["complete"]:
+        print(f"loadgen/run.py: error: capacity search incomplete: {cap['stopped']}", file=sys.stderr)
     if res["verdict"] == "client-bound" and not cfg.quiet:
         print(f"loadgen: {res['verdict_detail']}", file=sys.stderr)
     return code

@@ -399,6 +399,7 @@ class Runner:
             "histogram_unit": "ns",
             "histogram": stats.encode(lat),
             "histogram_uncorrected": stats.encode(unc) if unc is not None else None,
+            "capacity": None,  # set by a --find-capacity search (loadgen/capacity.py)
         }
         self._lat = lat
         return {

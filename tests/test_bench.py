@@ -69,7 +69,7 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
     cells = sorted((run / "cells").glob("*.json"))
     assert len(cells) == suite["runs_planned"]
     doc = json.loads(cells[0].read_text())
-    assert doc["schema_version"] == 1 and doc["result"]["verdict"] in ("server-bound", "client-bound", "both-saturated", "neither")
+    assert doc["schema_version"] == 2 and doc["result"]["verdict"] in ("server-bound", "client-bound", "both-saturated", "neither")
     # trials interleaved across models: trial 0 of every cell precedes any trial 1
     order = sorted(cells, key=lambda p: json.loads(p.read_text())["bench"]["seq"])
     trials = [json.loads(p.read_text())["bench"]["trial"] for p in order]

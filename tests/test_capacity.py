@@ -92,3 +92,11 @@ def test_bad_search_arguments():
         cap.search(server(1), [], start_rate=1)
     with pytest.raises(ValueError):
         cap.search(server(1), [cap.parse_slo("p99=1ms")], start_rate=0)
+
+
+def test_a_server_that_falls_behind_is_an_overload_not_an_invalid_step():
+    # depth-limited open loop: past its capacity the server holds the client's window full, so fewer messages go
+    # out than planned, and the corrected latency explodes: a valid step that breaks the SLO
+    step = cap.Step(rate=256_000, achieved=242_000, latency_us={"p99": 70_000.0}, verdict="server-bound")
+    cap.judge(step, [cap.parse_slo("p99=1ms")])
+    assert step.valid and step.meets is False and step.overload

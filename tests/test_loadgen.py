@@ -45,7 +45,7 @@ def test_clean_run_writes_a_complete_versioned_document(tmp_path, engine):
     hdr = tmp_path / "lat.hdr"
     out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--conns", "10", *QUICK, "--hdr", str(hdr), engine=engine)
     assert out.returncode == 0, out.stderr
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2 and doc["result"]["capacity"] is None
     assert dt.datetime.fromisoformat(doc["timestamp"]).utcoffset() == dt.timedelta(0)
     for key in ("cpu_model", "cpu_count", "kernel", "python", "uvloop", "echobench", "git_commit"):
         assert key in doc["env"]
@@ -291,3 +291,41 @@ def test_run_py_typed_with_a_bare_python_reruns_under_the_venv_or_says_how(tmp_p
     assert out.returncode == 2
     assert_one_line_error(out)
     assert "make venv" in out.stderr and "hdrh" in out.stderr
+
+
+# -- capacity at a latency SLO (the search itself is tested on model servers in test_capacity.py) ----------------
+
+def test_find_capacity_end_to_end_reports_every_step_and_the_capacity(tmp_path):
+    # a generous SLO (p99 <= 1 s at 500-1,000 msgs/s holds on any machine) and max_rate bound the search to two steps
+    out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--find-capacity", "--slo", "p99=1s", "--start-rate", "500",
+                       "--max-rate", "1000", "--max-steps", "4", "--duration", "0.5", "--warmup", "0.2", "--quiet")
+    assert out.returncode == 0, out.stderr
+    cap = doc["result"]["capacity"]
+    assert cap["complete"] and cap["msgs_per_s"] == 1000 and "still holds at max_rate" in cap["stopped"]
+    assert [s["rate"] for s in cap["steps"]] == [500, 1000] and all(s["valid"] and s["meets"] for s in cap["steps"])
+    assert cap["slos"] == ["p99=1s"] and doc["config"]["find_capacity"] and doc["config"]["slos"] == ["p99=1s"]
+    assert "capacity 1,000 msgs/s" in out.stdout
+
+
+def test_find_capacity_when_no_rate_meets_the_slo(tmp_path):
+    out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--find-capacity", "--slo", "p50=1ns", "--start-rate", "400",
+                       "--max-steps", "2", "--duration", "0.3", "--warmup", "0.1", "--quiet")
+    assert out.returncode == 3, out.stderr  # stopped by max_steps, said in one line
+    cap = doc["result"]["capacity"]
+    assert cap["msgs_per_s"] is None and not cap["complete"] and len(cap["steps"]) == 2
+    assert [s["phase"] for s in cap["steps"]] == ["ramp", "descend"]
+    assert "capacity search incomplete" in out.stderr and "no rate met the SLO" in out.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--find-capacity"], "needs at least one --slo"),
+    (["--find-capacity", "--slo", "p99=1ms", "--rate", "100"], "drop --rate"),
+    (["--find-capacity", "--slo", "p98=1ms"], "invalid SLO"),
+    (["--slo", "p99=1ms"], "applies to --find-capacity"),
+    (["--find-capacity", "--slo", "p99=1ms", "--precision", "2"], "--precision"),
+])
+def test_bad_capacity_arguments(tmp_path, args, fragment):
+    out = subprocess.run([*RUN, *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert_one_line_error(out)
+    assert fragment in out.stderr

@@ -264,3 +264,8 @@ def test_bad_engine_arguments_are_refused():
         eng = _native.Engine([a.fileno()], [1], 64, 1, shared_ring(64, 0), 0, [0], -1)
         with pytest.raises(RuntimeError):
             eng.run(0)  # before start()
+        half = _native.Engine.__new__(_native.Engine)  # never initialised: every method refuses it
+        for call in (lambda: half.start(0, 0, 1), lambda: half.run(0), half.take, half.stop_sending, half.interrupt,
+                     half.result, lambda: half.give_up(0, True)):
+            with pytest.raises(RuntimeError, match="not initialised"):
+                call()

@@ -26,6 +26,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,6 +53,8 @@ enum { I_CORRUPT, I_SEQUENCE, I_UNEXPECTED, I_LOST, I_KINDS };
 static const char *const ikind_names[I_KINDS] = {"corrupt", "sequence", "unexpected", "lost"};
 
 enum { ST_DEADLINE = 0, ST_DONE = 1, ST_WAKE = 2, ST_FULL = 3 };
+
+static int have_pwait2 = 1; /* cleared once epoll_pwait2 is found missing or denied: epoll_wait (ms) then */
 
 typedef struct {
     int64_t start, sent;
@@ -114,7 +117,14 @@ typedef struct {
     uint8_t *rxbuf;
     uint8_t *txbuf;
     int64_t waits, events; /* epoll waits that returned events, and those events: how bursty the echoes came */
+    int ready;             /* __init__ succeeded: every method refuses a half-made engine */
 } Engine;
+
+static int check_ready(Engine *e) {
+    if (!e->ready)
+        PyErr_SetString(PyExc_RuntimeError, "the engine was not initialised");
+    return e->ready;
+}
 
 static inline int64_t now_ns(void) {
     struct timespec ts;
@@ -368,7 +378,7 @@ static void set_out(Engine *e, Conn *c, int on) {
 
 /* Write what is queued; wait for EPOLLOUT when the socket is full. */
 static void flush_slow(Engine *e, Conn *c) {
-    uint8_t hdrs[IOV_USE / 2][HDR];
+    uint8_t hdrs[IOV_USE][HDR]; /* a 16-byte message (no body) takes one iovec: up to IOV_USE headers */
     while (c->tx_seq < c->seq && !c->dead) {
         ssize_t w;
         uint64_t pending = c->seq - c->tx_seq;
@@ -451,8 +461,17 @@ static inline void flush(Engine *e, Conn *c) {
             c->tx_seq++;
             return;
         }
-        if (w > 0)
-            c->tx_off = (size_t)w;
+        if (w > 0) {
+            c->tx_off = (size_t)w; /* a partial write: the rest goes through flush_slow */
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            set_out(e, c, 1);
+            return;
+        } else if (errno != EINTR) { /* report this error: a retry would see EPIPE where this was ECONNRESET */
+            char kind[KIND_LEN], detail[200];
+            errno_kind(errno, kind, sizeof kind, detail, sizeof detail);
+            conn_lost(e, c, kind, detail);
+            return;
+        }
     }
     flush_slow(e, c);
 }
@@ -660,7 +679,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOnnOLOi", names, &fds, &ids, &size, &depth, &ring, &interval,
                                      &phases, &wake_fd))
         return -1;
-    if (e->conns != NULL) {
+    if (e->conns != NULL || e->ring != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
         return -1;
     }
@@ -673,10 +692,9 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     if (fl == NULL)
         return -1;
     int rc = -1;
-    il = PySequence_Fast(ids, "conn_ids must be a sequence");
-    pl = PySequence_Fast(phases, "phases_ns must be a sequence");
-    rl = PySequence_Fast(ring, "ring must be a sequence of bytes");
-    if (il == NULL || pl == NULL || rl == NULL)
+    if ((il = PySequence_Fast(ids, "conn_ids must be a sequence")) == NULL ||
+        (pl = PySequence_Fast(phases, "phases_ns must be a sequence")) == NULL ||
+        (rl = PySequence_Fast(ring, "ring must be a sequence of bytes")) == NULL)
         goto out;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fl), rn = PySequence_Fast_GET_SIZE(rl);
     if (PySequence_Fast_GET_SIZE(il) != n || PySequence_Fast_GET_SIZE(pl) != n) {
@@ -716,11 +734,15 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
     for (Py_ssize_t i = 0; i < n; i++) {
         Conn *c = &e->conns[i];
         long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(fl, i));
-        long long id = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(il, i));
-        long long ph = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(pl, i));
-        if (PyErr_Occurred())
+        if (fd == -1 && PyErr_Occurred())
             goto out;
-        if (fd < 0 || id < 0 || id > UINT32_MAX || ph < 0) {
+        long long id = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(il, i));
+        if (id == -1 && PyErr_Occurred())
+            goto out;
+        long long ph = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(pl, i));
+        if (ph == -1 && PyErr_Occurred())
+            goto out;
+        if (fd < 0 || fd > INT_MAX || id < 0 || id > UINT32_MAX || ph < 0) {
             PyErr_SetString(PyExc_ValueError, "bad fd, connection id or phase");
             goto out;
         }
@@ -750,6 +772,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
         }
     }
     e->live = n;
+    e->ready = 1;
     rc = 0;
 out:
     Py_XDECREF(fl);
@@ -760,6 +783,8 @@ out:
 }
 
 static PyObject *Engine_start(Engine *e, PyObject *args) {
+    if (!check_ready(e))
+        return NULL;
     long long t0, warm, end;
     if (!PyArg_ParseTuple(args, "LLL", &t0, &warm, &end))
         return NULL;
@@ -789,6 +814,8 @@ static PyObject *Engine_start(Engine *e, PyObject *args) {
 
 /* Run until `until` (ns, CLOCK_MONOTONIC), the end of the run, a readable wake_fd, or full sample arrays. */
 static PyObject *Engine_run(Engine *e, PyObject *args) {
+    if (!check_ready(e))
+        return NULL;
     long long until;
     if (!PyArg_ParseTuple(args, "L", &until))
         return NULL;
@@ -827,8 +854,13 @@ static PyObject *Engine_run(Engine *e, PyObject *args) {
         int64_t wait = wake_at - now;
         struct timespec ts = {.tv_sec = wait / 1000000000LL, .tv_nsec = wait % 1000000000LL};
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
-        int k = epoll_pwait2(e->ep, evs, MAX_EVENTS, &ts, NULL); /* nanosecond timeouts for the open loop */
-        if (k < 0 && errno == ENOSYS) /* kernels before 5.11 */
+        int k = -1;
+        if (have_pwait2) {
+            k = epoll_pwait2(e->ep, evs, MAX_EVENTS, &ts, NULL); /* nanosecond timeouts for the open loop */
+            if (k < 0 && (errno == ENOSYS || errno == EPERM)) /* kernels before 5.11; seccomp filters that deny it */
+                have_pwait2 = 0;
+        }
+        if (!have_pwait2)
             k = epoll_wait(e->ep, evs, MAX_EVENTS, (int)((wait + 999999) / 1000000));
 #else
         (void)ts;
@@ -881,6 +913,8 @@ static PyObject *take_samples(Samples *s) {
 
 /* (latency, uncorrected, lag): int64 nanoseconds as bytes; the arrays are emptied. */
 static PyObject *Engine_take(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    if (!check_ready(e))
+        return NULL;
     PyObject *a = take_samples(&e->lat), *b = NULL, *c = NULL;
     if (a == NULL)
         return NULL;
@@ -900,6 +934,8 @@ fail:
 }
 
 static PyObject *Engine_measured(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    if (!check_ready(e))
+        return NULL;
     long long total = 0;
     for (Py_ssize_t i = 0; i < e->n; i++)
         total += e->conns[i].count;
@@ -907,6 +943,8 @@ static PyObject *Engine_measured(Engine *e, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyObject *Engine_finish(Engine *e, PyObject *args) {
+    if (!check_ready(e))
+        return NULL;
     const char *reason = NULL;
     if (!PyArg_ParseTuple(args, "z", &reason))
         return NULL;
@@ -914,8 +952,21 @@ static PyObject *Engine_finish(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The parent's pipe reached EOF: stop watching it (it would stay readable and wake every run() at once). */
+static PyObject *Engine_unwatch_wake(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    if (!check_ready(e))
+        return NULL;
+    if (e->wake_fd >= 0) {
+        epoll_ctl(e->ep, EPOLL_CTL_DEL, e->wake_fd, NULL);
+        e->wake_fd = -1;
+    }
+    Py_RETURN_NONE;
+}
+
 /* Ctrl-C: stop sending and drain; the run ends when nothing is in flight (or when Python gives up). */
 static PyObject *Engine_interrupt(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    if (!check_ready(e))
+        return NULL;
     if (!e->has_outcome) {
         snprintf(e->outcome, sizeof e->outcome, "interrupted");
         e->has_outcome = 1;
@@ -929,6 +980,8 @@ static PyObject *Engine_interrupt(Engine *e, PyObject *Py_UNUSED(ignored)) {
 
 /* Stop sending: the drain begins (finishes at once when nothing is in flight). */
 static PyObject *Engine_stop_sending(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    if (!check_ready(e))
+        return NULL;
     e->sending = 0;
     for (Py_ssize_t i = 0; i < e->n; i++)
         timer_cancel(e, &e->conns[i]);
@@ -938,6 +991,8 @@ static PyObject *Engine_stop_sending(Engine *e, PyObject *Py_UNUSED(ignored)) {
 
 /* Every echo still incomplete after limit_ns: counted as a timeout and a lost message (fatal). */
 static PyObject *Engine_check_timeouts(Engine *e, PyObject *args) {
+    if (!check_ready(e))
+        return NULL;
     long long now, limit;
     double secs;
     if (!PyArg_ParseTuple(args, "LLd", &now, &limit, &secs))
@@ -958,6 +1013,8 @@ static PyObject *Engine_check_timeouts(Engine *e, PyObject *args) {
 /* The drain is over (or the run was cut short): take in what the kernel already holds (echoes, resets, EOFs:
    checked, never counted, as the window closed at measured_end), then whatever is still in flight is lost. */
 static PyObject *Engine_give_up(Engine *e, PyObject *args) {
+    if (!check_ready(e))
+        return NULL;
     long long measured_end;
     int count_lost;
     if (!PyArg_ParseTuple(args, "Lp", &measured_end, &count_lost))
@@ -991,6 +1048,8 @@ static PyObject *Engine_give_up(Engine *e, PyObject *args) {
 }
 
 static PyObject *Engine_result(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    if (!check_ready(e))
+        return NULL;
     PyObject *per_conn = PyList_New(e->n), *errors = PyDict_New(), *integ = PyDict_New(), *samples = PyList_New(0);
     PyObject *res = NULL;
     if (!per_conn || !errors || !integ || !samples)
@@ -1056,6 +1115,7 @@ static PyMethodDef Engine_methods[] = {
      "give_up(measured_end_ns, count_lost): the drain is over; pending events taken in; what is still in flight "
      "is lost (count_lost true) or was cut short by an interrupt (false: not counted)."},
     {"interrupt", (PyCFunction)Engine_interrupt, METH_NOARGS, "Ctrl-C: stop sending, drain, end."},
+    {"unwatch_wake", (PyCFunction)Engine_unwatch_wake, METH_NOARGS, "Stop watching wake_fd (the parent is gone)."},
     {"result", (PyCFunction)Engine_result, METH_NOARGS, "Counts, errors and integrity failures so far."},
     {NULL, NULL, 0, NULL},
 };

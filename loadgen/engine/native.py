@@ -109,7 +109,8 @@ class NativeWorker(Worker):
     def _on_parent(self) -> None:
         try:
             m = self.pipe.recv()
-        except EOFError:
+        except EOFError:  # the parent is gone: nobody to report to; stop watching the pipe (always readable now)
+            self.engine.unwatch_wake()
             m = ("stop",)
         if m[0] == "stop" and self.interrupt_at is None:  # stop sending; echoes in flight get a short drain
             self.engine.interrupt()
