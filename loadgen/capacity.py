@@ -121,8 +121,8 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
     ``measure(rate)`` runs one open-loop step and returns its Step (unjudged); every step is judged here."""
     if not slos:
         raise ValueError("at least one SLO is needed")
-    if start_rate <= 0 or not 0 < precision < 1 or growth <= 1 or max_steps < 1:
-        raise ValueError("start_rate > 0, 0 < precision < 1, growth > 1 and max_steps >= 1 are required")
+    if start_rate < MIN_RATE or not 0 < precision < 1 or growth <= 1 or max_steps < 1:
+        raise ValueError(f"start_rate >= {MIN_RATE:g}, 0 < precision < 1, growth > 1 and max_steps >= 1 are required")
     steps: list[Step] = []
     lo: float | None = None  # highest valid rate that met every SLO
     hi: float | None = None  # lowest valid rate that broke one
@@ -136,49 +136,31 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
         log(f"capacity: step {len(steps)} ({phase}) at {rate:,.0f} msgs/s: {state}")
         return step
 
-    rate = start_rate
-    while hi is None:  # the ramp
-        if len(steps) >= max_steps:
-            stopped = f"max_steps ({max_steps}) reached while ramping"
+    # ramp up while the SLO holds; if the start rate already breaks it, come down until it holds; once a rate
+    # that held and one that broke are known, bisect between them (geometric mean) to the precision
+    rate, phase = start_rate, "ramp"
+    while not (phase == "bisect" and hi / lo - 1 <= precision):
+        if len(steps) >= max_steps or rate < MIN_RATE:
+            stopped = (f"no rate from {rate:,.1f} msgs/s up meets the SLO within {len(steps)} steps" if phase == "descend"
+                       else f"max_steps ({max_steps}) reached while {'ramping' if phase == 'ramp' else 'bisecting'}")
             break
-        step = run(rate, "ramp")
+        step = run(rate, phase)
         if not step.valid:
             stopped = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}"
             break
         if step.meets:
             lo = rate
+        else:
+            hi = rate
+        if lo is not None and hi is not None:
+            phase, rate = "bisect", math.sqrt(lo * hi)
+        elif hi is None:  # still holding: up
             if max_rate is not None and rate >= max_rate:
                 stopped = f"the SLO still holds at max_rate ({max_rate:,.0f} msgs/s)"
                 break
             rate = rate * growth if max_rate is None else min(rate * growth, max_rate)
-        else:
-            hi = rate
-    while stopped is None and hi is not None and lo is None:  # broke at the start rate: come down until it holds
-        rate = hi / growth
-        if len(steps) >= max_steps or rate < MIN_RATE:
-            stopped = f"no rate from {rate:,.1f} msgs/s up meets the SLO within {len(steps)} steps"
-            break
-        step = run(rate, "descend")
-        if not step.valid:
-            stopped = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}"
-            break
-        if step.meets:
-            lo = rate
-        else:
-            hi = rate
-    while stopped is None and hi is not None and lo is not None and hi / lo - 1 > precision:  # the bisection
-        if len(steps) >= max_steps:
-            stopped = f"max_steps ({max_steps}) reached while bisecting"
-            break
-        mid = math.sqrt(lo * hi)
-        step = run(mid, "bisect")
-        if not step.valid:
-            stopped = f"step at {mid:,.0f} msgs/s is invalid: {step.reason}"
-            break
-        if step.meets:
-            lo = mid
-        else:
-            hi = mid
+        else:  # broke with nothing held yet: down
+            phase, rate = "descend", hi / growth
     complete = stopped is None or stopped.startswith("the SLO still holds")
     return SearchResult([s.text for s in slos], precision, lo, (lo, hi), complete, stopped, steps)
 

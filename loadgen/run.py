@@ -170,6 +170,8 @@ def parse_config(argv) -> LoadConfig:
             p.error("--find-capacity chooses the rates itself: drop --rate")
         if not 0 < a.precision < 1:
             p.error("--precision must be between 0 and 1")
+        if a.start_rate < 1 or (a.max_rate is not None and a.max_rate < a.start_rate):
+            p.error("--start-rate must be at least 1 msgs/s, and --max-rate at least --start-rate")
         for text in a.slos:
             try:
                 parse_slo(text)

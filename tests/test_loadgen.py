@@ -323,6 +323,8 @@ def test_find_capacity_when_no_rate_meets_the_slo(tmp_path):
     (["--find-capacity", "--slo", "p98=1ms"], "invalid SLO"),
     (["--slo", "p99=1ms"], "applies to --find-capacity"),
     (["--find-capacity", "--slo", "p99=1ms", "--precision", "2"], "--precision"),
+    (["--find-capacity", "--slo", "p99=1ms", "--start-rate", "0.5"], "--start-rate"),
+    (["--find-capacity", "--slo", "p99=1ms", "--start-rate", "100", "--max-rate", "50"], "--max-rate"),
 ])
 def test_bad_capacity_arguments(tmp_path, args, fragment):
     out = subprocess.run([*RUN, *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30)
