@@ -23,6 +23,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from .stats import CLIENT_SATURATED
+
 MIN_ACHIEVED = 0.99  # a step counts only if the client offered at least 99% of the planned rate
 MIN_RATE = 1.0  # msgs/s: below this the search gives up coming down
 PERCENTILE_KEYS = {"p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p999", "p999": "p999",
@@ -77,11 +79,13 @@ class Step:
 def judge(step: Step, slos: list[Slo]) -> Step:
     """Decide whether ``step`` counts, and whether it met every SLO."""
     why = None
-    if not step.complete:
+    if step.verdict and step.verdict.startswith("error: "):
+        why = f"the run could not be made ({step.verdict[7:]})"
+    elif not step.complete:
         why = "the run did not complete"
     elif step.failures:
         why = f"{step.failures} integrity failure(s) or error(s)"
-    elif step.verdict in ("client-bound", "both-saturated"):
+    elif step.verdict in CLIENT_SATURATED:
         why = f"the load generator was the bottleneck ({step.verdict})"
     meets = all(s.holds(step.latency_us) for s in slos)
     if why is None and step.achieved < MIN_ACHIEVED * step.rate:
@@ -141,7 +145,7 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
     rate, phase = start_rate, "ramp"
     while not (phase == "bisect" and hi / lo - 1 <= precision):
         if len(steps) >= max_steps or rate < MIN_RATE:
-            stopped = (f"no rate from {rate:,.1f} msgs/s up meets the SLO within {len(steps)} steps" if phase == "descend"
+            stopped = (f"no rate from {hi:,.1f} msgs/s up meets the SLO within {len(steps)} steps" if phase == "descend"
                        else f"max_steps ({max_steps}) reached while {'ramping' if phase == 'ramp' else 'bisecting'}")
             break
         step = run(rate, phase)
@@ -180,26 +184,41 @@ def find(cfg, log) -> tuple[dict, int]:
     """Run the search with one open-loop run per step (a fresh managed server each, with --server).
 
     Returns the result document of the step at the capacity (or the last step when no rate met every SLO),
-    with ``result.capacity`` holding the search, and the exit code: 0 for a finished search (its capacity may
-    be null: no rate met the SLO), 3 when it stopped early (an invalid step, max_steps)."""
+    with ``result.capacity`` holding the search, and the exit code: 0 for a finished search, 3 when it stopped
+    early (an invalid step, max_steps, or no rate met the SLO). A step whose run could not be made at all (the
+    server would not start, nothing listens) is an invalid step: the steps before it are kept."""
     from dataclasses import replace
 
-    from .runner import EXIT_INCOMPLETE, EXIT_OK, Runner
+    from .runner import EXIT_INCOMPLETE, EXIT_OK, Runner, RunError
+    from .target import TargetError
 
     slos = [parse_slo(t) for t in cfg.slos]
     docs: list[dict] = []
+    notes: set[str] = set()
+
+    def once(msg: str) -> None:  # a step's one-line notes (e.g. which engine), said once for the whole search
+        if msg not in notes:
+            notes.add(msg)
+            log(msg)
 
     def measure(rate: float) -> Step:
         step_cfg = replace(cfg, rate=rate, find_capacity=False, json_path=None, hdr_path=None)
-        doc, _code = Runner(step_cfg, lambda msg: None).execute()
+        try:
+            doc, _code = Runner(step_cfg, once).execute()
+        except (RunError, TargetError) as exc:
+            if not docs:
+                raise  # not one step could run: a plain error, as for any run
+            return Step(rate=rate, achieved=0.0, latency_us={}, complete=False, failures=0, verdict=f"error: {exc}")
         docs.append(doc)
         return step_of(rate, doc)
 
     res = search(measure, slos, cfg.start_rate, cfg.precision, max_steps=cfg.max_steps, max_rate=cfg.max_rate, log=log)
     at = next((i for i, s in enumerate(res.steps) if s.valid and s.meets and s.rate == res.capacity_msgs_per_s),
               len(docs) - 1)
-    doc = docs[at]
-    doc["config"] = cfg.as_dict()  # the search's configuration (its --slo, --precision ...), not one step's
+    doc = docs[min(at, len(docs) - 1)]
+    ran = doc["config"]
+    # the search's configuration (its --slo, --precision ...), with what the steps really ran on
+    doc["config"] = {**cfg.as_dict(), "engine": ran["engine"], "engine_note": ran["engine_note"]}
     cap = res.as_dict()
     cap["document_step"] = at + 1  # the step whose figures the rest of this document gives
     doc["result"]["capacity"] = cap

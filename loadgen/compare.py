@@ -285,9 +285,10 @@ def cost_markdown(verdicts: list[CostVerdict], base: dict, cur: dict, threshold:
     counts = {k: sum(v.verdict == k for v in verdicts) for k in ICON}
     cfg = cur["config"]
     lines = ["## echobench cost check: user-space instructions per message", "",
-             f"Baseline `{(base['env'].get('git_commit') or '?')[:12]}` ({base['timestamp']}) vs current "
-             f"`{(cur['env'].get('git_commit') or '?')[:12]}` ({cur['timestamp']}); {cfg['conns']} connections, "
-             f"{cfg['size']} B over {cfg['transport']}; a change counts beyond {threshold:.1%} (after the measured "
+             f"Baseline `{((base.get('env') or {}).get('git_commit') or '?')[:12]}` ({base.get('timestamp', '?')}) vs "
+             f"current `{((cur.get('env') or {}).get('git_commit') or '?')[:12]}` ({cur.get('timestamp', '?')}); "
+             f"{cfg.get('conns')} connections, "
+             f"{cfg.get('size')} B over {cfg.get('transport')}; a change counts beyond {threshold:.1%} (after the measured "
              "spread of repeats). Kernel work, cache misses and waiting are not counted: see the wall-clock gate.", "",
              "**" + ", ".join(f"{n} {k}" for k, n in counts.items()) + "**", "",
              "| model | baseline | current | change | verdict | why |", "|---|---|---|---|---|---|"]
@@ -308,7 +309,10 @@ def main_cost(a) -> int:
             base, cur = load_cost(a.baseline), load_cost(a.current)
         except ValueError as exc:
             raise CompareError(str(exc)) from None
-        verdicts = compare_cost(base, cur, a.threshold)
+        try:
+            verdicts = compare_cost(base, cur, a.threshold)
+        except (KeyError, TypeError, ValueError) as exc:  # a hand-edited or truncated document
+            raise CompareError(f"malformed cost document ({type(exc).__name__}: {exc})") from None
     except CompareError as exc:
         print(f"python -m loadgen.compare: error: {exc}", file=sys.stderr)
         return 2

@@ -151,7 +151,7 @@ def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu:
     try:
         try:
             host, port = read_ready_line(proc.stdout, READY_TIMEOUT_S)
-        except (TimeoutError, EOFError) as exc:
+        except (TimeoutError, EOFError, ValueError) as exc:
             raise CostError(f"{model} under valgrind did not start: {exc}; stderr: "
                             f"{_tail(proc)}") from None
         def dump(label: str) -> None:
@@ -165,8 +165,11 @@ def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu:
                 if r.returncode != 0:
                     raise CostError(f"callgrind_control could not dump {model} (pid {pid}): {r.stdout.strip()[-200:]}")
 
-        _drive((host, port), transport, conns, size, n, socks, lambda: dump("connected"))
-        dump("workload")
+        try:
+            _drive((host, port), transport, conns, size, n, socks, lambda: dump("connected"))
+            dump("workload")
+        except (OSError, psutil.Error, subprocess.TimeoutExpired) as exc:
+            raise CostError(f"{model} under valgrind: {type(exc).__name__}: {exc}; stderr: {_tail(proc)}") from None
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(STOP_TIMEOUT_S)
@@ -208,8 +211,11 @@ def _tail(proc) -> str:
 def _annotate(path: Path, inclusive: bool) -> dict[str, int]:
     """{function: Ir} from callgrind_annotate (self cost, or inclusive), objects folded. Recursion levels stay
     apart (``name'2`` is a nested call of a recursive ``name``): see ``measure_model`` for why."""
-    out = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}", "--threshold=100",
-                          str(path)], capture_output=True, text=True, timeout=300)
+    try:
+        out = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}", "--threshold=100",
+                              str(path)], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise CostError(f"callgrind_annotate did not finish reading {path}") from None
     funcs: dict[str, int] = {}
     started = False
     for line in out.stdout.splitlines():
@@ -385,6 +391,8 @@ def load_cost(path: str) -> dict:
         doc = json.loads(p.read_text())
     except FileNotFoundError:
         raise ValueError(f"{p} not found") from None
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot read it ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{p}: not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("kind") != KIND:
@@ -392,6 +400,10 @@ def load_cost(path: str) -> dict:
     if doc.get("schema_version") != COST_SCHEMA_VERSION:
         raise ValueError(f"{p}: cost schema_version {doc.get('schema_version')!r}; this echobench reads "
                          f"{COST_SCHEMA_VERSION}")
+    models = doc.get("models")
+    if (not isinstance(doc.get("config"), dict) or not isinstance(models, dict) or not models
+            or not all(isinstance(m, dict) and isinstance(m.get("instructions_per_msg"), (int, float)) for m in models.values())):
+        raise ValueError(f"{p}: incomplete cost document (config, models and their instructions_per_msg are needed)")
     return doc
 
 
@@ -424,6 +436,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.n2 <= a.n1:
         p.error("--n2 must be larger than --n1")
+    if a.side_by_side and len(a.side_by_side.split(",")) != 2:
+        p.error("--side-by-side takes two models, A,B")
 
     def log(msg: str) -> None:
         if not a.quiet:

@@ -91,11 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "--precision; each step is one run of --warmup + --duration at a planned --rate")
     g.add_argument("--slo", dest="slos", action="append", default=[], metavar="PCT=LIMIT",
                    help="a latency objective on the corrected latency, repeatable, all must hold (e.g. p99=1ms, p99.9=5ms)")
-    g.add_argument("--precision", type=_typed(float, "precision"), default=0.05,
+    g.add_argument("--precision", type=_typed(float, "precision"),
                    help="stop bisecting when the bracket is this close (default 0.05 = 5%%)")
-    g.add_argument("--start-rate", type=_typed(_rate, "rate"), default=1000.0, help="first step's msgs/s (default 1000)")
+    g.add_argument("--start-rate", type=_typed(_rate, "rate"), help="first step's msgs/s (default 1000)")
     g.add_argument("--max-rate", type=_typed(_rate, "rate"), help="never plan more than this many msgs/s")
-    g.add_argument("--max-steps", type=_typed(_positive_int, "count"), default=20, help="at most this many steps (default 20)")
+    g.add_argument("--max-steps", type=_typed(_positive_int, "count"), help="at most this many steps (default 20)")
     g = p.add_argument_group("scale")
     g.add_argument("--workers", type=_typed(_positive_int, "count"), default=1, help="load-generator processes; connections are spread over them and results merged exactly (default 1)")
     g.add_argument("--cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for the load generator (default: the upper half of the usable CPUs when --server is used)")
@@ -161,6 +161,13 @@ def parse_config(argv) -> LoadConfig:
             p.error(refusal)
     if a.timeout is None:
         a.timeout = 1.0 if a.transport == "udp" else 5.0
+    search_opts = [o for o, v in (("--slo", a.slos), ("--precision", a.precision), ("--start-rate", a.start_rate),
+                                  ("--max-rate", a.max_rate), ("--max-steps", a.max_steps)) if v not in (None, [])]
+    if search_opts and not a.find_capacity:
+        p.error(f"{', '.join(search_opts)} applies to --find-capacity")
+    a.precision = 0.05 if a.precision is None else a.precision
+    a.start_rate = 1000.0 if a.start_rate is None else a.start_rate
+    a.max_steps = 20 if a.max_steps is None else a.max_steps
     if a.find_capacity:
         from loadgen.capacity import parse_slo
 
@@ -177,8 +184,6 @@ def parse_config(argv) -> LoadConfig:
                 parse_slo(text)
             except ValueError as exc:
                 p.error(str(exc))
-    elif a.slos:
-        p.error("--slo applies to --find-capacity")
     fields = {k: v for k, v in vars(a).items()}
     fields["server_args"] = tuple(a.server_args)
     fields["slos"] = tuple(a.slos)

@@ -79,6 +79,12 @@ def test_invalid_steps_say_why(field, value, why):
     assert not step.valid and why in step.reason and step.meets is None
 
 
+def test_a_step_that_could_not_run_is_invalid_and_ends_the_search():
+    step = cap.Step(rate=1000, achieved=0.0, latency_us={}, complete=False, verdict="error: server died at start")
+    cap.judge(step, [cap.parse_slo("p99=1ms")])
+    assert not step.valid and "could not be made" in step.reason and "server died" in step.reason
+
+
 def test_the_search_is_bounded():
     m = server(1e12)
     r = cap.search(m, [cap.parse_slo("p99=1ms")], start_rate=1, max_steps=7)

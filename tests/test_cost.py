@@ -113,13 +113,20 @@ def write(tmp_path, name, content):
     return p
 
 
-@pytest.mark.parametrize("case", ["garbage", "schema", "models", "workload", "missing", "kind"])
+@pytest.mark.parametrize("case", ["garbage", "schema", "models", "workload", "missing", "kind", "truncated", "folder"])
 def test_bad_cost_input_exits_2_with_one_line(tmp_path, case):
     base = write(tmp_path, "b", doc({"m": (10_000, 0.0), "n": (5_000, 0.0)}))
     cur = {"garbage": "{not json", "schema": doc({"m": (1, 0)}) | {"schema_version": 9},
            "models": doc({"m": (10_000, 0.0)}), "workload": doc({"m": (10_000, 0.0), "n": (5_000, 0.0)}, size=64),
-           "kind": doc({"m": (1, 0)}) | {"kind": "echobench-suite-ish"}}.get(case)
-    c = tmp_path / "nope" / "cost.json" if case == "missing" else write(tmp_path, "c", cur)
+           "kind": doc({"m": (1, 0)}) | {"kind": "echobench-suite-ish"},
+           "truncated": {k: v for k, v in doc({"m": (1, 0)}).items() if k != "config"}}.get(case)
+    if case == "missing":
+        c = tmp_path / "nope" / "cost.json"
+    elif case == "folder":  # a folder named cost.json
+        c = tmp_path / "c" / "cost.json"
+        c.mkdir(parents=True)
+    else:
+        c = write(tmp_path, "c", cur)
     out = run_compare(base, c)
     assert out.returncode == 2, out.stdout
     assert out.stderr.count("\n") == 1 and "error" in out.stderr, out.stderr
@@ -127,6 +134,7 @@ def test_bad_cost_input_exits_2_with_one_line(tmp_path, case):
 
 def test_bad_cost_arguments_are_one_line_errors(tmp_path):
     for args, fragment in ((["--models", "go"], "not a Python server model"), (["--n1", "10", "--n2", "5"], "--n2"),
+                           (["--side-by-side", "selectors"], "two models"),
                            (["--models", "nope"], "not a Python server model")):
         out = subprocess.run([sys.executable, "-m", "loadgen.cost", *args, "--results", str(tmp_path)], cwd=ROOT_DIR,
                              capture_output=True, text=True, timeout=60)

@@ -322,6 +322,7 @@ def test_find_capacity_when_no_rate_meets_the_slo(tmp_path):
     (["--find-capacity", "--slo", "p99=1ms", "--rate", "100"], "drop --rate"),
     (["--find-capacity", "--slo", "p98=1ms"], "invalid SLO"),
     (["--slo", "p99=1ms"], "applies to --find-capacity"),
+    (["--precision", "0.1"], "applies to --find-capacity"),
     (["--find-capacity", "--slo", "p99=1ms", "--precision", "2"], "--precision"),
     (["--find-capacity", "--slo", "p99=1ms", "--start-rate", "0.5"], "--start-rate"),
     (["--find-capacity", "--slo", "p99=1ms", "--start-rate", "100", "--max-rate", "50"], "--max-rate"),

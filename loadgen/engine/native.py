@@ -201,8 +201,3 @@ class NativeWorker(Worker):
             except OSError:
                 pass
         self.socks = []
-
-
-def available() -> bool:
-    return _native is not None
-
