@@ -81,15 +81,12 @@ class Verdict:
 
 
 def load_suite(path: str) -> dict:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "suite.json"
+    from .output import read_json
+
     try:
-        suite = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise CompareError(f"{p} not found") from None
-    except json.JSONDecodeError as exc:
-        raise CompareError(f"{p}: not JSON ({exc})") from None
+        suite, p = read_json(path, "suite.json")
+    except ValueError as exc:
+        raise CompareError(str(exc)) from None
     if suite.get("kind") != "echobench-suite":
         raise CompareError(f"{p}: not an echobench suite (kind {suite.get('kind')!r})")
     if suite.get("schema_version") != 1:

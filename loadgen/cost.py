@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import re
@@ -384,18 +383,8 @@ def run(a, log) -> tuple[Path, dict]:
 
 def load_cost(path: str) -> dict:
     """A cost document from a run folder or its cost.json; ValueError (one line) when it is not one."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "cost.json"
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{p} not found") from None
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read it ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{p}: not JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+    doc, p = output.read_json(path, "cost.json")
+    if doc.get("kind") != KIND:
         raise ValueError(f"{p}: not an echobench cost document")
     if doc.get("schema_version") != COST_SCHEMA_VERSION:
         raise ValueError(f"{p}: cost schema_version {doc.get('schema_version')!r}; this echobench reads "

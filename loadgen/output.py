@@ -171,3 +171,24 @@ def render_capacity(cap: dict, file=None) -> None:
     elif cap["stopped"]:
         line += f"; {cap['stopped']}"
     print(line, file=file)
+
+
+def read_json(path, name: str) -> tuple[dict, str]:
+    """(document, where) from a run folder (its ``name``) or a file; ValueError with one line when it cannot be read
+    or is not a JSON object."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / name
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{p} not found") from None
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot read it ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{p}: not a JSON object")
+    return doc, str(p)

@@ -86,6 +86,15 @@ def encode(h: HdrHistogram) -> str:
     return h.encode().decode("ascii") if h.get_total_count() else ""
 
 
+def encode_samples(samples) -> str:
+    """One interval's latency samples (int64 ns in any buffer: an array('q'), bytes) as an encoded histogram:
+    what a worker of either engine reports once a second."""
+    h = new_histogram()
+    if len(samples):
+        record_batch(h, np.frombuffer(samples, dtype=np.int64))
+    return encode(h)
+
+
 def mean_value(h: HdrHistogram) -> float:
     """``h.get_mean_value()`` computed with numpy: the same sum of each bucket's median-equivalent value times
     its count, without the package's Python loop over every bucket (~80 ms per call, once per run per histogram)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import numpy as np
 
 from .. import stats
 from ..payload import shared_ring
@@ -139,11 +138,7 @@ class NativeWorker(Worker):
         for name, k in (("hist", 0), ("hist_unc", 1), ("lag", 2)):
             if k == 1 and self.cfg.rate is None:
                 continue
-            h = stats.new_histogram()
-            parts = [c[k] for c in chunks if c[k]]
-            if parts:
-                stats.record_batch(h, np.frombuffer(b"".join(parts), dtype=np.int64))
-            rep[name] = stats.encode(h)
+            rep[name] = stats.encode_samples(b"".join(c[k] for c in chunks if c[k]))
         return rep
 
     def run_native(self, t0: int) -> None:

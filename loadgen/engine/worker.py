@@ -11,7 +11,6 @@ import signal
 import socket
 from array import array
 
-import numpy as np
 
 from .. import stats
 from ..config import LoadConfig
@@ -159,12 +158,8 @@ class Worker:
         for name, arr in (("hist", self.lat), ("hist_unc", self.unc), ("lag", self.lag)):
             if arr is None:
                 continue
-            h = stats.new_histogram()
-            if len(arr):
-                v = np.frombuffer(arr, dtype=np.int64).copy()
-                del arr[:]
-                stats.record_batch(h, v)
-            rep[name] = stats.encode(h)
+            rep[name] = stats.encode_samples(arr)
+            del arr[:]
         return rep
 
     def _check_timeouts(self, now: int) -> None:
