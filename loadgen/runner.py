@@ -425,6 +425,9 @@ class Runner:
         if ep:
             waits, events = sum(e["waits"] for e in ep), sum(e["events"] for e in ep)
             out.update(epoll_waits=waits, events_per_wait=round(events / waits, 3) if waits else None)
+        threads = [f["threads"] for f in finals if f.get("threads") is not None]
+        if threads:  # threads in the busiest worker process while it ran (1 = none started; more cost per syscall)
+            out["worker_threads"] = max(threads)
         return out
 
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import ROOT_DIR
-from test_loadgen import QUICK, RUN, assert_one_line_error, loadgen
+from test_loadgen import DEFAULT_MODEL, QUICK, RUN, assert_one_line_error, loadgen
 
 from native_exercise import peer_loop
 
@@ -107,6 +107,18 @@ def test_both_engines_classify_the_same_failures(tmp_path, fault_server, mode, a
         seen[engine] = (set(r["integrity"]), first)
         s.stop()
     assert seen["python"] == seen["native"], seen
+
+
+@needs_native
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_native_worker_runs_on_one_thread(tmp_path, loop):
+    """A second thread in the worker process makes every system call of the engine dearer (the kernel's fdget
+    takes an atomic reference, glibc's wrappers toggle cancellation): the worker must not start one, whatever
+    loop --loop names (uvloop's sock_connect alone starts libuv's thread pool)."""
+    out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--conns", "4", "--workers", "2", "--loop", loop,
+                       *QUICK, "--quiet", engine="native")
+    assert out.returncode == 0, out.stderr
+    assert doc["result"]["engine"]["worker_threads"] == 1, doc["result"]["engine"]
 
 
 # -- bytes in memory: a socketpair peer that splits, corrupts and repeats -----------------------------

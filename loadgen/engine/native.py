@@ -12,6 +12,7 @@ Stream transports only (TCP and Unix sockets); UDP runs on the Python engine.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 
@@ -66,6 +67,13 @@ def _error_kind(kind: str) -> str:
     return kind
 
 
+def _thread_count() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
 class NativeWorker(Worker):
     """A worker process whose traffic runs in the C engine. Same reports, same final report, as ``Worker``."""
 
@@ -75,7 +83,14 @@ class NativeWorker(Worker):
         self.engine = None
         self.pending: list[tuple[bytes, bytes | None, bytes]] = []  # samples taken early (full arrays)
         self.finished = False
+        self.threads: int | None = None
         self.interrupt_at: int | None = None  # when the drain after Ctrl-C ends
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        """asyncio's selector loop only connects the sockets here, whatever --loop says: it starts no thread. uvloop's
+        sock_connect starts libuv's thread pool, and a process with a second thread pays on every system call of
+        the engine (an atomic file reference in the kernel's fdget/fput, glibc's cancellation bookkeeping)."""
+        return asyncio.SelectorEventLoop()
 
     async def connect_all(self) -> None:
         cfg = self.cfg
@@ -147,6 +162,7 @@ class NativeWorker(Worker):
         warm_end = t0 + int(cfg.warmup * 1e9)
         end = warm_end + int(cfg.duration * 1e9)
         limit = int(cfg.timeout * 1e9)
+        self.threads = _thread_count()  # 1 unless something started a thread: a cost on every system call
         eng.start(t0, warm_end, end)
         ticks = [warm_end]
         while ticks[-1] + 10**9 < end:
@@ -186,6 +202,7 @@ class NativeWorker(Worker):
             "udp": None,
             # how the echoes arrived: ready connections per epoll wake-up (whole run, warm-up and drain included)
             "epoll": {"waits": res["epoll_waits"], "events": res["epoll_events"]},
+            "threads": self.threads,
         }
         self.close()
 

@@ -27,7 +27,7 @@ class Worker:
         self.index = index
         self.conn_ids = conn_ids
         self.pipe = pipe
-        self.loop = new_loop(cfg.loop)
+        self.loop = self.new_loop()
         self.conns: list[Conn] = []
         self.sending = False
         self.open_loop = cfg.rate is not None
@@ -55,6 +55,9 @@ class Worker:
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        return new_loop(self.cfg.loop)
 
     def connection_lost(self, conn: Conn, kind: str, detail: str) -> None:
         """The server reset or closed a connection: the run cannot go on honestly."""
