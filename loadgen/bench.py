@@ -18,13 +18,13 @@ import datetime as dt
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from servers import registry
 from servers.config import ServerConfig
 
-from . import output, stats
+from . import capacity, output, stats
 from .config import LoadConfig
 from .engine import native
 from .envinfo import ROOT, environment
@@ -73,8 +73,44 @@ def load_matrix(name_or_path: str) -> dict:
         unknown = [] if wanted == "all" else [x for x in wanted if x not in registry.MODELS]
         if unknown:
             raise MatrixError(f"{path}: [transports] models: unknown model(s) {', '.join(unknown)}")
+    cap = m.get("capacity")
+    if cap is not None:
+        _check_capacity(cap, path)
     m["path"] = str(path)
     return m
+
+
+CAPACITY_KEYS = {  # [capacity] in a matrix: key -> (type, required)
+    "conns": (int, True), "size": (int, True), "slo": (list, True), "precision": ((int, float), True),
+    "duration": ((int, float), True), "warmup": ((int, float), True), "max_steps": (int, True),
+    "start": ((int, float), True), "sweep": (list, False), "models": ((list, str), False),
+}
+
+
+def _check_capacity(cap: dict, path) -> None:
+    for key, (typ, required) in CAPACITY_KEYS.items():
+        if key not in cap:
+            if required:
+                raise MatrixError(f"{path}: [capacity] needs {key}")
+        elif not isinstance(cap[key], typ) or isinstance(cap[key], bool):
+            raise MatrixError(f"{path}: [capacity] {key}: wrong type {type(cap[key]).__name__}")
+    unknown = set(cap) - set(CAPACITY_KEYS)
+    if unknown:
+        raise MatrixError(f"{path}: [capacity]: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        for t in cap["slo"]:
+            capacity.parse_slo(t)
+    except (ValueError, TypeError) as exc:
+        raise MatrixError(f"{path}: [capacity] slo: {exc}") from None
+    if not cap["slo"] or not 0 < cap["precision"] < 1 or cap["duration"] <= 0 or cap["warmup"] < 0 \
+            or cap["max_steps"] < 1 or not 0 < cap["start"] or cap["conns"] < 1 or cap["size"] < 1:
+        raise MatrixError(f"{path}: [capacity]: needs an slo, 0 < precision < 1, duration > 0, warmup >= 0, "
+                          "max_steps >= 1, start > 0, conns and size >= 1")
+    if any(not isinstance(f, (int, float)) or isinstance(f, bool) or f <= 0 for f in cap.get("sweep", [])):
+        raise MatrixError(f"{path}: [capacity] sweep: fractions of the capacity, each > 0")
+    wanted = cap.get("models", "all")
+    if wanted != "all" and (isinstance(wanted, str) or any(x not in registry.MODELS for x in wanted)):
+        raise MatrixError(f"{path}: [capacity] models: \"all\" or a list of known models")
 
 
 def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str], list[tuple[str, int, int]]]:
@@ -187,6 +223,81 @@ def summarise(model: str, conns: int, size: int, docs: list[dict], failures: lis
     }
 
 
+CAPACITY_STEPS_GUESS = 6  # steps per model, for the time estimate only (a search stops when its bracket is tight)
+
+
+def capacity_models(matrix: dict, models: list[str]) -> list[str]:
+    cap = matrix.get("capacity")
+    if not cap:
+        return []
+    wanted = cap.get("models", "all")
+    return [m for m in models if wanted == "all" or m in wanted]
+
+
+def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[dict], out_dir: Path,
+                 display: "SuiteDisplay", holder: dict) -> None:
+    """The capacity at the matrix's SLO for every model: one open-loop search each (loadgen/capacity.py), started
+    at ``start`` times the model's closed-loop msgs/s at this load in the same run, then the optional sweep at
+    fractions of the capacity found. Each step's document goes to ``capacity/``. The section is put in
+    ``holder["section"]`` before the first step, so Ctrl-C (KeyboardInterrupt, re-raised) keeps finished models."""
+    cap = matrix.get("capacity")
+    names = capacity_models(matrix, models)
+    if not cap or not names:
+        return
+    slos = [capacity.parse_slo(t) for t in cap["slo"]]
+    conns, size = cap["conns"], cap["size"]
+    (out_dir / "capacity").mkdir(exist_ok=True)
+    section = {"slos": list(cap["slo"]), "conns": conns, "size": size, "precision": cap["precision"],
+               "duration": cap["duration"], "warmup": cap["warmup"], "max_steps": cap["max_steps"],
+               "start": cap["start"], "sweep": list(cap.get("sweep", [])), "models": {}, "complete": True}
+    holder["section"] = section
+    for model in names:
+        closed = next((c["median"]["msgs_per_s"] for c in cells if c["model"] == model and c.get("transport", "tcp") == "tcp"
+                       and c["conns"] == conns and c["size"] == size and c["median"]["msgs_per_s"]), None)
+        start = max(capacity.MIN_RATE, closed * cap["start"]) if closed else 1000.0
+        extra = tuple(matrix["run"].get("server_args", {}).get(model, ()))
+        cfg = replace(base, server=model, conns=conns, size=size, server_args=extra, duration=float(cap["duration"]),
+                      warmup=float(cap["warmup"]))
+        n = [0]
+
+        def measure(rate: float, model=model, cfg=cfg, n=n) -> capacity.Step:
+            n[0] += 1
+            display.cell(f"capacity {model}: step {n[0]} at {rate:,.0f} msgs/s")
+            runner = Runner(replace(cfg, rate=rate), log=lambda msg: None, progress_sink=display.live)
+            try:
+                doc, _code = runner.execute()
+            except (RunError, TargetError) as exc:
+                display.advance()
+                return capacity.Step(rate=rate, achieved=0.0, latency_us={}, complete=False, verdict=f"error: {exc}")
+            doc["bench"] = {"model": model, "capacity_step": n[0], "rate": rate}
+            output.write_json(doc, str(out_dir / "capacity" / f"{model}_step{n[0]:02d}.json"))
+            display.advance()
+            if doc["result"]["incomplete_reason"] == "interrupted":
+                raise KeyboardInterrupt
+            return capacity.step_of(rate, doc)
+
+        entry = {"closed_loop_msgs_per_s": closed, "start_rate": start}
+        section["models"][model] = entry
+        try:
+            res = capacity.search(measure, slos, start, cap["precision"], max_steps=cap["max_steps"], log=lambda m: None)
+            entry.update(res.as_dict())
+            display.log(f"bench: capacity {model}: " + (f"{res.capacity_msgs_per_s:,.0f} msgs/s" if res.capacity_msgs_per_s
+                        else "none") + (f" ({res.stopped})" if res.stopped else "") + f", {len(res.steps)} steps")
+            sweep = []
+            if cap.get("sweep") and res.capacity_msgs_per_s:
+                for f in cap["sweep"]:
+                    step = capacity.judge(measure(f * res.capacity_msgs_per_s), slos)
+                    step.phase = "sweep"
+                    sweep.append({**asdict(step), "of_capacity": f})
+            entry["sweep"] = sweep
+        except KeyboardInterrupt:
+            entry["interrupted"] = True
+            section["complete"] = False
+            raise
+        finally:
+            entry.setdefault("msgs_per_s", None)
+
+
 class SuiteDisplay:
     """One progress bar for the suite (runs done, time left) and the current run's live line, on stderr."""
 
@@ -222,6 +333,10 @@ class SuiteDisplay:
 
     def advance(self) -> None:
         self.done += 1
+        if self.done > self.total:  # the capacity searches' steps were estimated
+            self.total = self.done
+            if self.progress is not None:
+                self.progress.update(self.task, total=self.total)
         if self.progress is not None:
             self.progress.advance(self.task)
 
@@ -236,6 +351,16 @@ class SuiteDisplay:
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _summary(cells, matrix, models, docs, fails) -> list[dict]:
+    summary = []
+    for transport, conns, size in cells:
+        for model in cell_models(matrix, models, transport):
+            key = cell_key(model, conns, size, transport)
+            if key in docs or key in fails:
+                summary.append(summarise(model, conns, size, docs.get(key, []), fails.get(key, []), transport))
+    return summary
 
 
 def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: bool,
@@ -259,17 +384,22 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     client_cpus, server_cpus = plan_cpus(replace(base, server=models[0]))
     total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
     per_run = base.duration + base.warmup + RUN_OVERHEAD_S
-    display = SuiteDisplay(total, per_run, quiet)
+    cap = matrix.get("capacity")
+    cap_runs = len(capacity_models(matrix, models)) * (CAPACITY_STEPS_GUESS + len(cap.get("sweep", []))) if cap else 0
+    cap_s = cap_runs * (cap["duration"] + cap["warmup"] + RUN_OVERHEAD_S) if cap else 0.0
+    display = SuiteDisplay(total + cap_runs, per_run, quiet)
     for m, why in skipped.items():
         display.log(f"bench: skipping {m}: {why}")
     if engine_note:
         display.log(f"bench: the load generator uses its Python engine: {engine_note}")
     display.log(f"bench: {len(models)} models, {len(cells)} loads, {trials} trials: {total} runs, "
-                f"~{total * per_run / 60:.1f} min; server CPUs {','.join(map(str, server_cpus))}, "
+                f"~{(total * per_run + cap_s) / 60:.1f} min"
+                + (f" with ~{cap_runs} capacity steps" if cap_runs else "") + f"; server CPUs {','.join(map(str, server_cpus))}, "
                 f"load generator CPUs {','.join(map(str, client_cpus))}; writing {out_dir}")
     docs: dict[str, list[dict]] = {}
     fails: dict[str, list[dict]] = {}
     interrupted = False
+    cap_holder: dict = {}
     t_start = time.monotonic()
     try:
         for trial in range(trials):  # interleaved: trial 1 of every cell and model, then trial 2, ...
@@ -303,17 +433,13 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                         display.log(f"bench: {key} trial {trial + 1} failed: {reason}")
                     docs.setdefault(key, []).append(doc)
                     display.advance()
+        run_capacity(matrix, models, base, _summary(cells, matrix, models, docs, fails), out_dir, display, cap_holder)
     except KeyboardInterrupt:
         interrupted = True
         display.log("bench: interrupted; writing the report for the finished measurements")
     finally:
         display.stop()
-    summary = []
-    for transport, conns, size in cells:
-        for model in cell_models(matrix, models, transport):
-            key = cell_key(model, conns, size, transport)
-            if key in docs or key in fails:
-                summary.append(summarise(model, conns, size, docs.get(key, []), fails.get(key, []), transport))
+    summary = _summary(cells, matrix, models, docs, fails)
     suite = {
         "schema_version": SUITE_SCHEMA_VERSION,
         "kind": "echobench-suite",
@@ -325,6 +451,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         "models": models,
         "skipped": skipped,
         "cells": summary,
+        "capacity": cap_holder.get("section"),
         "runs_planned": total,
         "runs_done": sum(len(v) for v in docs.values()) + sum(1 for v in fails.values() for f in v if f["doc"] is None),
         "complete": not interrupted,

@@ -1,5 +1,5 @@
-"""Capacity at a latency SLO: the open-loop rate search, with no sockets (issue 12's core; the CLI, the bench
-plots and the report come on top of it).
+"""Capacity at a latency SLO: the open-loop rate search (``loadgen/run.py --find-capacity``, ``make bench``'s
+capacity column and latency-versus-load plot) and ``--sweep``.
 
 A closed loop slows down with the server, so it never shows the knee where queues build. The search drives
 an open loop (``--rate``, coordinated omission corrected) at planned rates: it ramps up geometrically from a
@@ -8,12 +8,18 @@ that held and the lowest that broke, until the two are within ``precision`` of e
 the highest *valid* rate that met every SLO.
 
 A step is valid only if the figures can be trusted: the run completed, no integrity failure or error
-occurred, and the load generator was not the bottleneck. The achieved rate must be at least
-``MIN_ACHIEVED`` of the planned one, unless the corrected latency broke the SLO: then the server fell behind
-(with ``--depth`` messages in flight, messages due while the window was full wait, and are timed from when
-they were due), which is exactly the overload the search looks for, and the step is a valid break. An invalid step ends the search: the result
-says why and where, and reports the highest valid rate that met the SLO as a lower bound, never a guess
-beyond it. The search is bounded in steps (``max_steps``) and by ``max_rate``, and stops by itself.
+occurred, and the load generator was not the bottleneck (its CPU below the saturation mark). When fewer than
+``MIN_ACHIEVED`` of the planned messages were echoed, someone fell behind: the client, if its own timers ran
+late (send lag p50 >= ``CLIENT_LAG_LIMIT_US``): the step is invalid, "client cannot offer this rate";
+otherwise the server (with ``--depth`` messages in flight, messages due while the window was full wait, and
+are timed from when they were due): the overload the search looks for, a valid step that breaks the SLO even
+where its percentiles held, since a rate the server cannot sustain is not within its capacity. An invalid
+step ends the search: the result says why and where, and reports the highest valid rate that met the SLO as
+a lower bound, never a guess beyond it. The search is bounded in steps (``max_steps``) and by ``max_rate``,
+and stops by itself.
+
+``--sweep`` runs open-loop steps at a fixed list of rates (or fractions of the capacity just found), judged
+the same way, for latency-versus-load curves.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from .stats import CLIENT_SATURATED
 
 MIN_ACHIEVED = 0.99  # a step counts only if the client offered at least 99% of the planned rate
 MIN_RATE = 1.0  # msgs/s: below this the search gives up coming down
+# The client's own lateness: half its timed sends later than this means it could not keep its schedule. A client
+# with headroom is late by tens of microseconds; one that falls behind by even 1% is late by the backlog, which
+# grows through the run (1% of a 1 s window is 10 ms).
+CLIENT_LAG_LIMIT_US = 1000.0
 PERCENTILE_KEYS = {"p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p999", "p999": "p999",
                    "p99.99": "p9999", "p9999": "p9999", "max": "max", "mean": "mean"}
 _UNITS = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
@@ -74,6 +84,8 @@ class Step:
     meets: bool | None = None  # every SLO held (None when invalid)
     phase: str = "ramp"  # ramp, descend or bisect
     overload: bool = False  # achieved < planned because the server fell behind (a valid, broken step)
+    send_lag_p50_us: float | None = None  # the client's own timer lateness (None: not known)
+    note: str | None = None  # why a valid step counts as broken although its percentiles held
 
 
 def judge(step: Step, slos: list[Slo]) -> Step:
@@ -86,14 +98,22 @@ def judge(step: Step, slos: list[Slo]) -> Step:
     elif step.failures:
         why = f"{step.failures} integrity failure(s) or error(s)"
     elif step.verdict in CLIENT_SATURATED:
-        why = f"the load generator was the bottleneck ({step.verdict})"
+        why = (f"client cannot offer this rate: the load generator was the bottleneck ({step.verdict}; achieved "
+               f"{step.achieved:,.0f} of {step.rate:,.0f} msgs/s)")
     meets = all(s.holds(step.latency_us) for s in slos)
     if why is None and step.achieved < MIN_ACHIEVED * step.rate:
-        if meets:  # fast enough, yet the planned messages did not all go out: the client fell short
-            why = (f"client cannot offer this rate: achieved {step.achieved:,.0f} of {step.rate:,.0f} msgs/s "
-                   f"(< {MIN_ACHIEVED:.0%})")
-        else:  # the server could not keep up: messages waited behind full windows (timed from when they were
-            step.overload = True  # due: the corrected latency broke the SLO). A valid step that breaks it.
+        short = f"achieved {step.achieved:,.0f} of {step.rate:,.0f} msgs/s (< {MIN_ACHIEVED:.0%})"
+        lag = step.send_lag_p50_us
+        client_known = step.verdict not in (None, "unknown")  # its CPU was measured: it had headroom (see above)
+        if lag is not None and lag >= CLIENT_LAG_LIMIT_US:  # the client's own timers ran late: its shortfall
+            why = f"client cannot offer this rate: {short}, its sends late by {lag:,.0f} us (p50)"
+        elif meets and not client_known and lag is None:  # nothing says the server held the messages back: not
+            why = f"client cannot offer this rate: {short}"  # a capacity (the conservative answer)
+        else:  # the client had headroom and kept its schedule, the server did not: messages waited behind full
+            step.overload = True  # windows (timed from when they were due). A valid step that breaks the SLO: a
+            if meets:  # rate the server cannot sustain is not within its capacity, even where the percentiles held
+                meets = False
+                step.note = f"the server fell behind: {short}"
     step.valid = why is None
     step.reason = why
     step.meets = meets if step.valid else None
@@ -136,7 +156,8 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
         step = judge(measure(rate), slos)
         step.phase = phase
         steps.append(step)
-        state = "invalid: " + step.reason if not step.valid else ("meets the SLO" if step.meets else "breaks the SLO")
+        state = ("invalid: " + step.reason if not step.valid else "meets the SLO" if step.meets
+                 else f"breaks the SLO ({step.note})" if step.note else "breaks the SLO")
         log(f"capacity: step {len(steps)} ({phase}) at {rate:,.0f} msgs/s: {state}")
         return step
 
@@ -177,49 +198,140 @@ def step_of(rate: float, doc: dict) -> Step:
     return Step(rate=rate, achieved=r["msgs_per_s"], latency_us=r["latency_us"],
                 latency_uncorrected_us=r["latency_uncorrected_us"], verdict=r["verdict"], complete=r["complete"],
                 failures=r["integrity_failures"] + sum(r["errors"].values()), loadgen_pct=r["cpu"]["loadgen_pct"],
-                server_pct=r["cpu"]["server_pct"])
+                server_pct=r["cpu"]["server_pct"],
+                send_lag_p50_us=(r.get("send_lag_us") or {}).get("p50"))
+
+
+MAX_SWEEP = 50  # rates in one --sweep
+
+
+def parse_sweep(text: str) -> list[tuple[float, bool]]:
+    """``--sweep``: ``1000,5k,2.5M`` (planned msgs/s; k = 1,000, M = 1,000,000) or ``0.5x,0.9x,1x`` (fractions of the
+    capacity found by --find-capacity in the same run) -> [(value, is_fraction)]. ValueError (one line) otherwise."""
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        frac = item.endswith("x")
+        scale = {"k": 1e3, "K": 1e3, "M": 1e6}.get(item[-1:], 1.0) if not frac else 1.0
+        try:
+            v = float(item[:-1]) if frac or scale != 1.0 else float(item)
+            v *= scale
+        except ValueError:
+            v = float("nan")
+        if not math.isfinite(v) or v <= 0 or (not frac and v < MIN_RATE):
+            raise ValueError(f"invalid --sweep entry {item!r} (examples: 1000,5k,20k or 0.25x,0.5x,0.9x)")
+        out.append((v, frac))
+    if not out:
+        raise ValueError("--sweep needs at least one rate")
+    if len(out) > MAX_SWEEP:
+        raise ValueError(f"--sweep takes at most {MAX_SWEEP} rates, got {len(out)}")
+    return out
+
+
+class Stepper:
+    """Runs open-loop steps (one Runner each: a fresh managed server with --server) and keeps their documents."""
+
+    def __init__(self, cfg, log) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.docs: list[dict] = []
+        self.notes: set[str] = set()
+
+    def once(self, msg: str) -> None:  # a step's one-line notes (e.g. which engine), said once for the whole run
+        if msg not in self.notes:
+            self.notes.add(msg)
+            self.log(msg)
+
+    def measure(self, rate: float) -> Step:
+        """One step. A step whose run could not be made at all (the server would not start, nothing listens) is an
+        invalid step when an earlier step ran; as the first step it is the run's plain error."""
+        from dataclasses import replace
+
+        from .runner import Runner, RunError
+        from .target import TargetError
+
+        step_cfg = replace(self.cfg, rate=rate, find_capacity=False, sweep=None, json_path=None, hdr_path=None)
+        try:
+            doc, _code = Runner(step_cfg, self.once).execute()
+        except (RunError, TargetError) as exc:
+            if not self.docs:
+                raise
+            self.docs.append(None)
+            return Step(rate=rate, achieved=0.0, latency_us={}, complete=False, failures=0, verdict=f"error: {exc}")
+        self.docs.append(doc)
+        return step_of(rate, doc)
+
+    def document(self, at: int) -> dict:
+        """Step ``at``'s document (or the nearest earlier one that ran), with the run's own configuration (its
+        --slo, --precision, --sweep ...) and the engine the steps really ran on."""
+        at = min(at, len(self.docs) - 1)
+        while self.docs[at] is None:
+            at -= 1
+        doc = self.docs[at]
+        ran = doc["config"]
+        doc["config"] = {**self.cfg.as_dict(), "engine": ran["engine"], "engine_note": ran["engine_note"]}
+        return doc
+
+
+def run_sweep(stepper: Stepper, rates: list[float], slos: list[Slo], log, fractions: list[float] | None = None,
+              capacity: float | None = None) -> dict:
+    """Every planned rate once, in the order given; each step judged (validity always; meets only with SLOs)."""
+    steps = []
+    for i, rate in enumerate(rates):
+        step = judge(stepper.measure(rate), slos)
+        step.phase = "sweep"
+        if not slos:
+            step.meets = None
+        steps.append(step)
+        state = "invalid: " + step.reason if not step.valid else (
+            "" if not slos else "meets the SLO" if step.meets else "breaks the SLO")
+        log(f"sweep: step {i + 1}/{len(rates)} at {rate:,.0f} msgs/s: achieved {step.achieved:,.0f}"
+            + (f", {state}" if state else ""))
+    return {"slos": [s.text for s in slos], "rates": rates, "of_capacity": fractions, "capacity_msgs_per_s": capacity,
+            "steps": [asdict(s) for s in steps]}
 
 
 def find(cfg, log) -> tuple[dict, int]:
-    """Run the search with one open-loop run per step (a fresh managed server each, with --server).
+    """``--find-capacity`` and/or ``--sweep``: the search (one open-loop run per step), then the sweep's steps.
 
-    Returns the result document of the step at the capacity (or the last step when no rate met every SLO),
-    with ``result.capacity`` holding the search, and the exit code: 0 for a finished search, 3 when it stopped
-    early (an invalid step, max_steps, or no rate met the SLO). A step whose run could not be made at all (the
-    server would not start, nothing listens) is an invalid step: the steps before it are kept."""
-    from dataclasses import replace
-
-    from .runner import EXIT_INCOMPLETE, EXIT_OK, Runner, RunError
-    from .target import TargetError
+    Returns the result document of the step at the capacity (or the last step when no rate met every SLO; for a
+    sweep alone, its last step), with ``result.capacity`` holding the search and ``result.sweep`` the sweep, and
+    the exit code: 0 when the search finished and every sweep step ran, 3 when the search stopped early (an
+    invalid step, max_steps, or no rate met the SLO) or a sweep step could not run."""
+    from .runner import EXIT_INCOMPLETE, EXIT_OK
 
     slos = [parse_slo(t) for t in cfg.slos]
-    docs: list[dict] = []
-    notes: set[str] = set()
-
-    def once(msg: str) -> None:  # a step's one-line notes (e.g. which engine), said once for the whole search
-        if msg not in notes:
-            notes.add(msg)
-            log(msg)
-
-    def measure(rate: float) -> Step:
-        step_cfg = replace(cfg, rate=rate, find_capacity=False, json_path=None, hdr_path=None)
-        try:
-            doc, _code = Runner(step_cfg, once).execute()
-        except (RunError, TargetError) as exc:
-            if not docs:
-                raise  # not one step could run: a plain error, as for any run
-            return Step(rate=rate, achieved=0.0, latency_us={}, complete=False, failures=0, verdict=f"error: {exc}")
-        docs.append(doc)
-        return step_of(rate, doc)
-
-    res = search(measure, slos, cfg.start_rate, cfg.precision, max_steps=cfg.max_steps, max_rate=cfg.max_rate, log=log)
-    at = next((i for i, s in enumerate(res.steps) if s.valid and s.meets and s.rate == res.capacity_msgs_per_s),
-              len(docs) - 1)
-    doc = docs[min(at, len(docs) - 1)]
-    ran = doc["config"]
-    # the search's configuration (its --slo, --precision ...), with what the steps really ran on
-    doc["config"] = {**cfg.as_dict(), "engine": ran["engine"], "engine_note": ran["engine_note"]}
-    cap = res.as_dict()
-    cap["document_step"] = at + 1  # the step whose figures the rest of this document gives
+    stepper = Stepper(cfg, log)
+    code = EXIT_OK
+    cap = None
+    at = None
+    if cfg.find_capacity:
+        res = search(stepper.measure, slos, cfg.start_rate, cfg.precision, max_steps=cfg.max_steps,
+                     max_rate=cfg.max_rate, log=log)
+        at = next((i for i, s in enumerate(res.steps) if s.valid and s.meets and s.rate == res.capacity_msgs_per_s),
+                  len(stepper.docs) - 1)
+        cap = res.as_dict()
+        cap["document_step"] = at + 1  # the step whose figures the rest of this document gives
+        if not res.complete:
+            code = EXIT_INCOMPLETE
+    sw = None
+    if cfg.sweep:
+        entries = parse_sweep(cfg.sweep)
+        fractions = [v if f else None for v, f in entries] if any(f for _v, f in entries) else None
+        found = cap["msgs_per_s"] if cap else None
+        if fractions and found is None:
+            log("sweep: skipped: its rates are fractions of a capacity, and the search found none")
+            sw = {"slos": [s.text for s in slos], "rates": [], "of_capacity": fractions, "capacity_msgs_per_s": None,
+                  "steps": [], "skipped": "no capacity was found to take fractions of"}
+        else:
+            rates = [v * found if f else v for v, f in entries]
+            first = len(stepper.docs)
+            sw = run_sweep(stepper, rates, slos, log, fractions, found)
+            if any(d is None for d in stepper.docs[first:]):
+                code = EXIT_INCOMPLETE
+            if at is None:
+                at = len(stepper.docs) - 1
+                sw["document_step"] = len(sw["steps"])
+    doc = stepper.document(at)
     doc["result"]["capacity"] = cap
-    return doc, EXIT_OK if res.complete else EXIT_INCOMPLETE
+    doc["result"]["sweep"] = sw
+    return doc, code

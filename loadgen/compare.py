@@ -37,6 +37,14 @@ are needed. A change beyond ``--threshold`` (default 1%), after allowing for the
 measured spreads, is ``regressed`` or ``improved``; within it, ``unchanged``; a spread too wide to tell,
 ``too noisy``.
 
+Capacity at the SLO (a suite's ``capacity`` section: one search per model per run) is judged too. One search
+has no trials to test, but it has a bracket: the capacity lies between the highest rate that held and the
+lowest that broke. The change between runs therefore lies between lowest/highest and highest/lowest of the two
+brackets; ``regressed`` or ``improved`` only when that whole interval is beyond ``min_effect`` (and, with a
+reference model in both runs, the change relative to the reference agrees), ``unchanged`` when the whole
+interval is within it, ``too noisy`` otherwise. A search says nothing about run-to-run noise: a small
+difference in capacity is never a verdict.
+
 Exit status: 1 if anything regressed, 0 otherwise, 2 on bad input.
 """
 
@@ -199,6 +207,92 @@ def compare(base: dict, cur: dict, reference: str, min_effect: float, alpha: flo
     return out
 
 
+@dataclass
+class CapacityVerdict:
+    model: str
+    verdict: str
+    reason: str
+    base: float | None  # capacity msgs/s
+    current: float | None
+    change_low: float | None  # the change lies in [change_low, change_high] (relative, from the two brackets)
+    change_high: float | None  # None: no upper bound (the search stopped with the SLO still holding)
+
+
+def _cap_bounds(c: dict) -> tuple[float, float] | None:
+    """(lowest, highest) the true capacity can be, from a model's search: (held, broke); a search that stopped
+    with the SLO still holding at its last rate is bounded below only."""
+    lo, hi = (c.get("bracket") or [None, None])
+    if lo is None:
+        return None
+    return float(lo), float(hi) if hi is not None else float("inf")
+
+
+def _cap_interval(b: dict, c: dict) -> tuple[float, float] | None:
+    bb, cb = _cap_bounds(b), _cap_bounds(c)
+    if bb is None or cb is None:
+        return None
+    return cb[0] / bb[1] - 1, (cb[1] / bb[0] - 1 if cb[1] != float("inf") else float("inf"))
+
+
+def compare_capacity(base: dict, cur: dict, reference: str, min_effect: float) -> list[CapacityVerdict]:
+    """Per model in both runs' capacity sections: did the capacity at the SLO change beyond min_effect?"""
+    bc, cc = base.get("capacity"), cur.get("capacity")
+    if not bc or not cc:
+        return []
+    if (bc.get("slos"), bc.get("conns"), bc.get("size")) != (cc.get("slos"), cc.get("conns"), cc.get("size")):
+        raise CompareError(f"the runs searched capacity under different conditions (SLO {bc.get('slos')} at "
+                           f"{bc.get('conns')} x {bc.get('size')} B vs {cc.get('slos')} at {cc.get('conns')} x "
+                           f"{cc.get('size')} B)")
+    bm, cm = bc.get("models") or {}, cc.get("models") or {}
+    ref = reference if reference in bm and reference in cm else None
+    out = []
+    for m in sorted(set(bm) & set(cm)):
+        b, c = bm[m], cm[m]
+        bv, cv = b.get("msgs_per_s"), c.get("msgs_per_s")
+        if bv is None or cv is None:
+            out.append(CapacityVerdict(m, "too noisy", "no capacity in " + ("either run" if bv is None and cv is None
+                                       else "the baseline" if bv is None else "the current run"), bv, cv, None, None))
+            continue
+        lo, hi = _cap_interval(b, c)
+        span = f"between {lo:+.0%} and {hi:+.0%}" if hi != float("inf") else f"at least {lo:+.0%}"
+        if hi < -min_effect or lo > min_effect:
+            verdict = "regressed" if hi < -min_effect else "improved"
+            reason = f"{span} (the two searches' brackets), beyond {min_effect:.0%}"
+            if ref and m != ref:  # it must hold against the reference too: a slower machine moves every model
+                nb = _cap_interval(bm[ref], cm[ref])
+                if nb is None:
+                    verdict, reason = "too noisy", f"{span}, but the reference {ref} has no capacity to check against"
+                else:  # the model's change relative to the reference's, widest interval
+                    rl, rh = (1 + lo) / (1 + nb[1]) - 1, (1 + hi) / (1 + nb[0]) - 1
+                    if not ((verdict == "regressed" and rh < -min_effect) or (verdict == "improved" and rl > min_effect)):
+                        verdict, reason = "too noisy", (f"{span}, but relative to {ref} (which moved "
+                                                        f"{nb[0]:+.0%}..{nb[1]:+.0%}) it could be within {min_effect:.0%}: "
+                                                        "the machine or the reference moved")
+        elif -min_effect <= lo and hi <= min_effect:
+            verdict, reason = "unchanged", f"{span}, within +-{min_effect:.0%}"
+        else:
+            verdict, reason = "too noisy", (f"{span}: the searches' precision cannot tell a {min_effect:.0%} change "
+                                            "(one search per run; run bench-full or a finer --precision)")
+        out.append(CapacityVerdict(m, verdict, reason, bv, cv, lo, None if hi == float("inf") else hi))
+    return out
+
+
+def capacity_markdown(verdicts: list[CapacityVerdict], cur: dict) -> str:
+    if not verdicts:
+        return ""
+    c = cur["capacity"]
+    lines = ["", f"### Capacity at {' and '.join(c['slos'])} ({c['conns']} connections x {c['size']} B, open loop)", "",
+             "| model | baseline msgs/s | current msgs/s | change lies in | verdict | why |", "|---|---|---|---|---|---|"]
+    fmt = lambda x: "-" if x is None else f"{x:,.0f}"  # noqa: E731
+    order = {"regressed": 0, "too noisy": 1, "improved": 2, "unchanged": 3}
+    for v in sorted(verdicts, key=lambda v: (order[v.verdict], v.model)):
+        rng = "-" if v.change_low is None else (f"[{v.change_low:+.0%}, {v.change_high:+.0%}]"
+                                                if v.change_high is not None else f"[{v.change_low:+.0%}, ...)")
+        lines.append(f"| {v.model} | {fmt(v.base)} | {fmt(v.current)} | {rng} | "
+                     f"{'**REGRESSED**' if v.verdict == 'regressed' else v.verdict} | {v.reason} |")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt_keys(keys) -> str:
     return ", ".join(f"{m}@{c}x{s}" for m, c, s in keys[:6]) + (" ..." if len(keys) > 6 else "")
 
@@ -349,10 +443,14 @@ def main(argv=None) -> int:
             raise CompareError("--min-effect and --alpha must be between 0 and 1")
         base, cur = load_suite(a.baseline), load_suite(a.current)
         verdicts = compare(base, cur, a.reference, a.min_effect, a.alpha, not a.raw)
+        try:
+            cap_verdicts = compare_capacity(base, cur, a.reference, a.min_effect)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or truncated document
+            raise CompareError(f"malformed capacity section ({type(exc).__name__}: {exc})") from None
     except CompareError as exc:
         print(f"python -m loadgen.compare: error: {exc}", file=sys.stderr)
         return 2
-    md = markdown(verdicts, base, cur, a)
+    md = markdown(verdicts, base, cur, a) + capacity_markdown(cap_verdicts, cur)
     if a.md:
         Path(a.md).write_text(md)
     else:
@@ -360,11 +458,15 @@ def main(argv=None) -> int:
     if a.json_path:
         Path(a.json_path).write_text(json.dumps({"schema_version": 1, "baseline": a.baseline, "current": a.current,
                                                  "reference": a.reference, "min_effect": a.min_effect, "alpha": a.alpha,
-                                                 "normalised": not a.raw, "verdicts": [asdict(v) for v in verdicts]}, indent=2))
+                                                 "normalised": not a.raw, "verdicts": [asdict(v) for v in verdicts],
+                                                 "capacity": [asdict(v) for v in cap_verdicts]}, indent=2))
     regressed = [v for v in verdicts if v.verdict == "regressed"]
     for v in regressed:
         print(f"regressed: {v.model} {v.conns} conns {v.size} B {METRICS[v.metric][0]}: {v.reason}", file=sys.stderr)
-    return 1 if regressed else 0
+    cap_regressed = [v for v in cap_verdicts if v.verdict == "regressed"]
+    for v in cap_regressed:
+        print(f"regressed: {v.model} capacity at the SLO: {v.reason}", file=sys.stderr)
+    return 1 if regressed or cap_regressed else 0
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class LoadConfig:
     start_rate: float = 1000.0
     max_steps: int = 20
     max_rate: float | None = None
+    sweep: str | None = None  # --sweep: planned rates, or fractions of the capacity found (loadgen/capacity.py)
 
     def as_dict(self) -> dict:
         d = asdict(self)

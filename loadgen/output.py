@@ -143,23 +143,8 @@ def point_latest(results_root, out_dir) -> None:
 def render_capacity(cap: dict, file=None) -> None:
     """The capacity search: every step, then the capacity with its bracket (plain text, stdout)."""
     file = file or sys.stdout
-
-    def us(d, k):
-        v = (d or {}).get(k)
-        return "-" if v is None else f"{v:,.0f}"
-
     print(f"\ncapacity search: SLO {' and '.join(cap['slos'])}, precision {cap['precision']:.0%}", file=file)
-    print(f"{'step':>4} {'phase':<8} {'planned/s':>11} {'achieved/s':>11} {'p50 us':>8} {'p99 us':>9} {'p99.9 us':>9} "
-          f"{'p99 unc':>8} {'client%':>7} {'server%':>7}  judgement", file=file)
-    for i, s in enumerate(cap["steps"], 1):
-        judgement = ("INVALID: " + s["reason"]) if not s["valid"] else ("meets" if s["meets"] else "breaks")
-        if s.get("overload"):
-            judgement += " (overloaded: the server fell behind the planned rate)"
-        cl = "-" if s["loadgen_pct"] is None else f"{s['loadgen_pct']:.0f}"
-        sv = "-" if s["server_pct"] is None else f"{s['server_pct']:.0f}"
-        print(f"{i:>4} {s['phase']:<8} {s['rate']:>11,.0f} {s['achieved']:>11,.0f} {us(s['latency_us'], 'p50'):>8} "
-              f"{us(s['latency_us'], 'p99'):>9} {us(s['latency_us'], 'p999'):>9} {us(s['latency_uncorrected_us'], 'p99'):>8} "
-              f"{cl:>7} {sv:>7}  {judgement}", file=file)
+    render_steps(cap["steps"], file)
     lo, hi = cap["bracket"]
     fmt = lambda x: "-" if x is None else f"{x:,.0f}"  # noqa: E731
     if cap["msgs_per_s"] is None:
@@ -171,6 +156,44 @@ def render_capacity(cap: dict, file=None) -> None:
     elif cap["stopped"]:
         line += f"; {cap['stopped']}"
     print(line, file=file)
+
+
+def render_steps(steps: list[dict], file) -> None:
+    """One line per open-loop step: planned and achieved rate, corrected and uncorrected percentiles, CPU, judgement."""
+
+    def us(d, k):
+        v = (d or {}).get(k)
+        return "-" if v is None else f"{v:,.0f}"
+
+    print(f"{'step':>4} {'phase':<8} {'planned/s':>11} {'achieved/s':>11} {'p50 us':>8} {'p99 us':>9} {'p99.9 us':>9} "
+          f"{'p99 unc':>8} {'client%':>7} {'server%':>7}  judgement", file=file)
+    for i, s in enumerate(steps, 1):
+        if not s["valid"]:
+            judgement = "INVALID: " + s["reason"]
+        else:
+            judgement = {True: "meets", False: "breaks", None: "valid"}[s["meets"]]
+            if s.get("note"):
+                judgement += f" ({s['note']})"
+            elif s.get("overload"):
+                judgement += " (overloaded: the server fell behind the planned rate)"
+        cl = "-" if s["loadgen_pct"] is None else f"{s['loadgen_pct']:.0f}"
+        sv = "-" if s["server_pct"] is None else f"{s['server_pct']:.0f}"
+        print(f"{i:>4} {s['phase']:<8} {s['rate']:>11,.0f} {s['achieved']:>11,.0f} {us(s['latency_us'], 'p50'):>8} "
+              f"{us(s['latency_us'], 'p99'):>9} {us(s['latency_us'], 'p999'):>9} {us(s['latency_uncorrected_us'], 'p99'):>8} "
+              f"{cl:>7} {sv:>7}  {judgement}", file=file)
+
+
+def render_sweep(sw: dict, file=None) -> None:
+    """The --sweep steps (plain text, stdout)."""
+    file = file or sys.stdout
+    slo = f", SLO {' and '.join(sw['slos'])}" if sw["slos"] else ""
+    of = f" (fractions of the capacity {sw['capacity_msgs_per_s']:,.0f} msgs/s)" if sw.get("of_capacity") and sw.get(
+        "capacity_msgs_per_s") else ""
+    print(f"\nsweep: {len(sw['steps'])} open-loop steps{of}{slo}", file=file)
+    if sw.get("skipped"):
+        print(f"sweep skipped: {sw['skipped']}", file=file)
+        return
+    render_steps(sw["steps"], file)
 
 
 def read_json(path, name: str) -> tuple[dict, str]:

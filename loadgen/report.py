@@ -282,7 +282,57 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
         fig.suptitle(f"Transports at {conns} connections x {human_size(size)}: TCP vs Unix socket vs UDP "
                      f"(models that claim each)\n{sub}", fontsize=10, x=0.01, ha="left")
         plots["transports"] = _save(fig, out, "transports")
+
+    # 7. latency against offered load (the capacity searches' steps, and the sweep's)
+    cap = suite.get("capacity")
+    curves = {m: load_curve(e) for m, e in ((cap or {}).get("models") or {}).items()}
+    if any(curves.values()):
+        import matplotlib.ticker as mt
+
+        fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), sharex=True, sharey=True)
+        slos = {}
+        for t in cap["slos"]:
+            from .capacity import parse_slo
+
+            slo = parse_slo(t)
+            slos[slo.percentile] = slo.limit_us
+        for ax, (key, label) in zip(axes, (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))):
+            for m, pts in curves.items():
+                valid = [(r, lat[key]) for r, lat, ok in pts if ok and lat.get(key)]
+                invalid = [(r, lat[key]) for r, lat, ok in pts if not ok and lat.get(key)]
+                st = sty.get(m) or {"color": "grey", "marker": "o"}
+                if valid:
+                    ax.plot([p[0] for p in valid], [p[1] for p in valid], color=st["color"], marker=st["marker"],
+                            markersize=4, linewidth=1.4, label=m)
+                if invalid:
+                    ax.plot([p[0] for p in invalid], [p[1] for p in invalid], color=st["color"], marker="x",
+                            markersize=6, linestyle="none")
+            if key in slos:
+                ax.axhline(slos[key], color="red", linestyle="--", linewidth=1)
+                ax.text(0.01, slos[key] * 1.08, f"SLO {label} <= {slos[key]:,.0f} us", transform=ax.get_yaxis_transform(),
+                        color="red", fontsize=8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis)
+            kfmt = mt.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k" if v >= 1000 else f"{v:,.0f}")
+            ax.xaxis.set_major_formatter(kfmt)
+            ax.xaxis.set_minor_locator(mt.LogLocator(subs=(2, 5)))
+            ax.xaxis.set_minor_formatter(kfmt)
+            _style(ax, f"{label} (corrected)", "offered load, msgs/s (log scale)", "latency, microseconds (log scale)")
+        axes[0].legend(fontsize=8, title="x = invalid step (client-bound, short, failed)", title_fontsize=7)
+        fig.suptitle(f"Latency against offered load, open loop, {cap['conns']} connections x {human_size(cap['size'])}: "
+                     f"every step of the capacity searches" + (" and sweeps" if cap.get("sweep") else "") + f" ({cap['duration']:g} s each after {cap['warmup']:g} s warm-up)\n{sub}",
+                     fontsize=10, x=0.01, ha="left")
+        plots["latency_vs_load"] = _save(fig, out, "latency_vs_load")
     return plots
+
+
+def load_curve(entry: dict) -> list[tuple[float, dict, bool]]:
+    """(planned rate, corrected latency_us, valid) of every step a model's search and sweep ran, by rate; steps that
+    could not run (no latency) are left out."""
+    steps = list(entry.get("steps") or []) + list(entry.get("sweep") or [])
+    pts = [(s["rate"], s["latency_us"] or {}, bool(s["valid"])) for s in steps if s.get("latency_us")]
+    return sorted(pts, key=lambda p: p[0])
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -299,8 +349,10 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         if (c["conns"], c["size"]) not in loads:
             loads.append((c["conns"], c["size"]))
     out = []
+    cap = suite.get("capacity")
     for conns, size in loads:
         cells = _cells(suite, conns=conns, size=size)
+        with_cap = bool(cap) and (cap["conns"], cap["size"]) == (conns, size)
         refc = next((c for c in cells if c["model"] == ref and c["median"]["msgs_per_s"]), None)
         # the study's own server: how far each model is from it, in server CPU per message
         goc = next((c for c in cells if c["model"] == GO_REFERENCE and c["median"]["server_us_per_msg"]), None)
@@ -327,6 +379,7 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 cpu_ratio,
                 *([go_ratio] if goc else []),
                 _num(m.get("loadgen_us_per_msg"), "{:.2f}"),
+                *([capacity_text(cap, c["model"])] if with_cap else []),
                 _num(m["p50_us"], "{:,.0f}"),
                 _num(m["p99_us"], "{:,.0f}"),
                 _num(m["server_pct"], "{:.0f}%"),
@@ -336,8 +389,26 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append((f"{conns} connections, {human_size(size)} messages",
                     ["model", "msgs/s", "spread (CV)", f"vs {ref}", "server us/msg", f"us/msg vs {ref}",
                      *([f"us/msg vs {GO_REFERENCE}"] if goc else []),
-                     "loadgen us/msg", "p50 us", "p99 us", "server CPU", "loadgen CPU", "verdict"], rows))
+                     "loadgen us/msg", *([f"capacity at {slo_text(cap)}"] if with_cap else []),
+                     "p50 us", "p99 us", "server CPU", "loadgen CPU", "verdict"], rows))
     return out
+
+
+def slo_text(cap: dict) -> str:
+    """``p99 <= 1ms`` from the section's SLOs."""
+    return " and ".join(t.replace("=", " <= ", 1) for t in cap["slos"])
+
+
+def capacity_text(cap: dict | None, model: str) -> str:
+    """A model's capacity at the SLO for a table cell: the rate, ``>= rate`` when the search stopped short (a lower
+    bound), ``none`` when no rate met it, ``-`` when not searched."""
+    e = (cap or {}).get("models", {}).get(model)
+    if e is None:
+        return "-"
+    v = e.get("msgs_per_s")
+    if v is None:
+        return "none" if e.get("steps") else "-"
+    return (f"{v:,.0f}" if e.get("complete") else f">= {v:,.0f}")
 
 
 def transport_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | None:
@@ -376,6 +447,101 @@ def transport_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | Non
     return f"Transports: {conns} connections, {human_size(size)} messages", header, rows
 
 
+def tiers(items: list[tuple[str, float, float, float]], higher_is_better: bool) -> list[list[str]]:
+    """Group (name, median, low, high) into tiers, best first: a model joins the tier above when its interval
+    (the min..max of its trials, or a capacity's bracket) overlaps one of that tier's; otherwise it starts a tier.
+    Models in one tier are within each other's measured noise: tied."""
+    out: list[list[tuple[str, float, float, float]]] = []
+    for it in sorted(items, key=lambda x: -x[1] if higher_is_better else x[1]):
+        if out and any(it[2] <= g[3] and g[2] <= it[3] for g in out[-1]):
+            out[-1].append(it)
+        else:
+            out.append([it])
+    return [[x[0] for x in g] for g in out]
+
+
+def _tier_text(groups: list[list[str]]) -> str:
+    parts = []
+    for i, g in enumerate(groups):
+        names = ", ".join(f"`{n}`" for n in g)
+        tied = " (tied)" if len(g) > 1 else ""
+        parts.append(("first: " if i == 0 else "then ") + names + tied)
+    return "; ".join(parts)
+
+
+def main_load(suite: dict) -> tuple[int, int] | None:
+    load = suite["matrix"]["run"].get("spectrum_load") or {"conns": 10, "size": 1024}
+    if _cells(suite, conns=load["conns"], size=load["size"]):
+        return load["conns"], load["size"]
+    first = next(iter(_cells(suite)), None)
+    return (first["conns"], first["size"]) if first else None
+
+
+def summary_lines(suite: dict) -> list[str]:
+    """The report's opening: what each model costs, what it sustains, where it wins or loses beyond the measured
+    spread (models within each other's noise are tied), and where the load generator was the limit."""
+    out = []
+    load = main_load(suite)
+    cap = suite.get("capacity")
+    if load:
+        conns, size = load
+        cells = [c for c in _cells(suite, conns=conns, size=size) if c["median"]["msgs_per_s"]]
+        where = f"{conns} connections x {human_size(size)} (closed loop, {suite['matrix']['run']['trials']} trials each)"
+        few = [c["model"] for c in cells if (c["spread"]["msgs_per_s"] or {}).get("n", 0) < 2]
+        free = [c for c in cells if not c["client_bound_trials"] and c["model"] not in few]
+        sat = [c for c in cells if c["client_bound_trials"]]
+        if free:
+            groups = tiers([(c["model"], c["median"]["msgs_per_s"], c["spread"]["msgs_per_s"]["min"],
+                             c["spread"]["msgs_per_s"]["max"]) for c in free], True)
+            line = f"**Throughput** at {where}, where the load generator had headroom: {_tier_text(groups)}."
+            if sat:
+                line += (" Not ranked, because the load generator was saturated in some trial (their msgs/s is a "
+                         "lower bound): " + ", ".join(f"`{c['model']}`" for c in sat) + ".")
+            out.append(line)
+        costed = [c for c in cells if c["median"]["server_us_per_msg"] and (c["spread"]["server_us_per_msg"] or {}).get("n", 0) >= 2]
+        if costed:
+            groups = tiers([(c["model"], c["median"]["server_us_per_msg"], c["spread"]["server_us_per_msg"]["min"],
+                             c["spread"]["server_us_per_msg"]["max"]) for c in costed], False)
+            costs = ", ".join(f"`{c['model']}` {c['median']['server_us_per_msg']:.1f}"
+                              for c in sorted(costed, key=lambda c: c["median"]["server_us_per_msg"]))
+            out.append(f"**Server CPU per message** at {where} (microseconds; lower is cheaper; fair even where the "
+                       f"client was the limit): {costs}. Cheapest {_tier_text(groups)}.")
+        if few:
+            out.append("Too few finished trials to rank: " + ", ".join(f"`{m}`" for m in few) + ".")
+    if cap and cap.get("models"):
+        ms = cap["models"]
+        found = [(m, e) for m, e in ms.items() if e.get("msgs_per_s")]
+        lt = slo_text(cap)
+        if found:
+            items = []
+            for m, e in found:
+                lo, hi = e["bracket"]
+                items.append((m, e["msgs_per_s"], lo, hi if hi is not None else float("inf")))
+            vals = ", ".join(f"`{m}` {capacity_text(cap, m)}" for m, _v, _l, _h in sorted(items, key=lambda x: -x[1]))
+            out.append(f"**Capacity at {lt}** ({cap['conns']} connections x {human_size(cap['size'])}, open loop: the "
+                       f"most msgs/s each model takes while {lt}; one search per model, to {cap['precision']:.0%}; "
+                       f"`>=` = a lower bound, the search stopped early): {vals}. Largest {_tier_text(tiers(items, True))} "
+                       "(tied = brackets overlap).")
+        none = [m for m, e in ms.items() if not e.get("msgs_per_s") and e.get("steps")]
+        if none:
+            out.append(f"No rate met {lt} for: " + ", ".join(f"`{m}`" for m in none) + ".")
+    sat_cells = [c for c in suite["cells"] if c["client_bound_trials"]]
+    if sat_cells:
+        by_model: dict[str, list[str]] = {}
+        for c in sat_cells:
+            by_model.setdefault(c["model"], []).append(f"{c['conns']}x{human_size(c['size'])}{_over(c)}")
+        out.append("**Where the load generator was the limit** (these cells measure the client, not the server; "
+                   "compare those models by server CPU per message): "
+                   + "; ".join(f"`{m}` at {', '.join(v)}" for m, v in by_model.items()) + ".")
+    else:
+        out.append("The load generator had headroom in every cell: every throughput figure is the server's.")
+    if out:
+        out.append("How to use this: for the most messages per second from one core, pick from the first throughput "
+                   "tier; where CPU is what you pay for, from the cheapest tier; for a latency target, the capacity "
+                   "says how much load a model takes before it is missed. Differences inside a tier are noise.")
+    return out
+
+
 def notes(suite: dict) -> list[str]:
     n = []
     if not suite["complete"]:
@@ -399,6 +565,19 @@ def notes(suite: dict) -> list[str]:
                  "retransmission, so its row also gives the loss (datagrams not echoed within 1 s; counted over the "
                  "whole run). UDP echo servers bind loopback by default: an echo reachable from outside can reflect "
                  "spoofed traffic at a victim.")
+    cap = suite.get("capacity")
+    if cap:
+        n.append(f"Capacity at {slo_text(cap)}: per model, one open-loop rate search at {cap['conns']} connections x "
+                 f"{human_size(cap['size'])} (loadgen/run.py --find-capacity), starting at {cap['start']:g} x the model's "
+                 f"closed-loop msgs/s in this run, each step {cap['warmup']:g} s warm-up + {cap['duration']:g} s on a "
+                 f"fresh server, latency corrected for coordinated omission. Precision: the capacity lies between the "
+                 f"highest rate that held and the lowest that broke, {cap['precision']:.0%} apart when the search "
+                 "finished; the search does not measure run-to-run noise (throughput moves about 5-10% between trials "
+                 "here), so capacities closer than that are not a ranking. A step where the load generator was "
+                 "saturated, fell short of the planned rate on its own timers, or saw any error ends the search (its "
+                 "result is then a lower bound, shown `>=`). The latency-versus-load plot shows every step.")
+        if not cap.get("complete", True):
+            n.append("**The capacity searches were interrupted**: models without a figure were not searched.")
     n.append("Latencies are closed-loop round trips (send to full echo, every byte compared). At 1 connection every "
              "model is latency-bound; differences then show in server CPU us/msg. A p99.99 or max below ~5 ms is one "
              "timer tick on this VM, i.e. noise.")
@@ -444,10 +623,14 @@ def write_report(run_dir: Path) -> dict:
         "p99_vs_conns": "p99 latency vs connections",
         "mbps_vs_size": "Throughput vs message size",
         "transports": "Transports: TCP vs Unix socket vs UDP",
+        "latency_vs_load": "Latency against offered load (open loop)",
     }
     ttable = transport_table(suite)
     # markdown
     md = [f"# echobench report: {run_dir.name}", ""]
+    short = summary_lines(suite)
+    if short:
+        md += ["## In short", ""] + [f"- {x}" for x in short] + [""]
     md += ["## Environment", "", _md_table(["", ""], [[k, v] for k, v in env_rows(suite)]), ""]
     md += [f"## Ranking by load (ratios to `{ref}`, measured in the same run)", ""]
     for title, header, rows in tables:
@@ -466,7 +649,10 @@ def write_report(run_dir: Path) -> dict:
          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}",
          "th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:.5em 0 1.5em}",
          "code{background:#f4f4f4;padding:0 3px}.env td{text-align:left}</style></head><body>",
-         f"<h1>echobench report: {html.escape(run_dir.name)}</h1><h2>Environment</h2><table class='env'>"]
+         f"<h1>echobench report: {html.escape(run_dir.name)}</h1>"]
+    if short:
+        h += ["<h2>In short</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in short] + ["</ul>"]
+    h += ["<h2>Environment</h2><table class='env'>"]
     h += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in env_rows(suite)]
     h += [f"</table><h2>Ranking by load (ratios to <code>{html.escape(ref)}</code>, measured in the same run)</h2>"]
     for title, header, rows in tables:

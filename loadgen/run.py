@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start-rate", type=_typed(_rate, "rate"), help="first step's msgs/s (default 1000)")
     g.add_argument("--max-rate", type=_typed(_rate, "rate"), help="never plan more than this many msgs/s")
     g.add_argument("--max-steps", type=_typed(_positive_int, "count"), help="at most this many steps (default 20)")
+    g.add_argument("--sweep", metavar="RATES",
+                   help="open-loop steps at fixed planned rates, for latency-versus-load curves: 1000,5k,20k; or, with "
+                        "--find-capacity, fractions of the capacity it found: 0.25x,0.5x,0.9x (each step judged as in "
+                        "the search; against every --slo when given)")
     g = p.add_argument_group("scale")
     g.add_argument("--workers", type=_typed(_positive_int, "count"), default=1, help="load-generator processes; connections are spread over them and results merged exactly (default 1)")
     g.add_argument("--cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for the load generator (default: the upper half of the usable CPUs when --server is used)")
@@ -161,20 +165,22 @@ def parse_config(argv) -> LoadConfig:
             p.error(refusal)
     if a.timeout is None:
         a.timeout = 1.0 if a.transport == "udp" else 5.0
-    search_opts = [o for o, v in (("--slo", a.slos), ("--precision", a.precision), ("--start-rate", a.start_rate),
-                                  ("--max-rate", a.max_rate), ("--max-steps", a.max_steps)) if v not in (None, [])]
+    search_opts = [o for o, v in (("--precision", a.precision), ("--start-rate", a.start_rate),
+                                  ("--max-rate", a.max_rate), ("--max-steps", a.max_steps)) if v is not None]
     if search_opts and not a.find_capacity:
         p.error(f"{', '.join(search_opts)} applies to --find-capacity")
+    if a.slos and not (a.find_capacity or a.sweep):
+        p.error("--slo applies to --find-capacity or --sweep")
     a.precision = 0.05 if a.precision is None else a.precision
     a.start_rate = 1000.0 if a.start_rate is None else a.start_rate
     a.max_steps = 20 if a.max_steps is None else a.max_steps
-    if a.find_capacity:
-        from loadgen.capacity import parse_slo
+    if a.find_capacity or a.sweep:
+        from loadgen.capacity import parse_slo, parse_sweep
 
-        if not a.slos:
+        if a.find_capacity and not a.slos:
             p.error("--find-capacity needs at least one --slo (e.g. --slo p99=1ms)")
         if a.rate is not None:
-            p.error("--find-capacity chooses the rates itself: drop --rate")
+            p.error(f"{'--find-capacity' if a.find_capacity else '--sweep'} chooses the rates itself: drop --rate")
         if not 0 < a.precision < 1:
             p.error("--precision must be between 0 and 1")
         if a.start_rate < 1 or (a.max_rate is not None and a.max_rate < a.start_rate):
@@ -184,6 +190,14 @@ def parse_config(argv) -> LoadConfig:
                 parse_slo(text)
             except ValueError as exc:
                 p.error(str(exc))
+        if a.sweep:
+            try:
+                entries = parse_sweep(a.sweep)
+            except ValueError as exc:
+                p.error(str(exc))
+            if any(f for _v, f in entries) and not a.find_capacity:
+                p.error("--sweep fractions (0.5x) are of the capacity --find-capacity finds: add --find-capacity "
+                        "and --slo, or give rates in msgs/s")
     fields = {k: v for k, v in vars(a).items()}
     fields["server_args"] = tuple(a.server_args)
     fields["slos"] = tuple(a.slos)
@@ -201,7 +215,7 @@ def main(argv=None) -> int:
             print(f"loadgen: {msg}", file=sys.stderr, flush=True)
 
     try:
-        if cfg.find_capacity:
+        if cfg.find_capacity or cfg.sweep:
             from loadgen.capacity import find
 
             doc, code = find(cfg, log)
@@ -213,6 +227,8 @@ def main(argv=None) -> int:
     output.render_table(doc)
     if doc["result"].get("capacity"):
         output.render_capacity(doc["result"]["capacity"])
+    if doc["result"].get("sweep"):
+        output.render_sweep(doc["result"]["sweep"])
     if cfg.json_path:
         output.write_json(doc, cfg.json_path)
     if cfg.hdr_path:
@@ -226,6 +242,9 @@ def main(argv=None) -> int:
     cap = res.get("capacity")
     if cap and not cap["complete"]:
         print(f"loadgen/run.py: error: capacity search incomplete: {cap['stopped']}", file=sys.stderr)
+    sw = res.get("sweep")
+    if sw and any(not st["complete"] and (st["verdict"] or "").startswith("error: ") for st in sw["steps"]):
+        print("loadgen/run.py: error: sweep incomplete: a step could not run", file=sys.stderr)
     if res["verdict"] == "client-bound" and not cfg.quiet:
         print(f"loadgen: {res['verdict_detail']}", file=sys.stderr)
     return code

@@ -400,6 +400,7 @@ class Runner:
             "histogram": stats.encode(lat),
             "histogram_uncorrected": stats.encode(unc) if unc is not None else None,
             "capacity": None,  # set by a --find-capacity search (loadgen/capacity.py)
+            "sweep": None,  # set by --sweep (loadgen/capacity.py)
         }
         self._lat = lat
         return {

@@ -1,6 +1,6 @@
 """Deliberately broken echo servers for testing the load generator's honesty.
 
-    python tests/fault_server.py MODE [--every N] [--size B] [--after-s S]
+    python tests/fault_server.py MODE [--every N] [--size B] [--after-s S] [--rate R]
 
 Modes:
   count    echo correctly; on SIGTERM print "echoed BYTES" to stdout
@@ -10,6 +10,9 @@ Modes:
   stall    stop reading every connection for 0.5 s once, --after-s seconds after the first byte
   die      exit abruptly (code 9) after --after-s seconds of traffic
   reset    reset every connection (SO_LINGER 0) after --after-s seconds of traffic
+  paced    a server of known capacity: echo at most --rate messages of --size bytes per second over all
+           connections, first come first served (one server with a fixed service time of 1/R s per message), so
+           below R messages wait only for their turn and above it a queue builds without end
 
 Prints the bound host:port on stdout when ready, like python -m servers.
 """
@@ -33,6 +36,7 @@ class Fault(asyncio.Protocol):
         self.seen = 0  # bytes of this connection's stream so far
         self.held = b""
         self.reordered = False
+        self.partial = b""  # paced: the bytes of a message not yet whole
 
     def connection_made(self, transport) -> None:
         self.t = transport
@@ -44,8 +48,19 @@ class Fault(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.s.conns.discard(self)
 
+    def send(self, data: bytes) -> None:
+        if not self.t.is_closing():
+            self.t.write(data)
+
     def data_received(self, data: bytes) -> None:
         s, mode, every = self.s, self.s.mode, self.s.every
+        if mode == "paced":
+            data = self.partial + data
+            whole = len(data) - len(data) % s.size
+            self.partial = data[whole:]
+            for i in range(0, whole, s.size):
+                s.serve(self, data[i:i + s.size])
+            return
         start, self.seen = self.seen, self.seen + len(data)
         s.echoed += len(data)
         if mode in ("corrupt", "drop") and start // every != self.seen // every:
@@ -76,6 +91,16 @@ class State:
         self.echoed = 0
         self.started = False
         self.stalled = False
+        self.service_s = 1.0 / args.rate if args.rate else 0.0
+        self.free_at = 0.0  # paced: when the server is next free
+
+    def serve(self, conn: Fault, message: bytes) -> None:
+        """Paced: the message's service starts when it has arrived and the server is free, and takes 1/rate s;
+        its echo leaves when the service ends. Echoes go out in the order the messages arrived."""
+        loop = asyncio.get_running_loop()
+        self.free_at = max(loop.time(), self.free_at) + self.service_s
+        self.echoed += len(message)
+        loop.call_at(self.free_at, conn.send, message)
 
     def on_traffic(self) -> None:
         if self.started:
@@ -124,9 +149,13 @@ async def main(args) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["count", "corrupt", "drop", "reorder", "stall", "die", "reset"])
+    p.add_argument("mode", choices=["count", "corrupt", "drop", "reorder", "stall", "die", "reset", "paced"])
     p.add_argument("--every", type=int, default=1_000_000)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--after-s", type=float, default=1.0)
-    asyncio.run(main(p.parse_args()))
+    p.add_argument("--rate", type=float, default=0.0, help="paced: messages per second (required there)")
+    a = p.parse_args()
+    if a.mode == "paced" and a.rate <= 0:
+        p.error("paced needs --rate > 0")
+    asyncio.run(main(a))
     sys.exit(0)

@@ -42,9 +42,24 @@ models = "all"
 """
 
 
-def bench(tmp_path, conns="[1, 2]", preexec_fn=None):
+# a generous SLO: the search ramps (x2) until max_steps, so its capacity is a lower bound (">=")
+CAPACITY = """
+[capacity]
+conns = 2
+size = 1024
+slo = ["p99=1s"]
+precision = 0.2
+duration = 0.3
+warmup = 0.1
+max_steps = 2
+start = 0.5
+sweep = [0.5]
+"""
+
+
+def bench(tmp_path, conns="[1, 2]", preexec_fn=None, capacity=False):
     matrix = tmp_path / "tiny.toml"
-    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns=conns))
+    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns=conns) + (CAPACITY if capacity else ""))
     results = tmp_path / "results"
     out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(results)],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn)
@@ -52,7 +67,7 @@ def bench(tmp_path, conns="[1, 2]", preexec_fn=None):
 
 
 def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
-    out, results = bench(tmp_path)
+    out, results = bench(tmp_path, capacity=True)
     assert out.returncode == 0, out.stderr
     run = (results / "latest").resolve()
     assert run.parent == results.resolve() and "-" in run.name  # <UTC stamp>-<git sha>
@@ -74,8 +89,21 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
     order = sorted(cells, key=lambda p: json.loads(p.read_text())["bench"]["seq"])
     trials = [json.loads(p.read_text())["bench"]["trial"] for p in order]
     assert trials == sorted(trials)
+    # capacity at the SLO: one search per model after the matrix, starting at half the closed-loop msgs/s (which
+    # steps meet the SLO depends on the machine: the search itself is tested in test_capacity.py and test_loadgen.py)
+    cap = suite["capacity"]
+    assert cap["complete"] and set(cap["models"]) == set(MODELS) and cap["slos"] == ["p99=1s"]
+    for m, e in cap["models"].items():
+        closed = next(c["median"]["msgs_per_s"] for c in suite["cells"] if c["model"] == m and c["transport"] == "tcp"
+                      and (c["conns"], c["size"]) == (2, 1024))
+        assert e["start_rate"] == pytest.approx(closed * 0.5) and e["closed_loop_msgs_per_s"] == closed
+        assert len(e["steps"]) == 2 and e["steps"][0]["rate"] == pytest.approx(closed * 0.5)
+        assert e["msgs_per_s"] is None or e["msgs_per_s"] in [st["rate"] for st in e["steps"]]
+        assert [st["of_capacity"] for st in e["sweep"]] == ([0.5] if e["msgs_per_s"] else [])
+    steps = sum(len(e["steps"]) + len(e["sweep"]) for e in cap["models"].values())
+    assert len(list((run / "capacity").glob("*.json"))) == steps
     for name in ("throughput_vs_conns", "server_cpu_per_msg", "latency_spectrum", "p99_vs_conns", "mbps_vs_size",
-                 "transports"):
+                 "transports", "latency_vs_load"):
         assert (run / f"{name}.png").stat().st_size > 5000
         assert (run / f"{name}.svg").exists()
     md = (run / "report.md").read_text()
@@ -88,7 +116,9 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
     ranking = md.split("## Ranking")[1].split("## Transports")[0]
     assert ranking.count("| asyncio-protocol |") == 3
     html = (run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 6 and "<img" in html
+    assert html.count("data:image/png;base64,") == 7 and "<img" in html
+    assert md.startswith(f"# echobench report: {run.name}\n\n## In short")
+    assert "capacity at p99 <= 1s" in ranking  # the column beside closed-loop throughput
     assert "msgs/s" in out.stdout  # the main table on stdout
 
 
@@ -140,6 +170,26 @@ def test_bad_transports_table_is_a_one_line_error(tmp_path, table, fragment):
     assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize("table, fragment", [
+    ('conns = 10\nsize = 1024\nprecision = 0.1\nduration = 1\nwarmup = 0.5\nmax_steps = 5\nstart = 0.5', "needs slo"),
+    ('conns = 10\nsize = 1024\nslo = ["p98=1ms"]\nprecision = 0.1\nduration = 1\nwarmup = 0.5\nmax_steps = 5\nstart = 0.5',
+     "invalid SLO"),
+    ('conns = 10\nsize = 1024\nslo = ["p99=1ms"]\nprecision = 2\nduration = 1\nwarmup = 0.5\nmax_steps = 5\nstart = 0.5',
+     "0 < precision < 1"),
+    ('conns = 10\nsize = 1024\nslo = ["p99=1ms"]\nprecision = 0.1\nduration = 1\nwarmup = 0.5\nmax_steps = 5\nstart = 0.5\n'
+     'sweep = [0.5, -1]', "fractions of the capacity"),
+    ('conns = 10\nsize = 1024\nslo = ["p99=1ms"]\nprecision = 0.1\nduration = 1\nwarmup = 0.5\nmax_steps = 5\nstart = 0.5\n'
+     'rate = 5', "unknown key(s) rate"),
+])
+def test_bad_capacity_table_is_a_one_line_error(tmp_path, table, fragment):
+    matrix = tmp_path / "m.toml"
+    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[capacity]\n" + table)
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("name", ["default", "full"])
 def test_shipped_matrices_cover_the_issue(name):
     from loadgen.bench import load_matrix, plan
@@ -154,6 +204,42 @@ def test_shipped_matrices_cover_the_issue(name):
     assert {t for t, c, s in cells if (c, s) == (10, 1024)} == {"tcp", "unix", "udp"}  # the transport comparison
     if name == "full":
         assert 10000 in conns and len(sizes) > 4
+    cap = m["capacity"]  # capacity at p99 <= 1 ms for every model, at the main load
+    assert cap["slo"] == ["p99=1ms"] and (cap["conns"], cap["size"]) == (10, 1024) and cap.get("models", "all") == "all"
+    assert (cap.get("sweep") and cap["precision"] <= 0.05) if name == "full" else cap["precision"] <= 0.10
+
+
+def test_tiers_tie_models_within_each_others_noise():
+    from loadgen.report import tiers
+
+    items = [("a", 100, 95, 105), ("b", 98, 90, 101), ("c", 80, 78, 82), ("d", 60, 55, 79)]
+    assert tiers(items, True) == [["a", "b"], ["c", "d"]]  # b overlaps a; d overlaps c
+    assert tiers([("x", 5.0, 4.9, 5.1), ("y", 4.0, 3.9, 4.1)], False) == [["y"], ["x"]]  # lower is better
+
+
+def test_the_summary_ranks_only_cells_where_the_client_had_headroom():
+    from loadgen.report import summary_lines
+
+    def cell(model, thr, lo, hi, us, cb=0):
+        return {"model": model, "transport": "tcp", "conns": 10, "size": 1024, "status": "ok", "trials_ok": 3,
+                "verdict": "client-bound" if cb else "server-bound", "client_bound_trials": cb,
+                "median": {"msgs_per_s": thr, "server_us_per_msg": us},
+                "spread": {"msgs_per_s": {"min": lo, "max": hi, "n": 3},
+                           "server_us_per_msg": {"min": us * 0.98, "max": us * 1.02, "n": 3}}}
+
+    suite = {"matrix": {"run": {"trials": 3, "spectrum_load": {"conns": 10, "size": 1024}}},
+             "cells": [cell("fast", 200e3, 195e3, 205e3, 4.0), cell("also-fast", 198e3, 190e3, 201e3, 4.1),
+                       cell("slow", 100e3, 98e3, 102e3, 9.0), cell("threads", 150e3, 140e3, 160e3, 6.0, cb=2)],
+             "capacity": {"slos": ["p99=1ms"], "conns": 10, "size": 1024, "precision": 0.1,
+                          "models": {"fast": {"msgs_per_s": 150e3, "bracket": [150e3, 160e3], "complete": True, "steps": [1]},
+                                     "slow": {"msgs_per_s": 60e3, "bracket": [60e3, 66e3], "complete": True, "steps": [1]},
+                                     "threads": {"msgs_per_s": None, "bracket": [None, 1e3], "complete": False,
+                                                 "steps": [1]}}}}
+    text = "\n".join(summary_lines(suite))
+    assert "first: `fast`, `also-fast` (tied); then `slow`" in text
+    assert "Not ranked" in text and "`threads`" in text.split("Not ranked")[1].split("\n")[0]
+    assert "`fast` 150,000, `slow` 60,000" in text and "No rate met p99 <= 1ms for: `threads`" in text
+    assert "**Where the load generator was the limit**" in text and "`threads` at 10x1 KiB" in text
 
 
 def test_ranking_tables_give_each_model_relative_to_the_go_reference():

@@ -106,3 +106,40 @@ def test_a_server_that_falls_behind_is_an_overload_not_an_invalid_step():
     step = cap.Step(rate=256_000, achieved=242_000, latency_us={"p99": 70_000.0}, verdict="server-bound")
     cap.judge(step, [cap.parse_slo("p99=1ms")])
     assert step.valid and step.meets is False and step.overload
+
+
+# -- who fell behind: the client's own timers, or the server -----------------------------------------------------
+
+def test_a_client_whose_timers_ran_late_cannot_offer_the_rate():
+    step = cap.Step(rate=100_000, achieved=90_000, latency_us={"p99": 500.0}, verdict="neither", send_lag_p50_us=8_000.0)
+    cap.judge(step, [cap.parse_slo("p99=1ms")])
+    assert not step.valid and "client cannot offer this rate" in step.reason and "late" in step.reason
+
+
+def test_a_server_that_falls_behind_breaks_the_slo_even_where_its_percentiles_held():
+    # the client had headroom (its CPU measured, its timers on time), yet fewer echoes came back than planned: the
+    # server cannot sustain the rate, so it is not within its capacity whatever the percentiles say
+    step = cap.Step(rate=100_000, achieved=95_000, latency_us={"p99": 800.0}, verdict="server-bound", send_lag_p50_us=20.0)
+    cap.judge(step, [cap.parse_slo("p99=1ms")])
+    assert step.valid and step.meets is False and step.overload and "server fell behind" in step.note
+
+
+def test_a_saturated_client_is_a_client_that_cannot_offer_the_rate():
+    step = cap.Step(rate=5e6, achieved=2e5, latency_us={"p99": 800.0}, verdict="both-saturated")
+    cap.judge(step, [cap.parse_slo("p99=1ms")])
+    assert not step.valid and step.reason.startswith("client cannot offer this rate")
+
+
+@pytest.mark.parametrize("text, want", [
+    ("1000,5k,20k", [(1000.0, False), (5000.0, False), (20000.0, False)]),
+    ("0.25x, 0.5x,1x", [(0.25, True), (0.5, True), (1.0, True)]),
+    ("2k,1.1x", [(2000.0, False), (1.1, True)]),
+])
+def test_parse_sweep(text, want):
+    assert cap.parse_sweep(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0", "-5", "0x", "1000,,2000", "nanx", ",".join(["1000"] * 51)])
+def test_bad_sweep_is_refused(text):
+    with pytest.raises(ValueError, match="sweep"):
+        cap.parse_sweep(text)

@@ -153,3 +153,70 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case):
     out = run_compare(b, c, *extra)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "error" in out.stderr, out.stderr
+
+
+# -- capacity at the SLO: one search per model per run, judged by its bracket -------------------------------------
+
+def with_capacity(s: dict, caps: dict[str, tuple[float | None, float | None]], slos=("p99=1ms",)) -> dict:
+    """Add a capacity section: {model: (held, broke)}."""
+    s["capacity"] = {"slos": list(slos), "conns": 10, "size": 1024, "precision": 0.1,
+                     "models": {m: {"msgs_per_s": lo, "bracket": [lo, hi], "complete": hi is not None}
+                                for m, (lo, hi) in caps.items()}}
+    return s
+
+
+def cap_verdicts(base_caps, cur_caps, **kw):
+    base, cur = make_pair()
+    v = cmp.compare_capacity(with_capacity(base, base_caps), with_capacity(cur, cur_caps, **kw), REF, 0.10)
+    return {x.model: x for x in v}
+
+
+def test_capacity_unchanged_within_the_brackets():
+    v = cap_verdicts({REF: (100e3, 105e3), "model": (150e3, 157e3)}, {REF: (100e3, 104e3), "model": (148e3, 155e3)})
+    assert v["model"].verdict == "unchanged" and v[REF].verdict == "unchanged", v
+
+
+def test_capacity_regressed_only_when_the_whole_interval_is_beyond_the_effect():
+    v = cap_verdicts({REF: (100e3, 105e3), "model": (150e3, 157e3)}, {REF: (100e3, 105e3), "model": (110e3, 115e3)})
+    assert v["model"].verdict == "regressed" and "beyond 10%" in v["model"].reason
+    assert v["model"].change_low < v["model"].change_high < -0.10
+    # brackets too wide to tell a 10% change: never a verdict
+    v = cap_verdicts({"model": (100e3, 130e3)}, {"model": (85e3, 110e3)})
+    assert v["model"].verdict == "too noisy"
+
+
+def test_capacity_improved():
+    v = cap_verdicts({REF: (100e3, 105e3), "model": (100e3, 105e3)}, {REF: (100e3, 105e3), "model": (140e3, 147e3)})
+    assert v["model"].verdict == "improved"
+
+
+def test_a_slower_machine_is_not_a_capacity_regression():
+    # every model, the reference too, lost 30%: relative to the reference nothing moved
+    v = cap_verdicts({REF: (100e3, 105e3), "model": (150e3, 157e3)}, {REF: (70e3, 73e3), "model": (105e3, 110e3)})
+    assert v["model"].verdict == "too noisy" and "reference" in v["model"].reason
+
+
+def test_a_search_without_a_capacity_or_with_a_lower_bound():
+    v = cap_verdicts({"model": (None, 1000.0), "other": (100e3, None), "third": (100e3, 105e3)},
+                     {"model": (50e3, 55e3), "other": (150e3, 157e3), "third": (150e3, None)})
+    assert v["model"].verdict == "too noisy" and "no capacity" in v["model"].reason
+    # a baseline that is only a lower bound cannot rule out a drop
+    assert v["other"].change_low == -1 and v["other"].verdict == "too noisy"
+    # a current lower bound above the baseline's bracket: improved, with no upper bound on the change
+    assert v["third"].change_high is None and v["third"].verdict == "improved"
+
+
+def test_capacity_searched_under_different_slos_is_refused():
+    with pytest.raises(cmp.CompareError, match="different conditions"):
+        cap_verdicts({"model": (1e3, 1.1e3)}, {"model": (1e3, 1.1e3)}, slos=("p99=2ms",))
+
+
+def test_the_command_fails_on_a_capacity_regression(tmp_path):
+    base, cur = make_pair()
+    with_capacity(base, {REF: (100e3, 105e3), "model": (150e3, 157e3)})
+    with_capacity(cur, {REF: (100e3, 105e3), "model": (100e3, 105e3)})
+    out = run_compare(write(tmp_path, "b", base), write(tmp_path, "c", cur), "--json", tmp_path / "r.json")
+    assert out.returncode == 1 and "capacity at the SLO" in out.stderr
+    assert "### Capacity at p99=1ms" in out.stdout
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert {v["model"]: v["verdict"] for v in doc["capacity"]}["model"] == "regressed"

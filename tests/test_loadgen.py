@@ -317,7 +317,61 @@ def test_find_capacity_when_no_rate_meets_the_slo(tmp_path):
     assert "capacity search incomplete" in out.stderr and "no rate met the SLO" in out.stdout
 
 
+def test_sweep_runs_every_rate_and_judges_each_step(tmp_path):
+    out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--sweep", "300,600", "--slo", "p99=1s", "--duration", "0.4",
+                       "--warmup", "0.2", "--quiet")
+    assert out.returncode == 0, out.stderr
+    sw = doc["result"]["sweep"]
+    assert doc["result"]["capacity"] is None and sw["slos"] == ["p99=1s"] and sw["of_capacity"] is None
+    assert [s["rate"] for s in sw["steps"]] == [300, 600] and [s["phase"] for s in sw["steps"]] == ["sweep", "sweep"]
+    assert all(s["valid"] and s["meets"] and s["latency_us"]["p99"] is not None for s in sw["steps"])
+    assert doc["config"]["sweep"] == "300,600" and doc["config"]["rate"] is None  # the run's own configuration
+    assert "sweep: 2 open-loop steps" in out.stdout
+
+
+def test_the_search_finds_a_known_capacity_and_sweeps_fractions_of_it(tmp_path, fault_server):
+    """A paced server echoes at most RATE messages a second (a fixed service time), so its capacity is known: the
+    search must bracket it, never report more than it (beyond the 99% shortfall a step is allowed), and sit near
+    the server's closed-loop throughput. The lower bounds are loose on purpose: a stall on a loaded machine can
+    only make a step break early, never pass a rate the server cannot echo."""
+    rate = 2000
+    s = fault_server("paced", "--rate", str(rate))
+    out, closed = loadgen(tmp_path, "--port", str(s.port), "--duration", "1.5", "--warmup", "0.5", "--quiet")
+    assert out.returncode == 0, out.stderr
+    closed_rate = closed["result"]["msgs_per_s"]
+    assert closed_rate <= rate * 1.01  # the pacing holds: nobody gets more than RATE echoes a second
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--find-capacity", "--slo", "p90=50ms", "--start-rate",
+                       str(rate * 0.3), "--precision", "0.05", "--max-steps", "12", "--duration", "1.5", "--warmup", "0.5",
+                       "--sweep", "0.5x,1.5x", "--quiet", timeout=180)
+    assert out.returncode == 0, out.stderr
+    cap = doc["result"]["capacity"]
+    lo, hi = cap["bracket"]
+    assert cap["complete"] and cap["msgs_per_s"] == lo and hi / lo - 1 <= 0.05
+    assert lo <= rate * 1.011  # above RATE/0.99 the shortfall alone breaks a step
+    assert lo >= rate * 0.5 and lo >= closed_rate * 0.5
+    over = [st for st in cap["steps"] if st["rate"] > rate * 1.02]
+    assert over and all(st["valid"] and st["meets"] is False and st["overload"] for st in over)
+    sw = doc["result"]["sweep"]
+    assert sw["of_capacity"] == [0.5, 1.5] and sw["capacity_msgs_per_s"] == lo
+    assert [st["rate"] for st in sw["steps"]] == [pytest.approx(0.5 * lo), pytest.approx(1.5 * lo)]
+    assert sw["steps"][1]["meets"] is False  # 1.5 x the capacity is past what the server can echo
+
+
+def test_a_client_that_cannot_offer_the_rate_gets_that_answer_not_a_capacity(tmp_path):
+    # the Python engine spends more per message than the server: at an absurd planned rate it is the bottleneck
+    out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--find-capacity", "--slo", "p99=60s", "--start-rate",
+                       "1e9", "--max-steps", "2", "--duration", "0.6", "--warmup", "0.2", "--quiet", engine="python")
+    assert out.returncode == 3, out.stderr
+    cap = doc["result"]["capacity"]
+    assert cap["msgs_per_s"] is None and not cap["complete"] and len(cap["steps"]) == 1
+    assert "client cannot offer this rate" in cap["stopped"] and "client cannot offer this rate" in out.stdout
+    assert cap["steps"][0]["valid"] is False
+
+
 @pytest.mark.parametrize("args, fragment", [
+    (["--sweep", "0.5x"], "fractions (0.5x) are of the capacity"),
+    (["--sweep", "fast"], "invalid --sweep entry"),
+    (["--sweep", "1000", "--rate", "5"], "drop --rate"),
     (["--find-capacity"], "needs at least one --slo"),
     (["--find-capacity", "--slo", "p99=1ms", "--rate", "100"], "drop --rate"),
     (["--find-capacity", "--slo", "p98=1ms"], "invalid SLO"),
