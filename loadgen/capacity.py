@@ -162,23 +162,40 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
         return step
 
     # ramp up while the SLO holds; if the start rate already breaks it, come down until it holds; once a rate
-    # that held and one that broke are known, bisect between them (geometric mean) to the precision
+    # that held and one that broke are known, bisect between them (geometric mean) to the precision. A step the
+    # client could not offer, above a rate that held, carries no verdict on the server but bounds what can be
+    # measured: the search bisects below it (a "ceiling") and, if no valid break turns up, ends with the highest
+    # rate that held as a lower bound, saying the client was the limit. Any other invalid step ends the search.
+    ceiling: float | None = None  # lowest rate the client could not offer, above lo
+    ceiling_reason = ""
     rate, phase = start_rate, "ramp"
-    while not (phase == "bisect" and hi / lo - 1 <= precision):
+    while True:
+        tops = [x for x in (hi, ceiling) if x is not None]
+        top = min(tops) if tops else None
+        if phase == "bisect" and top / lo - 1 <= precision:
+            if hi is None or (ceiling is not None and ceiling < hi):
+                stopped = (f"the load generator cannot offer {ceiling:,.0f} msgs/s ({ceiling_reason}); the SLO held "
+                           f"up to {lo:,.0f}: the capacity is at least that")
+            break
         if len(steps) >= max_steps or rate < MIN_RATE:
             stopped = (f"no rate from {hi:,.1f} msgs/s up meets the SLO within {len(steps)} steps" if phase == "descend"
                        else f"max_steps ({max_steps}) reached while {'ramping' if phase == 'ramp' else 'bisecting'}")
             break
         step = run(rate, phase)
         if not step.valid:
+            if lo is not None and rate > lo and (step.reason or "").startswith("client cannot offer"):
+                if ceiling is None or rate < ceiling:
+                    ceiling, ceiling_reason = rate, step.reason
+                phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
+                continue
             stopped = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}"
             break
         if step.meets:
             lo = rate
         else:
             hi = rate
-        if lo is not None and hi is not None:
-            phase, rate = "bisect", math.sqrt(lo * hi)
+        if lo is not None and (hi is not None or ceiling is not None):
+            phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
         elif hi is None:  # still holding: up
             if max_rate is not None and rate >= max_rate:
                 stopped = f"the SLO still holds at max_rate ({max_rate:,.0f} msgs/s)"

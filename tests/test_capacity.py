@@ -8,7 +8,7 @@ import pytest
 from loadgen import capacity as cap
 
 
-def server(capacity: float, base_us: float = 50.0, client_max: float | None = None):
+def server(capacity: float, base_us: float = 50.0, client_max: float | None = None, client_bound_above: float | None = None):
     """A model server: latency stays at base below ``capacity`` and explodes above it (queues build); a client
     that cannot send more than ``client_max`` msgs/s achieves only that."""
     calls = []
@@ -18,7 +18,9 @@ def server(capacity: float, base_us: float = 50.0, client_max: float | None = No
         achieved = rate if client_max is None else min(rate, client_max)
         load = rate / capacity
         p99 = base_us if load <= 1 else base_us * 1000 * load
-        return cap.Step(rate=rate, achieved=achieved, latency_us={"p50": base_us, "p99": p99, "p999": p99 * 2})
+        verdict = "client-bound" if client_bound_above is not None and rate > client_bound_above else None
+        return cap.Step(rate=rate, achieved=achieved, latency_us={"p50": base_us, "p99": p99, "p999": p99 * 2},
+                        verdict=verdict)
 
     measure.calls = calls
     return measure
@@ -63,9 +65,28 @@ def test_every_slo_must_hold():
 
 def test_a_client_that_cannot_offer_the_rate_ends_with_that_answer_not_a_capacity():
     r = cap.search(server(1e9, client_max=20_000), [cap.parse_slo("p99=1ms")], start_rate=1000)
-    assert not r.complete and "client cannot offer this rate" in r.stopped
-    assert r.capacity_msgs_per_s == 16_000  # the highest valid rate that met the SLO: a lower bound, said so
-    assert r.steps[-1].valid is False and r.steps[-1].meets is None
+    assert not r.complete and "client cannot offer this rate" in r.stopped and "at least" in r.stopped
+    # below the first rate it could not offer (32,000) the search bisects to the client's own limit; what held
+    # there is a lower bound on the capacity, said so, never a capacity
+    assert 20_000 * 0.95 <= r.capacity_msgs_per_s <= 20_000 and r.bracket[1] is None
+    assert any(s.valid is False and s.meets is None for s in r.steps)
+
+
+def test_a_valid_break_below_the_clients_limit_still_finds_the_capacity():
+    m = server(18_000, client_bound_above=19_000)
+    r = cap.search(m, [cap.parse_slo("p99=1ms")], start_rate=10_000, precision=0.05)
+    assert r.complete and r.stopped is None
+    lo, hi = r.bracket
+    assert lo <= 18_000 < hi and hi / lo - 1 <= 0.05
+    assert not r.steps[1].valid and "client cannot offer" in r.steps[1].reason  # 20,000: the ceiling
+
+
+def test_an_invalid_step_that_is_not_the_clients_limit_ends_the_search():
+    def measure(rate):
+        return cap.Step(rate=rate, achieved=rate, latency_us={"p99": 10.0}, failures=1 if rate > 3000 else 0)
+
+    r = cap.search(measure, [cap.parse_slo("p99=1ms")], start_rate=1000)
+    assert [s.rate for s in r.steps] == [1000, 2000, 4000] and "integrity" in r.stopped and not r.complete
 
 
 @pytest.mark.parametrize("field, value, why", [
