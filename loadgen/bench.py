@@ -83,7 +83,7 @@ def load_matrix(name_or_path: str) -> dict:
 CAPACITY_KEYS = {  # [capacity] in a matrix: key -> (type, required)
     "conns": (int, True), "size": (int, True), "slo": (list, True), "precision": ((int, float), True),
     "duration": ((int, float), True), "warmup": ((int, float), True), "max_steps": (int, True),
-    "start": ((int, float), True), "sweep": (list, False), "models": ((list, str), False),
+    "start": ((int, float), True), "sweep": (list, False), "models": ((list, str), False), "confirm": (bool, False),
 }
 
 
@@ -92,7 +92,7 @@ def _check_capacity(cap: dict, path) -> None:
         if key not in cap:
             if required:
                 raise MatrixError(f"{path}: [capacity] needs {key}")
-        elif not isinstance(cap[key], typ) or isinstance(cap[key], bool):
+        elif not isinstance(cap[key], typ) or (isinstance(cap[key], bool) and typ is not bool):
             raise MatrixError(f"{path}: [capacity] {key}: wrong type {type(cap[key]).__name__}")
     unknown = set(cap) - set(CAPACITY_KEYS)
     if unknown:
@@ -249,7 +249,8 @@ def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[
     (out_dir / "capacity").mkdir(exist_ok=True)
     section = {"slos": list(cap["slo"]), "conns": conns, "size": size, "precision": cap["precision"],
                "duration": cap["duration"], "warmup": cap["warmup"], "max_steps": cap["max_steps"],
-               "start": cap["start"], "sweep": list(cap.get("sweep", [])), "models": {}, "complete": True}
+               "start": cap["start"], "sweep": list(cap.get("sweep", [])), "confirm": cap.get("confirm", True),
+               "models": {}, "complete": True}
     holder["section"] = section
     for model in names:
         closed = next((c["median"]["msgs_per_s"] for c in cells if c["model"] == model and c.get("transport", "tcp") == "tcp"
@@ -279,7 +280,8 @@ def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[
         entry = {"closed_loop_msgs_per_s": closed, "start_rate": start}
         section["models"][model] = entry
         try:
-            res = capacity.search(measure, slos, start, cap["precision"], max_steps=cap["max_steps"], log=lambda m: None)
+            res = capacity.search(measure, slos, start, cap["precision"], max_steps=cap["max_steps"], log=lambda m: None,
+                                  confirm=cap.get("confirm", True))
             entry.update(res.as_dict())
             display.log(f"bench: capacity {model}: " + (f"{res.capacity_msgs_per_s:,.0f} msgs/s" if res.capacity_msgs_per_s
                         else "none") + (f" ({res.stopped})" if res.stopped else "") + f", {len(res.steps)} steps")
@@ -433,7 +435,14 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                         display.log(f"bench: {key} trial {trial + 1} failed: {reason}")
                     docs.setdefault(key, []).append(doc)
                     display.advance()
-        run_capacity(matrix, models, base, _summary(cells, matrix, models, docs, fails), out_dir, display, cap_holder)
+        try:
+            run_capacity(matrix, models, base, _summary(cells, matrix, models, docs, fails), out_dir, display, cap_holder)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # the matrix's measurements are kept: the capacity section says what stopped it
+            display.log(f"bench: capacity searches stopped: {type(exc).__name__}: {exc}")
+            if "section" in cap_holder:
+                cap_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         interrupted = True
         display.log("bench: interrupted; writing the report for the finished measurements")

@@ -8,15 +8,19 @@ that held and the lowest that broke, until the two are within ``precision`` of e
 the highest *valid* rate that met every SLO.
 
 A step is valid only if the figures can be trusted: the run completed, no integrity failure or error
-occurred, and the load generator was not the bottleneck (its CPU below the saturation mark). When fewer than
-``MIN_ACHIEVED`` of the planned messages were echoed, someone fell behind: the client, if its own timers ran
-late (send lag p50 >= ``CLIENT_LAG_LIMIT_US``): the step is invalid, "client cannot offer this rate";
-otherwise the server (with ``--depth`` messages in flight, messages due while the window was full wait, and
-are timed from when they were due): the overload the search looks for, a valid step that breaks the SLO even
-where its percentiles held, since a rate the server cannot sustain is not within its capacity. An invalid
-step ends the search: the result says why and where, and reports the highest valid rate that met the SLO as
-a lower bound, never a guess beyond it. The search is bounded in steps (``max_steps``) and by ``max_rate``,
-and stops by itself.
+occurred, the load generator was not the bottleneck (its CPU below the saturation mark) and not starved of
+its CPU (run-queue wait below ``CLIENT_WAIT_LIMIT_PCT``). When fewer than ``MIN_ACHIEVED`` of the planned
+messages were echoed, someone fell behind: the client if its own timers ran late (send lag p50 >=
+``CLIENT_LAG_LIMIT_US``) or nothing shows it had headroom ("client cannot offer this rate", invalid); otherwise
+the server (with ``--depth`` messages in flight, messages due while the window was full wait, and are timed
+from when they were due): the overload the search looks for, a valid step that breaks the SLO even where its
+percentiles held, since a rate the server cannot sustain is not within its capacity.
+
+A step the client cannot offer, above a rate that held, becomes a ceiling: the search bisects below it, and
+ends, if no valid break turns up, with the highest rate that held as a lower bound, saying the client was the
+limit. Any other invalid step ends the search with the reason and the same lower bound, never a guess beyond
+it. With ``confirm`` the rate found is run again and must hold twice. The search is bounded in steps
+(``max_steps``) and by ``max_rate``, and stops by itself.
 
 ``--sweep`` runs open-loop steps at a fixed list of rates (or fractions of the capacity just found), judged
 the same way, for latency-versus-load curves.
@@ -31,12 +35,15 @@ from typing import Callable
 
 from .stats import CLIENT_SATURATED
 
-MIN_ACHIEVED = 0.99  # a step counts only if the client offered at least 99% of the planned rate
+MIN_ACHIEVED = 0.99  # below 99% of the planned rate echoed, someone fell behind (see judge)
 MIN_RATE = 1.0  # msgs/s: below this the search gives up coming down
 # The client's own lateness: half its timed sends later than this means it could not keep its schedule. A client
 # with headroom is late by tens of microseconds; one that falls behind by even 1% is late by the backlog, which
 # grows through the run (1% of a 1 s window is 10 ms).
 CLIENT_LAG_LIMIT_US = 1000.0
+# The client's time runnable but waiting for its CPU (another process had it), as % of the window: at or above
+# this its timing is not its own, and its shortfall cannot be told from the server's.
+CLIENT_WAIT_LIMIT_PCT = 10.0
 PERCENTILE_KEYS = {"p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p999", "p999": "p999",
                    "p99.99": "p9999", "p9999": "p9999", "max": "max", "mean": "mean"}
 _UNITS = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
@@ -85,6 +92,7 @@ class Step:
     phase: str = "ramp"  # ramp, descend or bisect
     overload: bool = False  # achieved < planned because the server fell behind (a valid, broken step)
     send_lag_p50_us: float | None = None  # the client's own timer lateness (None: not known)
+    loadgen_wait_pct: float | None = None  # the client's time waiting for a CPU, % of the window (None: not known)
     note: str | None = None  # why a valid step counts as broken although its percentiles held
 
 
@@ -100,18 +108,24 @@ def judge(step: Step, slos: list[Slo]) -> Step:
     elif step.verdict in CLIENT_SATURATED:
         why = (f"client cannot offer this rate: the load generator was the bottleneck ({step.verdict}; achieved "
                f"{step.achieved:,.0f} of {step.rate:,.0f} msgs/s)")
+    elif step.loadgen_wait_pct is not None and step.loadgen_wait_pct >= CLIENT_WAIT_LIMIT_PCT:
+        why = (f"client cannot offer this rate: the load generator waited for its CPU {step.loadgen_wait_pct:.0f}% "
+               "of the window (another process had it)")
     meets = all(s.holds(step.latency_us) for s in slos)
     if why is None and step.achieved < MIN_ACHIEVED * step.rate:
         short = f"achieved {step.achieved:,.0f} of {step.rate:,.0f} msgs/s (< {MIN_ACHIEVED:.0%})"
         lag = step.send_lag_p50_us
-        client_known = step.verdict not in (None, "unknown")  # its CPU was measured: it had headroom (see above)
+        # evidence that the client had headroom: its CPU measured below saturation (above) and its wait for a CPU
+        # too; its timers are no evidence when it never waited on them (always behind: a full window or a late
+        # client alike)
+        headroom = step.verdict not in (None, "unknown") and step.loadgen_wait_pct is not None
         if lag is not None and lag >= CLIENT_LAG_LIMIT_US:  # the client's own timers ran late: its shortfall
             why = f"client cannot offer this rate: {short}, its sends late by {lag:,.0f} us (p50)"
-        elif meets and not client_known and lag is None:  # nothing says the server held the messages back: not
-            why = f"client cannot offer this rate: {short}"  # a capacity (the conservative answer)
-        else:  # the client had headroom and kept its schedule, the server did not: messages waited behind full
-            step.overload = True  # windows (timed from when they were due). A valid step that breaks the SLO: a
-            if meets:  # rate the server cannot sustain is not within its capacity, even where the percentiles held
+        elif meets and not headroom:  # nothing shows the server held the messages back: not a capacity (the
+            why = f"client cannot offer this rate: {short}"  # conservative answer)
+        else:  # the client had CPU to spare and kept its schedule, the server did not: messages waited behind
+            step.overload = True  # full windows (timed from when they were due). A valid step that breaks the
+            if meets:  # SLO: a rate the server cannot sustain is not within its capacity, whatever its percentiles
                 meets = False
                 step.note = f"the server fell behind: {short}"
     step.valid = why is None
@@ -129,6 +143,7 @@ class SearchResult:
     complete: bool  # the bracket is within precision (or the ramp hit max_rate with the SLO holding)
     stopped: str | None  # why the search ended early (an invalid step, max_steps, max_rate)
     steps: list[Step] = field(default_factory=list)
+    confirmed: bool | None = None  # with confirm: the capacity held on a second run (None: not asked or not bisected)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -138,9 +153,12 @@ class SearchResult:
 
 
 def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float, precision: float = 0.05,
-           growth: float = 2.0, max_steps: int = 20, max_rate: float | None = None, log=lambda msg: None) -> SearchResult:
+           growth: float = 2.0, max_steps: int = 20, max_rate: float | None = None, log=lambda msg: None,
+           confirm: bool = False) -> SearchResult:
     """Ramp geometrically from ``start_rate`` while every SLO holds (or come down while it breaks), then bisect
-    to ``precision``.
+    to ``precision``. With ``confirm``, the rate found is run once more and must hold again: if it breaks, it
+    counts as broken and the search goes on below it (a tail percentile on a shared machine can pass once on
+    luck; the capacity is then a rate that held twice).
 
     ``measure(rate)`` runs one open-loop step and returns its Step (unjudged); every step is judged here."""
     if not slos:
@@ -168,11 +186,33 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
     # rate that held as a lower bound, saying the client was the limit. Any other invalid step ends the search.
     ceiling: float | None = None  # lowest rate the client could not offer, above lo
     ceiling_reason = ""
+    confirmed = False
+    failed: set[float] = set()  # rates that held once and broke when confirmed
     rate, phase = start_rate, "ramp"
     while True:
         tops = [x for x in (hi, ceiling) if x is not None]
         top = min(tops) if tops else None
         if phase == "bisect" and top / lo - 1 <= precision:
+            if confirm and not confirmed and len(steps) < max_steps:
+                step = run(lo, "confirm")
+                if step.valid and step.meets:
+                    confirmed = True
+                elif step.valid:  # broke on the second run: not a rate it sustains; go on below it
+                    failed.add(lo)
+                    hi = lo if hi is None else min(hi, lo)
+                    held = [x.rate for x in steps if x.valid and x.meets and x.rate < hi and x.rate not in failed]
+                    lo = max(held) if held else None
+                    if lo is None:
+                        phase, rate = "descend", hi / growth
+                    else:
+                        rate = math.sqrt(lo * hi)
+                    continue
+                else:
+                    stopped = f"the confirmation of {lo:,.0f} msgs/s is invalid: {step.reason}"
+                    break
+            elif confirm and not confirmed:
+                stopped = f"max_steps ({max_steps}) reached before the capacity was confirmed"
+                break
             if hi is None or (ceiling is not None and ceiling < hi):
                 stopped = (f"the load generator cannot offer {ceiling:,.0f} msgs/s ({ceiling_reason}); the SLO held "
                            f"up to {lo:,.0f}: the capacity is at least that")
@@ -204,7 +244,11 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
         else:  # broke with nothing held yet: down
             phase, rate = "descend", hi / growth
     complete = stopped is None or stopped.startswith("the SLO still holds")
-    return SearchResult([s.text for s in slos], precision, lo, (lo, hi), complete, stopped, steps)
+    if confirm and lo is not None and not confirmed and complete:
+        confirmed = None  # max_rate reached: nothing bisected to confirm
+    res = SearchResult([s.text for s in slos], precision, lo, (lo, hi), complete, stopped, steps)
+    res.confirmed = confirmed if confirm else None
+    return res
 
 
 # -- the search on real runs (loadgen/run.py --find-capacity) ---------------------------------------------------
@@ -216,7 +260,7 @@ def step_of(rate: float, doc: dict) -> Step:
                 latency_uncorrected_us=r["latency_uncorrected_us"], verdict=r["verdict"], complete=r["complete"],
                 failures=r["integrity_failures"] + sum(r["errors"].values()), loadgen_pct=r["cpu"]["loadgen_pct"],
                 server_pct=r["cpu"]["server_pct"],
-                send_lag_p50_us=(r.get("send_lag_us") or {}).get("p50"))
+                send_lag_p50_us=(r.get("send_lag_us") or {}).get("p50"), loadgen_wait_pct=r["cpu"].get("loadgen_wait_pct"))
 
 
 MAX_SWEEP = 50  # rates in one --sweep
@@ -252,6 +296,8 @@ class Stepper:
         self.log = log
         self.docs: list[dict] = []
         self.notes: set[str] = set()
+        self.worst = 0  # the worst exit code of the steps' runs (1: integrity failures, 3: incomplete)
+        self.interrupted = False  # Ctrl-C: no further step
 
     def once(self, msg: str) -> None:  # a step's one-line notes (e.g. which engine), said once for the whole run
         if msg not in self.notes:
@@ -267,14 +313,23 @@ class Stepper:
         from .target import TargetError
 
         step_cfg = replace(self.cfg, rate=rate, find_capacity=False, sweep=None, json_path=None, hdr_path=None)
+        from .runner import EXIT_INCOMPLETE
+
+        if self.interrupted:
+            self.docs.append(None)
+            return Step(rate=rate, achieved=0.0, latency_us={}, complete=False, verdict="error: interrupted")
         try:
-            doc, _code = Runner(step_cfg, self.once).execute()
+            doc, code = Runner(step_cfg, self.once).execute()
         except (RunError, TargetError) as exc:
             if not self.docs:
                 raise
             self.docs.append(None)
+            self.worst = max(self.worst, EXIT_INCOMPLETE)
             return Step(rate=rate, achieved=0.0, latency_us={}, complete=False, failures=0, verdict=f"error: {exc}")
         self.docs.append(doc)
+        self.worst = max(self.worst, code)
+        if doc["result"]["incomplete_reason"] == "interrupted":
+            self.interrupted = True
         return step_of(rate, doc)
 
     def document(self, at: int) -> dict:
@@ -294,6 +349,9 @@ def run_sweep(stepper: Stepper, rates: list[float], slos: list[Slo], log, fracti
     """Every planned rate once, in the order given; each step judged (validity always; meets only with SLOs)."""
     steps = []
     for i, rate in enumerate(rates):
+        if stepper.interrupted:
+            log("sweep: interrupted; the remaining steps are not run")
+            break
         step = judge(stepper.measure(rate), slos)
         step.phase = "sweep"
         if not slos:
@@ -323,7 +381,7 @@ def find(cfg, log) -> tuple[dict, int]:
     at = None
     if cfg.find_capacity:
         res = search(stepper.measure, slos, cfg.start_rate, cfg.precision, max_steps=cfg.max_steps,
-                     max_rate=cfg.max_rate, log=log)
+                     max_rate=cfg.max_rate, log=log, confirm=cfg.confirm)
         at = next((i for i, s in enumerate(res.steps) if s.valid and s.meets and s.rate == res.capacity_msgs_per_s),
                   len(stepper.docs) - 1)
         cap = res.as_dict()
@@ -340,15 +398,16 @@ def find(cfg, log) -> tuple[dict, int]:
             sw = {"slos": [s.text for s in slos], "rates": [], "of_capacity": fractions, "capacity_msgs_per_s": None,
                   "steps": [], "skipped": "no capacity was found to take fractions of"}
         else:
-            rates = [v * found if f else v for v, f in entries]
-            first = len(stepper.docs)
+            rates = [max(MIN_RATE, v * found) if f else v for v, f in entries]
             sw = run_sweep(stepper, rates, slos, log, fractions, found)
-            if any(d is None for d in stepper.docs[first:]):
-                code = EXIT_INCOMPLETE
+            sw["capacity_is_lower_bound"] = bool(fractions) and not cap["complete"]
             if at is None:
                 at = len(stepper.docs) - 1
                 sw["document_step"] = len(sw["steps"])
     doc = stepper.document(at)
     doc["result"]["capacity"] = cap
     doc["result"]["sweep"] = sw
-    return doc, code
+    if stepper.interrupted:
+        doc["result"]["complete"] = False
+        doc["result"]["incomplete_reason"] = "interrupted"
+    return doc, max(code, stepper.worst)

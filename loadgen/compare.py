@@ -216,45 +216,72 @@ class CapacityVerdict:
     current: float | None
     change_low: float | None  # the change lies in [change_low, change_high] (relative, from the two brackets)
     change_high: float | None  # None: no upper bound (the search stopped with the SLO still holding)
+    base_text: str = "-"  # as the report shows it: 123,456, >= 123,456 (a lower bound), < 1,000 (no rate met the SLO)
+    current_text: str = "-"
+
+
+INF = float("inf")
 
 
 def _cap_bounds(c: dict) -> tuple[float, float] | None:
-    """(lowest, highest) the true capacity can be, from a model's search: (held, broke); a search that stopped
-    with the SLO still holding at its last rate is bounded below only."""
+    """(lowest, highest) the true capacity can be, from a model's search bracket (held, broke): a search that
+    stopped with the SLO still holding (or the client at its limit) is bounded below only; one where no rate met
+    the SLO, above only (below its lowest valid break). None when the search has no valid step at all."""
     lo, hi = (c.get("bracket") or [None, None])
-    if lo is None:
+    if lo is None and hi is None:
         return None
-    return float(lo), float(hi) if hi is not None else float("inf")
+    return (float(lo) if lo is not None else 0.0), (float(hi) if hi is not None else INF)
+
+
+def _div(a: float, b: float) -> float:
+    """a / b for non-negative bounds, with x / 0 and inf / x as inf (never a ZeroDivisionError or NaN)."""
+    if a == INF or b == 0:
+        return INF if a > 0 else 0.0
+    return a / b
 
 
 def _cap_interval(b: dict, c: dict) -> tuple[float, float] | None:
+    """The relative change from baseline to current, as an interval: [cur low / base high, cur high / base low] - 1."""
     bb, cb = _cap_bounds(b), _cap_bounds(c)
     if bb is None or cb is None:
         return None
-    return cb[0] / bb[1] - 1, (cb[1] / bb[0] - 1 if cb[1] != float("inf") else float("inf"))
+    return _div(cb[0], bb[1]) - 1, _div(cb[1], bb[0]) - 1
 
 
-def compare_capacity(base: dict, cur: dict, reference: str, min_effect: float) -> list[CapacityVerdict]:
-    """Per model in both runs' capacity sections: did the capacity at the SLO change beyond min_effect?"""
+def _cap_text(c: dict) -> str:
+    lo, hi = (c.get("bracket") or [None, None])
+    if lo is None:
+        return "not measured" if hi is None else f"< {hi:,.0f}"
+    return f"{lo:,.0f}" if hi is not None else f">= {lo:,.0f}"
+
+
+def _pct(x: float) -> str:
+    return "unbounded" if x == INF else f"{x:+.0%}"
+
+
+def compare_capacity(base: dict, cur: dict, reference: str, min_effect: float) -> tuple[list[CapacityVerdict], str | None]:
+    """Per model in both runs' capacity sections: did the capacity at the SLO change beyond min_effect? Returns the
+    verdicts and, when the two sections cannot be compared (different SLO or load), why (no verdicts then)."""
     bc, cc = base.get("capacity"), cur.get("capacity")
     if not bc or not cc:
-        return []
+        return [], None
     if (bc.get("slos"), bc.get("conns"), bc.get("size")) != (cc.get("slos"), cc.get("conns"), cc.get("size")):
-        raise CompareError(f"the runs searched capacity under different conditions (SLO {bc.get('slos')} at "
-                           f"{bc.get('conns')} x {bc.get('size')} B vs {cc.get('slos')} at {cc.get('conns')} x "
-                           f"{cc.get('size')} B)")
+        return [], (f"capacity not compared: the runs searched under different conditions (SLO {bc.get('slos')} at "
+                    f"{bc.get('conns')} x {bc.get('size')} B vs {cc.get('slos')} at {cc.get('conns')} x {cc.get('size')} B)")
     bm, cm = bc.get("models") or {}, cc.get("models") or {}
     ref = reference if reference in bm and reference in cm else None
     out = []
     for m in sorted(set(bm) & set(cm)):
         b, c = bm[m], cm[m]
         bv, cv = b.get("msgs_per_s"), c.get("msgs_per_s")
-        if bv is None or cv is None:
-            out.append(CapacityVerdict(m, "too noisy", "no capacity in " + ("either run" if bv is None and cv is None
-                                       else "the baseline" if bv is None else "the current run"), bv, cv, None, None))
+        iv = _cap_interval(b, c)
+        if iv is None:
+            which = ("either run" if _cap_bounds(b) is None and _cap_bounds(c) is None
+                     else "the baseline" if _cap_bounds(b) is None else "the current run")
+            out.append(CapacityVerdict(m, "too noisy", f"not measured in {which} (no valid step)", bv, cv, None, None))
             continue
-        lo, hi = _cap_interval(b, c)
-        span = f"between {lo:+.0%} and {hi:+.0%}" if hi != float("inf") else f"at least {lo:+.0%}"
+        lo, hi = iv
+        span = f"between {_pct(lo)} and {_pct(hi)}"
         if hi < -min_effect or lo > min_effect:
             verdict = "regressed" if hi < -min_effect else "improved"
             reason = f"{span} (the two searches' brackets), beyond {min_effect:.0%}"
@@ -263,32 +290,35 @@ def compare_capacity(base: dict, cur: dict, reference: str, min_effect: float) -
                 if nb is None:
                     verdict, reason = "too noisy", f"{span}, but the reference {ref} has no capacity to check against"
                 else:  # the model's change relative to the reference's, widest interval
-                    rl, rh = (1 + lo) / (1 + nb[1]) - 1, (1 + hi) / (1 + nb[0]) - 1
+                    rl = _div(1 + lo, 1 + nb[1]) - 1
+                    rh = _div(1 + hi, 1 + nb[0]) - 1
                     if not ((verdict == "regressed" and rh < -min_effect) or (verdict == "improved" and rl > min_effect)):
                         verdict, reason = "too noisy", (f"{span}, but relative to {ref} (which moved "
-                                                        f"{nb[0]:+.0%}..{nb[1]:+.0%}) it could be within {min_effect:.0%}: "
-                                                        "the machine or the reference moved")
+                                                        f"{_pct(nb[0])}..{_pct(nb[1])}) it could be within "
+                                                        f"{min_effect:.0%}: the machine or the reference moved")
         elif -min_effect <= lo and hi <= min_effect:
             verdict, reason = "unchanged", f"{span}, within +-{min_effect:.0%}"
         else:
-            verdict, reason = "too noisy", (f"{span}: the searches' precision cannot tell a {min_effect:.0%} change "
-                                            "(one search per run; run bench-full or a finer --precision)")
-        out.append(CapacityVerdict(m, verdict, reason, bv, cv, lo, None if hi == float("inf") else hi))
-    return out
+            verdict, reason = "too noisy", (f"{span}: the searches cannot tell a {min_effect:.0%} change (one search "
+                                            "per run, its bracket; run bench-full or a finer precision)")
+        out.append(CapacityVerdict(m, verdict, reason, bv, cv, lo, None if hi == INF else hi,
+                                   _cap_text(b), _cap_text(c)))
+    return out, None
 
 
-def capacity_markdown(verdicts: list[CapacityVerdict], cur: dict) -> str:
+def capacity_markdown(verdicts: list[CapacityVerdict], cur: dict, skipped: str | None = None) -> str:
+    if skipped:
+        return f"\n{skipped}\n"
     if not verdicts:
         return ""
     c = cur["capacity"]
     lines = ["", f"### Capacity at {' and '.join(c['slos'])} ({c['conns']} connections x {c['size']} B, open loop)", "",
              "| model | baseline msgs/s | current msgs/s | change lies in | verdict | why |", "|---|---|---|---|---|---|"]
-    fmt = lambda x: "-" if x is None else f"{x:,.0f}"  # noqa: E731
     order = {"regressed": 0, "too noisy": 1, "improved": 2, "unchanged": 3}
     for v in sorted(verdicts, key=lambda v: (order[v.verdict], v.model)):
         rng = "-" if v.change_low is None else (f"[{v.change_low:+.0%}, {v.change_high:+.0%}]"
                                                 if v.change_high is not None else f"[{v.change_low:+.0%}, ...)")
-        lines.append(f"| {v.model} | {fmt(v.base)} | {fmt(v.current)} | {rng} | "
+        lines.append(f"| {v.model} | {v.base_text} | {v.current_text} | {rng} | "
                      f"{'**REGRESSED**' if v.verdict == 'regressed' else v.verdict} | {v.reason} |")
     return "\n".join(lines) + "\n"
 
@@ -444,13 +474,15 @@ def main(argv=None) -> int:
         base, cur = load_suite(a.baseline), load_suite(a.current)
         verdicts = compare(base, cur, a.reference, a.min_effect, a.alpha, not a.raw)
         try:
-            cap_verdicts = compare_capacity(base, cur, a.reference, a.min_effect)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or truncated document
+            cap_verdicts, cap_skipped = compare_capacity(base, cur, a.reference, a.min_effect)
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:  # a hand-edited or truncated document
             raise CompareError(f"malformed capacity section ({type(exc).__name__}: {exc})") from None
     except CompareError as exc:
         print(f"python -m loadgen.compare: error: {exc}", file=sys.stderr)
         return 2
-    md = markdown(verdicts, base, cur, a) + capacity_markdown(cap_verdicts, cur)
+    md = markdown(verdicts, base, cur, a) + capacity_markdown(cap_verdicts, cur, cap_skipped)
+    if cap_skipped:
+        print(f"python -m loadgen.compare: note: {cap_skipped}", file=sys.stderr)
     if a.md:
         Path(a.md).write_text(md)
     else:

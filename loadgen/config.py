@@ -73,6 +73,7 @@ class LoadConfig:
     start_rate: float = 1000.0
     max_steps: int = 20
     max_rate: float | None = None
+    confirm: bool = False  # --confirm: the capacity found must hold on a second run
     sweep: str | None = None  # --sweep: planned rates, or fractions of the capacity found (loadgen/capacity.py)
 
     def as_dict(self) -> dict:

@@ -148,7 +148,7 @@ def render_capacity(cap: dict, file=None) -> None:
     lo, hi = cap["bracket"]
     fmt = lambda x: "-" if x is None else f"{x:,.0f}"  # noqa: E731
     if cap["msgs_per_s"] is None:
-        line = "no rate met the SLO"
+        line = "no rate met the SLO" if hi is not None else "capacity not measured: no valid step"
     else:
         line = f"capacity {cap['msgs_per_s']:,.0f} msgs/s (held at {fmt(lo)}, broke at {fmt(hi)})"
     if not cap["complete"]:
@@ -187,8 +187,10 @@ def render_sweep(sw: dict, file=None) -> None:
     """The --sweep steps (plain text, stdout)."""
     file = file or sys.stdout
     slo = f", SLO {' and '.join(sw['slos'])}" if sw["slos"] else ""
-    of = f" (fractions of the capacity {sw['capacity_msgs_per_s']:,.0f} msgs/s)" if sw.get("of_capacity") and sw.get(
-        "capacity_msgs_per_s") else ""
+    of = ""
+    if sw.get("of_capacity") and sw.get("capacity_msgs_per_s"):
+        what = "the lower bound on the capacity" if sw.get("capacity_is_lower_bound") else "the capacity"
+        of = f" (fractions of {what}, {sw['capacity_msgs_per_s']:,.0f} msgs/s)"
     print(f"\nsweep: {len(sw['steps'])} open-loop steps{of}{slo}", file=file)
     if sw.get("skipped"):
         print(f"sweep skipped: {sw['skipped']}", file=file)

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start-rate", type=_typed(_rate, "rate"), help="first step's msgs/s (default 1000)")
     g.add_argument("--max-rate", type=_typed(_rate, "rate"), help="never plan more than this many msgs/s")
     g.add_argument("--max-steps", type=_typed(_positive_int, "count"), help="at most this many steps (default 20)")
+    g.add_argument("--confirm", action="store_true",
+                   help="run the capacity found once more; it must hold again, else the search goes on below it")
     g.add_argument("--sweep", metavar="RATES",
                    help="open-loop steps at fixed planned rates, for latency-versus-load curves: 1000,5k,20k; or, with "
                         "--find-capacity, fractions of the capacity it found: 0.25x,0.5x,0.9x (each step judged as in "
@@ -166,7 +168,8 @@ def parse_config(argv) -> LoadConfig:
     if a.timeout is None:
         a.timeout = 1.0 if a.transport == "udp" else 5.0
     search_opts = [o for o, v in (("--precision", a.precision), ("--start-rate", a.start_rate),
-                                  ("--max-rate", a.max_rate), ("--max-steps", a.max_steps)) if v is not None]
+                                  ("--max-rate", a.max_rate), ("--max-steps", a.max_steps),
+                                  ("--confirm", a.confirm or None)) if v is not None]
     if search_opts and not a.find_capacity:
         p.error(f"{', '.join(search_opts)} applies to --find-capacity")
     if a.slos and not (a.find_capacity or a.sweep):
@@ -243,8 +246,8 @@ def main(argv=None) -> int:
     if cap and not cap["complete"]:
         print(f"loadgen/run.py: error: capacity search incomplete: {cap['stopped']}", file=sys.stderr)
     sw = res.get("sweep")
-    if sw and any(not st["complete"] and (st["verdict"] or "").startswith("error: ") for st in sw["steps"]):
-        print("loadgen/run.py: error: sweep incomplete: a step could not run", file=sys.stderr)
+    if sw and any(not st["complete"] for st in sw["steps"]):
+        print("loadgen/run.py: error: sweep incomplete: a step did not complete", file=sys.stderr)
     if res["verdict"] == "client-bound" and not cfg.quiet:
         print(f"loadgen: {res['verdict_detail']}", file=sys.stderr)
     return code

@@ -124,8 +124,8 @@ class Runner:
         self.finals: dict[int, dict] = {}
         self.connect_ns: list[int] = []
         self.warm_t_ns: int | None = None
-        self.cpu_start: tuple[dict, dict | None] | None = None
-        self.cpu_end: tuple[dict, dict | None] | None = None
+        self.cpu_start: tuple[dict, dict | None, dict] | None = None  # client CPU, server CPU, client run-queue wait
+        self.cpu_end: tuple[dict, dict | None, dict] | None = None
         self.t_cpu_start = self.t_cpu_end = None
         self.path = cfg.path
 
@@ -244,10 +244,10 @@ class Runner:
         while open_pipes:
             now = time.perf_counter_ns()
             if self.cpu_start is None and now >= warm_end:
-                self.cpu_start = (client.sample(), server.sample() if server else None)
+                self.cpu_start = (client.sample(), server.sample() if server else None, client.waits())
                 self.t_cpu_start = now
             if self.cpu_end is None and now >= end:
-                self.cpu_end = (client.sample(), server.sample() if server else None)
+                self.cpu_end = (client.sample(), server.sample() if server else None, client.waits())
                 self.t_cpu_end = now
             if self.server is not None and not self.server.alive() and self.incomplete is None:
                 self.incomplete = f"server {self.server.model} died mid-run (exit code {self.server.proc.returncode}): {self.server.stderr_tail(3)}"
@@ -274,7 +274,7 @@ class Runner:
                         for other in open_pipes:
                             _send(other, ("stop",))
         if self.cpu_end is None:  # cut short: CPU up to now
-            self.cpu_end = (client.sample(), server.sample() if server else None)
+            self.cpu_end = (client.sample(), server.sample() if server else None, client.waits())
             self.t_cpu_end = time.perf_counter_ns()
 
     def _collect_finals(self, pipes, deadline: float) -> None:
@@ -361,6 +361,9 @@ class Runner:
             cpu.update(loadgen_pct=round(c_total / wall * 100, 1), loadgen_cpu_s=round(c_total, 3),
                        loadgen_us_per_msg=stats.per_msg_us(c_total, messages),
                        loadgen_busiest_pct=round(c_busiest / wall * 100, 1))
+            w0, w1 = self.cpu_start[2], self.cpu_end[2]
+            if w0 and w1 and set(w0) == set(w1):  # time the load generator was runnable but waited for a CPU
+                cpu["loadgen_wait_pct"] = round(sum(w1[p] - w0[p] for p in w1) / wall * 100, 1)
             verdict, detail = stats.verdict(csid, ssid, wall)
         timeline = []
         for i, iv in enumerate(intervals):

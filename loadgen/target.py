@@ -119,6 +119,20 @@ class CpuSampler:
         return out
 
 
+    def waits(self) -> dict[int, float]:
+        """Seconds each process has spent runnable but waiting for a CPU (``/proc/PID/schedstat``'s run delay;
+        absent where the kernel does not keep it): a process that wants to run and cannot is starved, which its
+        own CPU time does not show."""
+        out = {}
+        for p in self.roots:
+            try:
+                with open(f"/proc/{p.pid}/schedstat") as f:
+                    out[p.pid] = int(f.read().split()[1]) / 1e9
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+
 def cpu_delta(a: dict[int, float], b: dict[int, float]) -> tuple[float, float]:
     """(total seconds, busiest single process seconds) between two samples."""
     deltas = [b[pid] - a.get(pid, 0.0) for pid in b]

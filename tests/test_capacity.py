@@ -140,9 +140,25 @@ def test_a_client_whose_timers_ran_late_cannot_offer_the_rate():
 def test_a_server_that_falls_behind_breaks_the_slo_even_where_its_percentiles_held():
     # the client had headroom (its CPU measured, its timers on time), yet fewer echoes came back than planned: the
     # server cannot sustain the rate, so it is not within its capacity whatever the percentiles say
-    step = cap.Step(rate=100_000, achieved=95_000, latency_us={"p99": 800.0}, verdict="server-bound", send_lag_p50_us=20.0)
+    step = cap.Step(rate=100_000, achieved=95_000, latency_us={"p99": 800.0}, verdict="server-bound", send_lag_p50_us=20.0,
+                    loadgen_wait_pct=0.3)
     cap.judge(step, [cap.parse_slo("p99=1ms")])
     assert step.valid and step.meets is False and step.overload and "server fell behind" in step.note
+
+
+@pytest.mark.parametrize("lag, wait", [(None, None), (20.0, None)])
+def test_without_evidence_of_client_headroom_a_short_step_is_the_clients(lag, wait):
+    # the client's run-queue wait unknown, or no timer ever fired: a full window and a late client look alike
+    step = cap.Step(rate=100_000, achieved=95_000, latency_us={"p99": 800.0}, verdict="server-bound", send_lag_p50_us=lag,
+                    loadgen_wait_pct=wait)
+    cap.judge(step, [cap.parse_slo("p99=1ms")])
+    assert not step.valid and step.reason.startswith("client cannot offer this rate")
+
+
+def test_a_client_starved_of_its_cpu_cannot_offer_the_rate():
+    step = cap.Step(rate=1000, achieved=1000, latency_us={"p99": 800.0}, verdict="neither", loadgen_wait_pct=35.0)
+    cap.judge(step, [cap.parse_slo("p99=1ms")])
+    assert not step.valid and "waited for its CPU 35%" in step.reason
 
 
 def test_a_saturated_client_is_a_client_that_cannot_offer_the_rate():
@@ -164,3 +180,28 @@ def test_parse_sweep(text, want):
 def test_bad_sweep_is_refused(text):
     with pytest.raises(ValueError, match="sweep"):
         cap.parse_sweep(text)
+
+
+def test_confirm_runs_the_capacity_again_and_it_must_hold_twice():
+    m = server(10_000)
+    r = cap.search(m, [cap.parse_slo("p99=1ms")], start_rate=1000, precision=0.05, confirm=True)
+    assert r.complete and r.confirmed is True and r.steps[-1].phase == "confirm"
+    assert m.calls[-1] == r.capacity_msgs_per_s and m.calls.count(r.capacity_msgs_per_s) == 2
+
+
+def test_a_capacity_that_breaks_when_confirmed_is_not_reported():
+    base = server(10_000)
+    seen: dict[float, int] = {}
+
+    def flaky(rate):  # a lucky first run: the rate that held first breaks on its second run (a stall)
+        seen[rate] = seen.get(rate, 0) + 1
+        step = base(rate)
+        if seen[rate] == 2 and len(seen) > 3 and rate == max(r for r in seen if r <= 10_000):
+            step.latency_us = {"p99": 50_000.0}
+        return step
+
+    r = cap.search(flaky, [cap.parse_slo("p99=1ms")], start_rate=1000, precision=0.05, confirm=True, max_steps=20)
+    first_confirm = next(s for s in r.steps if s.phase == "confirm")
+    assert first_confirm.meets is False  # broke on its second run...
+    assert r.capacity_msgs_per_s < first_confirm.rate  # ...so it is not the capacity
+    assert r.confirmed is True and r.complete and r.bracket[1] <= first_confirm.rate

@@ -167,7 +167,8 @@ def with_capacity(s: dict, caps: dict[str, tuple[float | None, float | None]], s
 
 def cap_verdicts(base_caps, cur_caps, **kw):
     base, cur = make_pair()
-    v = cmp.compare_capacity(with_capacity(base, base_caps), with_capacity(cur, cur_caps, **kw), REF, 0.10)
+    v, skipped = cmp.compare_capacity(with_capacity(base, base_caps), with_capacity(cur, cur_caps, **kw), REF, 0.10)
+    assert skipped is None
     return {x.model: x for x in v}
 
 
@@ -197,18 +198,33 @@ def test_a_slower_machine_is_not_a_capacity_regression():
 
 
 def test_a_search_without_a_capacity_or_with_a_lower_bound():
-    v = cap_verdicts({"model": (None, 1000.0), "other": (100e3, None), "third": (100e3, 105e3)},
+    v = cap_verdicts({"model": (None, None), "other": (100e3, None), "third": (100e3, 105e3)},
                      {"model": (50e3, 55e3), "other": (150e3, 157e3), "third": (150e3, None)})
-    assert v["model"].verdict == "too noisy" and "no capacity" in v["model"].reason
+    assert v["model"].verdict == "too noisy" and "not measured in the baseline" in v["model"].reason
     # a baseline that is only a lower bound cannot rule out a drop
     assert v["other"].change_low == -1 and v["other"].verdict == "too noisy"
     # a current lower bound above the baseline's bracket: improved, with no upper bound on the change
     assert v["third"].change_high is None and v["third"].verdict == "improved"
 
 
-def test_capacity_searched_under_different_slos_is_refused():
-    with pytest.raises(cmp.CompareError, match="different conditions"):
-        cap_verdicts({"model": (1e3, 1.1e3)}, {"model": (1e3, 1.1e3)}, slos=("p99=2ms",))
+def test_a_model_that_no_longer_meets_the_slo_at_all_has_regressed():
+    # current: no rate met the SLO, and it broke at 40,000: its capacity is below that, far below 150,000
+    v = cap_verdicts({REF: (100e3, 105e3), "model": (150e3, 157e3)}, {REF: (100e3, 105e3), "model": (None, 40e3)})
+    assert v["model"].verdict == "regressed" and v["model"].change_low == -1 and v["model"].current_text == "< 40,000"
+
+
+def test_a_reference_that_is_only_a_lower_bound_cannot_confirm_a_change():
+    # the reference's baseline bracket has no top: the change relative to it is unbounded, never a crash
+    v = cap_verdicts({REF: (100e3, None), "model": (150e3, 157e3)}, {REF: (100e3, 105e3), "model": (100e3, 105e3)})
+    assert v["model"].verdict == "too noisy" and "reference" in v["model"].reason
+    assert v[REF].base_text == ">= 100,000"
+
+
+def test_capacity_searched_under_different_slos_is_not_compared():
+    base, cur = make_pair()
+    v, skipped = cmp.compare_capacity(with_capacity(base, {"model": (1e3, 1.1e3)}),
+                                      with_capacity(cur, {"model": (1e3, 1.1e3)}, slos=("p99=2ms",)), REF, 0.10)
+    assert v == [] and "different conditions" in skipped
 
 
 def test_the_command_fails_on_a_capacity_regression(tmp_path):

@@ -324,7 +324,9 @@ def test_sweep_runs_every_rate_and_judges_each_step(tmp_path):
     sw = doc["result"]["sweep"]
     assert doc["result"]["capacity"] is None and sw["slos"] == ["p99=1s"] and sw["of_capacity"] is None
     assert [s["rate"] for s in sw["steps"]] == [300, 600] and [s["phase"] for s in sw["steps"]] == ["sweep", "sweep"]
-    assert all(s["valid"] and s["meets"] and s["latency_us"]["p99"] is not None for s in sw["steps"])
+    # judged, each (a stall on a loaded machine may break a 0.4 s step: which way is not asserted)
+    assert all(s["latency_us"]["p99"] is not None and (s["meets"] in (True, False) if s["valid"] else s["reason"])
+               for s in sw["steps"])
     assert doc["config"]["sweep"] == "300,600" and doc["config"]["rate"] is None  # the run's own configuration
     assert "sweep: 2 open-loop steps" in out.stdout
 
@@ -343,18 +345,24 @@ def test_the_search_finds_a_known_capacity_and_sweeps_fractions_of_it(tmp_path, 
     out, doc = loadgen(tmp_path, "--port", str(s.port), "--find-capacity", "--slo", "p90=50ms", "--start-rate",
                        str(rate * 0.3), "--precision", "0.05", "--max-steps", "12", "--duration", "1.5", "--warmup", "0.5",
                        "--sweep", "0.5x,1.5x", "--quiet", timeout=180)
-    assert out.returncode == 0, out.stderr
     cap = doc["result"]["capacity"]
     lo, hi = cap["bracket"]
-    assert cap["complete"] and cap["msgs_per_s"] == lo and hi / lo - 1 <= 0.05
-    assert lo <= rate * 1.011  # above RATE/0.99 the shortfall alone breaks a step
-    assert lo >= rate * 0.5 and lo >= closed_rate * 0.5
-    over = [st for st in cap["steps"] if st["rate"] > rate * 1.02]
-    assert over and all(st["valid"] and st["meets"] is False and st["overload"] for st in over)
+    # physics, whatever the machine's load: the server cannot echo more than RATE a second, so no step beyond the
+    # 99% shortfall a step is allowed meets the SLO, and the capacity is never above it
+    assert not [st for st in cap["steps"] if st["rate"] > rate * 1.011 and st["meets"]]
+    assert lo is None or lo <= rate * 1.011
+    if out.returncode == 3:  # a step the client could not offer (a starved client): a lower bound, said so
+        assert not cap["complete"] and "client cannot offer" in cap["stopped"]
+        return
+    assert out.returncode == 0, out.stderr
+    assert cap["complete"] and cap["msgs_per_s"] == lo and hi / lo - 1 <= 0.05 and hi <= rate * 1.3
+    assert lo >= rate * 0.5 and lo >= closed_rate * 0.5  # loose: a stall can only make a step break early
+    over = [st for st in cap["steps"] if st["rate"] > rate * 1.02 and st["valid"]]
+    assert over and all(st["meets"] is False and st["overload"] for st in over)
     sw = doc["result"]["sweep"]
     assert sw["of_capacity"] == [0.5, 1.5] and sw["capacity_msgs_per_s"] == lo
     assert [st["rate"] for st in sw["steps"]] == [pytest.approx(0.5 * lo), pytest.approx(1.5 * lo)]
-    assert sw["steps"][1]["meets"] is False  # 1.5 x the capacity is past what the server can echo
+    assert sw["steps"][1]["meets"] is False or not sw["steps"][1]["valid"]  # past what the server can echo
 
 
 def test_a_client_that_cannot_offer_the_rate_gets_that_answer_not_a_capacity(tmp_path):

@@ -61,6 +61,7 @@ static int have_pwait2 = 1; /* cleared once epoll_pwait2 is found missing or den
    in a process that has ever had a second thread (a Python worker has: numpy, the interpreter's helpers) each
    call also toggles the thread's cancellation state, two atomic operations that cost ~2% of the client's CPU
    per echo here (perf). The engine never uses thread cancellation, so the plain system calls are equivalent. */
+#if defined(SYS_sendto) && defined(SYS_recvfrom) && defined(SYS_sendmsg)
 static inline ssize_t sys_send(int fd, const void *buf, size_t len) {
     return syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, NULL, 0);
 }
@@ -70,6 +71,11 @@ static inline ssize_t sys_recv(int fd, void *buf, size_t len) {
 static inline ssize_t sys_sendmsg(int fd, const struct msghdr *mh) {
     return syscall(SYS_sendmsg, fd, mh, MSG_NOSIGNAL);
 }
+#else /* architectures that multiplex sockets through socketcall (old i386 headers): the libc calls */
+static inline ssize_t sys_send(int fd, const void *buf, size_t len) { return send(fd, buf, len, MSG_NOSIGNAL); }
+static inline ssize_t sys_recv(int fd, void *buf, size_t len) { return recv(fd, buf, len, 0); }
+static inline ssize_t sys_sendmsg(int fd, const struct msghdr *mh) { return sendmsg(fd, mh, MSG_NOSIGNAL); }
+#endif
 static inline int sys_epoll_wait_ms(int ep, struct epoll_event *evs, int n, int ms) {
     return (int)syscall(SYS_epoll_pwait, ep, evs, n, ms, NULL, (size_t)8);
 }
@@ -874,7 +880,7 @@ static PyObject *Engine_run(Engine *e, PyObject *args) {
         int64_t wait = wake_at - now;
         struct timespec ts = {.tv_sec = wait / 1000000000LL, .tv_nsec = wait % 1000000000LL};
         int k = -1;
-#ifdef SYS_epoll_pwait2
+#if defined(SYS_epoll_pwait2) && defined(__LP64__) /* the kernel takes a 64-bit timespec: ours is one on LP64 */
         if (have_pwait2) {
             k = (int)syscall(SYS_epoll_pwait2, e->ep, evs, MAX_EVENTS, &ts, NULL, (size_t)8); /* ns timeouts */
             if (k < 0 && (errno == ENOSYS || errno == EPERM)) /* kernels before 5.11; seccomp filters that deny it */
