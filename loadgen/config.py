@@ -73,6 +73,11 @@ class LoadConfig:
     start_rate: float = 1000.0
     max_steps: int = 20
     max_rate: float | None = None
+    # --idle: connection scale (loadgen/idle.py)
+    idle: tuple[int, ...] = ()
+    connect_rate: float | None = None
+    hold: float = 2.0
+    trickle: float | None = None
     confirm: bool = False  # --confirm: the capacity found must hold on a second run
     sweep: str | None = None  # --sweep: planned rates, or fractions of the capacity found (loadgen/capacity.py)
 
@@ -80,6 +85,7 @@ class LoadConfig:
         d = asdict(self)
         d["server_args"] = list(d["server_args"])
         d["slos"] = list(d["slos"])
+        d["idle"] = list(d["idle"])
         for k in ("cpus", "server_cpus"):
             if d[k] is not None:
                 d[k] = list(d[k])

@@ -102,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open-loop steps at fixed planned rates, for latency-versus-load curves: 1000,5k,20k; or, with "
                         "--find-capacity, fractions of the capacity it found: 0.25x,0.5x,0.9x (each step judged as in "
                         "the search; against every --slo when given)")
+    g = p.add_argument_group("connection scale (TCP)")
+    g.add_argument("--idle", metavar="N[,N...]",
+                   help="open N connections (at each level in turn: 1000,5000,10000), prove each with one echo, read "
+                        "the server's memory per connection at each level, then hold them --hold seconds")
+    g.add_argument("--connect-rate", type=_typed(_rate, "rate"), help="--idle: pace the connects at this many per second "
+                   "(default: as fast as 256 connects in flight allow)")
+    g.add_argument("--hold", type=_typed(_seconds, "duration"), help="--idle: seconds to hold the connections (default 2)")
+    g.add_argument("--trickle", type=_typed(_seconds, "duration"),
+                   help="--idle: while holding, each connection echoes one --size message every this many seconds "
+                        "(staggered), every byte checked")
     g = p.add_argument_group("scale")
     g.add_argument("--workers", type=_typed(_positive_int, "count"), default=1, help="load-generator processes; connections are spread over them and results merged exactly (default 1)")
     g.add_argument("--cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for the load generator (default: the upper half of the usable CPUs when --server is used)")
@@ -201,6 +211,28 @@ def parse_config(argv) -> LoadConfig:
             if any(f for _v, f in entries) and not a.find_capacity:
                 p.error("--sweep fractions (0.5x) are of the capacity --find-capacity finds: add --find-capacity "
                         "and --slo, or give rates in msgs/s")
+    idle_opts = [o for o, v in (("--connect-rate", a.connect_rate), ("--hold", a.hold), ("--trickle", a.trickle))
+                 if v is not None]
+    if idle_opts and not a.idle:
+        p.error(f"{', '.join(idle_opts)} applies to --idle")
+    a.hold = 2.0 if a.hold is None else a.hold
+    if a.idle:
+        try:
+            levels = [int(x) for x in a.idle.split(",")]
+        except ValueError:
+            p.error(f"--idle takes connection counts, e.g. 1000 or 1000,5000,10000; got {a.idle!r}")
+        if not levels or any(n < 1 for n in levels) or levels != sorted(set(levels)):
+            p.error(f"--idle takes increasing positive connection counts, e.g. 1000,5000,10000; got {a.idle!r}")
+        if a.transport != "tcp":
+            p.error("--idle measures TCP connections (--transport tcp)")
+        clash = [o for o, v in (("--rate", a.rate), ("--find-capacity", a.find_capacity or None), ("--sweep", a.sweep),
+                                ("--workers", a.workers if a.workers != 1 else None)) if v is not None]
+        if clash:
+            p.error(f"--idle runs no traffic of its own: drop {', '.join(clash)}")
+        a.idle = tuple(levels)
+        a.conns = levels[-1]  # what the descriptor check plans for
+    else:
+        a.idle = ()
     fields = {k: v for k, v in vars(a).items()}
     fields["server_args"] = tuple(a.server_args)
     fields["slos"] = tuple(a.slos)
@@ -217,6 +249,24 @@ def main(argv=None) -> int:
         if not cfg.quiet:
             print(f"loadgen: {msg}", file=sys.stderr, flush=True)
 
+    if cfg.idle:
+        from loadgen.idle import render, run_idle
+
+        try:
+            doc, code = run_idle(cfg, log)
+        except (RunError, TargetError) as exc:
+            print(f"loadgen/run.py: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE if isinstance(exc, RunError) else 3
+        render(doc)
+        if cfg.json_path:
+            output.write_json(doc, cfg.json_path)
+        res = doc["result"]
+        if not res["complete"]:
+            c = res["connect"]
+            print(f"loadgen/run.py: error: {c['attempted'] - c['established']:,} of {c['attempted']:,} connections "
+                  f"failed or were lost ({', '.join(f'{k} {v:,}' for k, v in {**c['failures'], **res['trickle']['failures']}.items())})",
+                  file=sys.stderr)
+        return code
     try:
         if cfg.find_capacity or cfg.sweep:
             from loadgen.capacity import find

@@ -10,6 +10,8 @@ Modes:
   stall    stop reading every connection for 0.5 s once, --after-s seconds after the first byte
   die      exit abruptly (code 9) after --after-s seconds of traffic
   reset    reset every connection (SO_LINGER 0) after --after-s seconds of traffic
+  hog      a server of known memory per connection: each connection holds --per-conn-bytes of memory it has
+           written to (so it is resident), and echoes correctly
   paced    a server of known capacity: echo at most --rate messages of --size bytes per second over all
            connections, first come first served (one server with a fixed service time of 1/R s per message), so
            below R messages wait only for their turn and above it a queue builds without end
@@ -40,6 +42,9 @@ class Fault(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.t = transport
+        if self.s.mode == "hog":  # written one byte a page: every page resident, none shared
+            self.hog = bytearray(self.s.per_conn_bytes)
+            self.hog[::4096] = b"\x01" * len(range(0, self.s.per_conn_bytes, 4096))
         self.s.conns.add(self)
         self.s.on_traffic()
         if self.s.stalled:
@@ -92,6 +97,7 @@ class State:
         self.started = False
         self.stalled = False
         self.service_s = 1.0 / args.rate if args.rate else 0.0
+        self.per_conn_bytes = args.per_conn_bytes
         self.free_at = 0.0  # paced: when the server is next free
 
     def serve(self, conn: Fault, message: bytes) -> None:
@@ -149,11 +155,12 @@ async def main(args) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["count", "corrupt", "drop", "reorder", "stall", "die", "reset", "paced"])
+    p.add_argument("mode", choices=["count", "corrupt", "drop", "reorder", "stall", "die", "reset", "paced", "hog"])
     p.add_argument("--every", type=int, default=1_000_000)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--after-s", type=float, default=1.0)
     p.add_argument("--rate", type=float, default=0.0, help="paced: messages per second (required there)")
+    p.add_argument("--per-conn-bytes", type=int, default=256 * 1024, help="hog: bytes held per connection")
     a = p.parse_args()
     if a.mode == "paced" and a.rate <= 0:
         p.error("paced needs --rate > 0")
