@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import signal
 import socket
 import time
 from collections import Counter
@@ -29,6 +30,11 @@ from .envinfo import environment
 CONNECT_CONCURRENCY = 256  # connects in flight at once when --connect-rate is not given
 PROBE_TIMEOUT_S = 5.0  # one echo on a new connection must come back within this
 SETTLE_S = 0.3  # after a level's last echo, before the server's memory is read
+WARM_UP_CONNS = 8  # opened, echoed and closed before the baseline is read
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _kind(exc: BaseException) -> str:
@@ -60,13 +66,13 @@ def server_rss(pid: int | None) -> int | None:
     try:
         root = psutil.Process(pid)
         procs = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         return None
     total = 0
     for p in procs:
         try:
             total += p.memory_info().rss
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             pass
     return total
 
@@ -90,6 +96,7 @@ class IdleRun:
         self.attempted = 0
         self.next_id = 0
         self.loop = loop
+        self.probe_timeout = max(PROBE_TIMEOUT_S, cfg.connect_timeout)
 
     async def echo(self, cid: int, sock: socket.socket, seq: int) -> None:
         data = message(cid, seq, self.cfg.size)
@@ -112,10 +119,10 @@ class IdleRun:
             await asyncio.wait_for(self.loop.sock_connect(sock, self.addr), self.cfg.connect_timeout)
             self.connect_ns.append(time.perf_counter_ns() - t0)
             # proof that the server accepted it (a listen backlog completes the handshake by itself)
-            await asyncio.wait_for(self.echo(cid, sock, 0), PROBE_TIMEOUT_S)
+            await asyncio.wait_for(self.echo(cid, sock, 0), self.probe_timeout)
         except Mismatch:
             self.failures["wrong bytes echoed"] += 1
-        except (OSError, EOFError, asyncio.TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 (every failure is counted by kind, never lost)
             self.failures[_kind(exc)] += 1
         else:
             self.socks.append((cid, sock))
@@ -123,12 +130,25 @@ class IdleRun:
         if sock is not None:
             sock.close()
 
+    async def warm_up(self, n: int) -> None:
+        """Open, echo on and close ``n`` connections (not counted)."""
+        for i in range(n):
+            sock = socket.socket(self.family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                await asyncio.wait_for(self.loop.sock_connect(sock, self.addr), self.cfg.connect_timeout)
+                await asyncio.wait_for(self.echo(-1 - i, sock, 0), self.probe_timeout)
+            except Exception:  # noqa: BLE001 (a failure shows again, counted, in the measured levels)
+                pass
+            finally:
+                sock.close()
+
     async def open_level(self, n: int) -> float:
         """Open connections until n have been attempted in all; returns the seconds the connects took."""
         want = n - self.attempted
         t0 = time.perf_counter()
         rate = self.cfg.connect_rate
-        sem = asyncio.Semaphore(CONNECT_CONCURRENCY if rate is None else max(CONNECT_CONCURRENCY, 4096))
+        sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def paced(i: int, cid: int) -> None:
             if rate is not None:
@@ -147,39 +167,58 @@ class IdleRun:
         return time.perf_counter() - t0
 
     async def hold(self, seconds: float, trickle: float | None) -> dict:
-        """Keep every connection open ``seconds``; with ``trickle``, each echoes once every ``trickle`` s."""
-        if not trickle:
-            await asyncio.sleep(seconds)
-            return {"echoes": 0, "failures": {}, "every_s": None}
-        end = time.perf_counter() + seconds
+        """Keep every connection open ``seconds``; with ``trickle``, each echoes once every ``trickle`` s (staggered
+        from one shared start). Then every connection is checked without waiting: one the server closed or reset
+        meanwhile is counted as lost, by kind."""
         ok = [0]
         failed: Counter = Counter()
         dead: set[int] = set()
-        n = len(self.socks)
+        checked: set[int] = set()
+        if trickle:
+            start = time.perf_counter()
+            end = start + seconds
+            n = len(self.socks)
 
-        async def one(k: int, cid: int, sock: socket.socket) -> None:
-            seq = 1
-            next_at = time.perf_counter() + trickle * k / max(1, n)
-            while True:
-                if next_at >= end:
-                    return
-                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-                try:
-                    await asyncio.wait_for(self.echo(cid, sock, seq), PROBE_TIMEOUT_S)
-                except Mismatch:
-                    failed["wrong bytes echoed"] += 1
-                    dead.add(cid)
-                    return
-                except (OSError, EOFError, asyncio.TimeoutError) as exc:
-                    failed[_kind(exc)] += 1
-                    dead.add(cid)
-                    return
-                ok[0] += 1
-                seq += 1
-                next_at += trickle
+            async def one(k: int, cid: int, sock: socket.socket) -> None:
+                seq = 1
+                next_at = start + trickle * k / max(1, n)
+                while next_at < end:
+                    await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                    try:
+                        await asyncio.wait_for(self.echo(cid, sock, seq), self.probe_timeout)
+                    except Mismatch:
+                        failed["wrong bytes echoed"] += 1
+                        dead.add(cid)
+                        return
+                    except Exception as exc:  # noqa: BLE001 (counted by kind)
+                        failed[_kind(exc)] += 1
+                        dead.add(cid)
+                        return
+                    ok[0] += 1
+                    checked.add(cid)
+                    seq += 1
+                    next_at += trickle
 
-        await asyncio.gather(*(one(k, cid, s) for k, (cid, s) in enumerate(self.socks)))
-        return {"echoes": ok[0], "failures": dict(failed), "every_s": trickle, "connections_lost": len(dead)}
+            await asyncio.gather(*(one(k, cid, s) for k, (cid, s) in enumerate(self.socks)))
+        else:
+            await asyncio.sleep(seconds)
+        for cid, sock in self.socks:  # still there? EOF or a reset shows without waiting
+            if cid in dead:
+                continue
+            try:
+                if sock.recv(1, socket.MSG_PEEK) == b"":
+                    failed["eof"] += 1
+                    dead.add(cid)
+                else:  # bytes nobody asked for
+                    failed["unexpected bytes"] += 1
+                    dead.add(cid)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                failed[_kind(exc)] += 1
+                dead.add(cid)
+        return {"echoes": ok[0], "failures": dict(failed), "every_s": trickle, "connections_lost": len(dead),
+                "connections_checked_by_echo": len(checked) if trickle else 0}
 
     def close(self) -> None:
         for _cid, s in self.socks:
@@ -208,34 +247,60 @@ def run_idle(cfg, log) -> tuple[dict, int]:
             info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         except OSError as exc:
             raise RunError(f"cannot resolve {host}: {exc}") from None
+        if pid is not None and not psutil.pid_exists(pid):
+            raise RunError(f"--server-pid {pid}: no such process")
         loop = asyncio.SelectorEventLoop()  # no thread pool: it would count as the client's memory and CPU
         asyncio.set_event_loop(loop)
         run = IdleRun(cfg, info[4], info[0], pid, log, loop)
-        base = server_rss(pid)
         out_levels = []
+        hold = {"echoes": 0, "failures": {}, "every_s": cfg.trickle, "connections_lost": 0,
+                "connections_checked_by_echo": 0}
+        rss_end = None
+        base = None
+        interrupted = False
+        old_term = signal.signal(signal.SIGTERM, _interrupt)
         try:
+            # a few connections opened, echoed and closed first: the server's one-off costs (the first accept,
+            # lazy imports, allocator arenas) are then in the baseline, not charged to the connections measured
+            loop.run_until_complete(run.warm_up(WARM_UP_CONNS))
+            loop.run_until_complete(asyncio.sleep(SETTLE_S))
+            base = server_rss(pid)
             for n in levels:
+                before = Counter(run.failures)
                 seconds = loop.run_until_complete(run.open_level(n))
                 held = len(run.socks)
                 loop.run_until_complete(asyncio.sleep(SETTLE_S))
                 rss = server_rss(pid)
                 per = (rss - base) / held if rss is not None and base is not None and held else None
+                prev = out_levels[-1] if out_levels else None
+                marginal = None
+                if prev and rss is not None and prev["server_rss_bytes"] is not None and held > prev["established"]:
+                    marginal = (rss - prev["server_rss_bytes"]) / (held - prev["established"])
+                new_fail = run.failures - before
                 out_levels.append({"attempted": run.attempted, "established": held,
-                                   "failed": run.attempted - held, "seconds": round(seconds, 3),
-                                   "connects_per_s": round((n - (out_levels[-1]["attempted"] if out_levels else 0))
-                                                           / seconds, 1) if seconds > 0 else None,
-                                   "server_rss_bytes": rss, "server_rss_per_conn_bytes": round(per) if per else None})
+                                   "failed": sum(run.failures.values()), "failures": dict(new_fail),
+                                   "seconds": round(seconds, 3),
+                                   "connects_per_s": round((held - (prev["established"] if prev else 0)) / seconds, 1)
+                                   if seconds > 0 else None,
+                                   "server_rss_bytes": rss,
+                                   "server_rss_per_conn_bytes": round(per) if per is not None else None,
+                                   "marginal_per_conn_bytes": round(marginal) if marginal is not None else None})
                 log(f"idle: {held:,} of {run.attempted:,} connections held"
                     + (f", server RSS {rss / 2**20:,.1f} MiB" if rss is not None else ""))
                 if held == 0:
                     break
             hold = loop.run_until_complete(run.hold(cfg.hold, cfg.trickle))
             rss_end = server_rss(pid)
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
+            signal.signal(signal.SIGTERM, old_term)
             run.close()
+            for t in asyncio.all_tasks(loop):
+                t.cancel()
             loop.close()
             asyncio.set_event_loop(None)
-        server_alive = server.alive() if server else None
+        server_alive = server.alive() if server else (psutil.pid_exists(pid) if pid is not None else None)
     finally:
         os.sched_setaffinity(0, old_affinity)
         if server is not None:
@@ -243,15 +308,26 @@ def run_idle(cfg, log) -> tuple[dict, int]:
     total_s = sum(lv["seconds"] for lv in out_levels)
     last = out_levels[-1] if out_levels else None
     lat = stats.percentiles_of(run.connect_ns)
+    marginals = [lv["marginal_per_conn_bytes"] for lv in out_levels if lv["marginal_per_conn_bytes"] is not None]
     result = {
         "mode": "idle",
-        "complete": bool(last) and last["failed"] == 0 and not hold["failures"],
+        "complete": (not interrupted and bool(last) and last["failed"] == 0 and not hold["failures"]
+                     and server_alive is not False),
+        "incomplete_reason": ("interrupted" if interrupted else "the server exited" if server_alive is False
+                              else None),
         "connect": {"attempted": run.attempted, "established": (last or {}).get("established", 0),
                     "failures": dict(run.failures), "per_s": round(run.attempted / total_s, 1) if total_s > 0 else None,
                     "latency_us": lat},
         "memory": {"server_pid": pid, "server_rss_before_bytes": base, "levels": out_levels,
                    "server_rss_after_hold_bytes": rss_end,
-                   "server_rss_per_conn_bytes": (last or {}).get("server_rss_per_conn_bytes"),
+                   # the headline: between the first and the last level when there are several (fixed costs cancel),
+                   # else all connections over the baseline
+                   "server_rss_per_conn_bytes": (round((last["server_rss_bytes"] - out_levels[0]["server_rss_bytes"])
+                                                       / (last["established"] - out_levels[0]["established"]))
+                                                 if marginals and last["established"] > out_levels[0]["established"]
+                                                 and last["server_rss_bytes"] is not None
+                                                 and out_levels[0]["server_rss_bytes"] is not None
+                                                 else (last or {}).get("server_rss_per_conn_bytes")),
                    "note": None if pid is not None else "no --server or --server-pid: the server's memory is unknown"},
         "trickle": hold,
         "server_alive": server_alive,

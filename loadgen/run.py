@@ -36,6 +36,13 @@ def _typed(fn, what):
     return conv
 
 
+def _interval(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x) or x <= 0:
+        raise ValueError(f"interval must be > 0 seconds, got {text!r}")
+    return x
+
+
 def _positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -109,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--connect-rate", type=_typed(_rate, "rate"), help="--idle: pace the connects at this many per second "
                    "(default: as fast as 256 connects in flight allow)")
     g.add_argument("--hold", type=_typed(_seconds, "duration"), help="--idle: seconds to hold the connections (default 2)")
-    g.add_argument("--trickle", type=_typed(_seconds, "duration"),
+    g.add_argument("--trickle", type=_typed(_interval, "interval"),
                    help="--idle: while holding, each connection echoes one --size message every this many seconds "
                         "(staggered), every byte checked")
     g = p.add_argument_group("scale")
@@ -262,10 +269,14 @@ def main(argv=None) -> int:
             output.write_json(doc, cfg.json_path)
         res = doc["result"]
         if not res["complete"]:
-            c = res["connect"]
-            print(f"loadgen/run.py: error: {c['attempted'] - c['established']:,} of {c['attempted']:,} connections "
-                  f"failed or were lost ({', '.join(f'{k} {v:,}' for k, v in {**c['failures'], **res['trickle']['failures']}.items())})",
-                  file=sys.stderr)
+            from collections import Counter
+
+            c, t = res["connect"], res["trickle"]
+            kinds = Counter(c["failures"]) + Counter(t["failures"])
+            bad = c["attempted"] - c["established"] + t["connections_lost"]
+            why = f"{res['incomplete_reason']}; " if res["incomplete_reason"] else ""
+            print(f"loadgen/run.py: error: {why}{bad:,} of {c['attempted']:,} connections failed or were lost"
+                  + (f" ({', '.join(f'{k} {v:,}' for k, v in kinds.items())})" if kinds else ""), file=sys.stderr)
         return code
     try:
         if cfg.find_capacity or cfg.sweep:

@@ -10,6 +10,7 @@ Modes:
   stall    stop reading every connection for 0.5 s once, --after-s seconds after the first byte
   die      exit abruptly (code 9) after --after-s seconds of traffic
   reset    reset every connection (SO_LINGER 0) after --after-s seconds of traffic
+  once     echo each connection's first --size bytes, then close it
   hog      a server of known memory per connection: each connection holds --per-conn-bytes of memory it has
            written to (so it is resident), and echoes correctly
   paced    a server of known capacity: echo at most --rate messages of --size bytes per second over all
@@ -67,6 +68,13 @@ class Fault(asyncio.Protocol):
                 s.serve(self, data[i:i + s.size])
             return
         start, self.seen = self.seen, self.seen + len(data)
+        if mode == "once":
+            keep = max(0, s.size - start)
+            if keep:
+                self.t.write(data[:keep])
+            if self.seen >= s.size:
+                self.t.close()
+            return
         s.echoed += len(data)
         if mode in ("corrupt", "drop") and start // every != self.seen // every:
             i = every * (self.seen // every) - start - 1  # the Nth byte, 0-based in this chunk
@@ -155,7 +163,7 @@ async def main(args) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["count", "corrupt", "drop", "reorder", "stall", "die", "reset", "paced", "hog"])
+    p.add_argument("mode", choices=["count", "corrupt", "drop", "reorder", "stall", "die", "reset", "paced", "hog", "once"])
     p.add_argument("--every", type=int, default=1_000_000)
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--after-s", type=float, default=1.0)

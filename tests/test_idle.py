@@ -51,7 +51,8 @@ def test_memory_per_connection_is_measured_not_assumed(tmp_path, fault_server):
     m = doc["result"]["memory"]
     for lv in m["levels"]:
         assert lv["server_rss_per_conn_bytes"] == pytest.approx(per_conn, rel=0.10), lv
-    assert m["server_rss_per_conn_bytes"] == m["levels"][-1]["server_rss_per_conn_bytes"]
+    assert m["levels"][1]["marginal_per_conn_bytes"] == pytest.approx(per_conn, rel=0.10)
+    assert m["server_rss_per_conn_bytes"] == pytest.approx(per_conn, rel=0.10)  # the headline: between the levels
 
 
 def test_a_trickle_checks_every_echo_while_holding(tmp_path):
@@ -59,7 +60,8 @@ def test_a_trickle_checks_every_echo_while_holding(tmp_path):
                        "--size", "100", "--quiet")
     assert out.returncode == 0, out.stderr
     t = doc["result"]["trickle"]
-    assert t["every_s"] == 0.25 and not t["failures"] and 50 <= t["echoes"] <= 50 * 4
+    assert t["every_s"] == 0.25 and not t["failures"] and t["connections_lost"] == 0
+    assert t["connections_checked_by_echo"] == 50 and 50 <= t["echoes"] <= 50 * 4
     assert "every byte checked" in out.stdout
 
 
@@ -76,6 +78,34 @@ def test_a_server_out_of_descriptors_is_a_counted_failure_not_a_hang(tmp_path):
     c = _adds_up(doc)
     assert 0 < c["established"] < 300 and c["failures"]  # each unaccepted connection failed its echo, by kind
     assert "connections failed" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_nothing_listening_is_refused_connections_counted(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out, doc = loadgen(tmp_path, "--port", str(port), "--idle", "20", "--hold", "0.1", "--quiet")
+    assert out.returncode == 3
+    c = _adds_up(doc)
+    assert c["established"] == 0 and c["failures"] == {"refused": 20}
+    assert "20 of 20 connections failed or were lost (refused 20)" in out.stderr
+
+
+@pytest.mark.parametrize("trickle", [None, "0.2"])
+def test_connections_the_server_drops_while_held_are_counted_lost(tmp_path, fault_server, trickle):
+    s = fault_server("once", "--size", "100")  # echoes the probe, then closes every connection
+    extra = ["--trickle", trickle] if trickle else []
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--idle", "30", "--hold", "0.5", "--size", "100", *extra,
+                       "--quiet")
+    assert out.returncode == 3
+    c = _adds_up(doc)
+    assert c["established"] == 30  # each probe came back
+    t = doc["result"]["trickle"]
+    # without a trickle the check after the hold finds each closed; with one, its first echo does
+    assert t["connections_lost"] == 30 and sum(t["failures"].values()) == 30, t
+    assert "30 of 30 connections failed or were lost" in out.stderr
 
 
 def test_the_client_out_of_descriptors_is_one_line_before_connecting(tmp_path):
@@ -96,6 +126,7 @@ def test_the_client_out_of_descriptors_is_one_line_before_connecting(tmp_path):
     (["--idle", "10", "--rate", "100"], "drop --rate"),
     (["--idle", "10", "--transport", "udp"], "TCP"),
     (["--trickle", "1"], "applies to --idle"),
+    (["--idle", "10", "--trickle", "0"], "interval"),
     (["--hold", "1"], "applies to --idle"),
 ])
 def test_bad_idle_arguments(args, fragment):
