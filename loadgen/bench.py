@@ -59,8 +59,9 @@ def load_matrix(name_or_path: str) -> dict:
     for key, typ in (("trials", int), ("duration", (int, float)), ("warmup", (int, float))):
         if not isinstance(run.get(key), typ):
             raise MatrixError(f"{path}: [run] needs {key}")
-    if not m.get("sweep"):
-        raise MatrixError(f"{path}: no [[sweep]]")
+    if not m.get("sweep") and not m.get("connections"):
+        raise MatrixError(f"{path}: no [[sweep]] (nor [connections])")
+    m.setdefault("sweep", [])
     tr = m.get("transports")
     if tr is not None:
         if not (isinstance(tr.get("compare"), list) and tr["compare"] and isinstance(tr.get("conns"), int)
@@ -76,8 +77,81 @@ def load_matrix(name_or_path: str) -> dict:
     cap = m.get("capacity")
     if cap is not None:
         _check_capacity(cap, path)
+    conn = m.get("connections")
+    if conn is not None:
+        _check_connections(conn, path)
     m["path"] = str(path)
     return m
+
+
+CONNECTIONS_KEYS = {"levels": list, "hold": (int, float), "trickle": (int, float), "models": (list, str)}
+
+
+def _check_connections(conn: dict, path) -> None:
+    unknown = set(conn) - set(CONNECTIONS_KEYS)
+    if unknown:
+        raise MatrixError(f"{path}: [connections]: unknown key(s) {', '.join(sorted(unknown))}")
+    levels = conn.get("levels")
+    if (not isinstance(levels, list) or not levels or any(not isinstance(n, int) or isinstance(n, bool) or n < 1
+                                                          for n in levels) or levels != sorted(set(levels))):
+        raise MatrixError(f"{path}: [connections] levels: increasing connection counts, e.g. [1000, 5000]")
+    for key in ("hold", "trickle"):
+        v = conn.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
+            raise MatrixError(f"{path}: [connections] {key}: seconds > 0")
+    wanted = conn.get("models", "all")
+    if wanted != "all" and (isinstance(wanted, str) or any(x not in registry.MODELS for x in wanted)):
+        raise MatrixError(f"{path}: [connections] models: \"all\" or a list of known models")
+
+
+def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: Path, display: "SuiteDisplay",
+                    holder: dict) -> None:
+    """Connection scale per model (loadgen/idle.py, as ``loadgen/run.py --idle``): memory per idle connection,
+    connects/s, and the highest level every connection held at, with why a model stopped short. Each model's
+    document goes to ``connections/<model>.json``; the section is in ``holder["section"]`` from the start."""
+    from .idle import run_idle
+    from .runner import RunError
+    from .target import TargetError
+
+    conn = matrix.get("connections")
+    wanted = (conn or {}).get("models", "all")
+    names = [m for m in models if wanted == "all" or m in wanted]
+    if not conn or not names:
+        return
+    (out_dir / "connections").mkdir(exist_ok=True)
+    levels = tuple(conn["levels"])
+    section = {"levels": list(levels), "hold": conn.get("hold", 1.0), "trickle": conn.get("trickle"), "models": {},
+               "complete": True}
+    holder["section"] = section
+    for model in names:
+        display.cell(f"connections {model}: {', '.join(f'{n:,}' for n in levels)}")
+        cfg = replace(base, server=model, idle=levels, conns=levels[-1], hold=float(conn.get("hold", 1.0)),
+                      trickle=conn.get("trickle"), connect_timeout=10.0,
+                      server_args=tuple(matrix["run"].get("server_args", {}).get(model, ())))
+        try:
+            doc, _code = run_idle(cfg, lambda msg: None)
+        except (RunError, TargetError) as exc:
+            section["models"][model] = {"error": str(exc)}
+            display.log(f"bench: connections {model}: {exc}")
+            display.advance()
+            continue
+        output.write_json(doc, str(out_dir / "connections" / f"{model}.json"))
+        r = doc["result"]
+        held = [lv for lv in r["memory"]["levels"] if lv["failed"] == 0]
+        all_ok = not r["trickle"]["failures"] and r["server_alive"] is not False
+        kinds = {**r["connect"]["failures"], **{f"while held: {k}": v for k, v in r["trickle"]["failures"].items()}}
+        section["models"][model] = {
+            "levels": r["memory"]["levels"], "per_conn_bytes": r["memory"]["server_rss_per_conn_bytes"],
+            "connects_per_s": r["connect"]["per_s"], "connect_latency_us": r["connect"]["latency_us"],
+            "held_all_at": held[-1]["attempted"] if held and all_ok else None,
+            "stopped": None if r["complete"] else (r["incomplete_reason"] or "connections failed: " + ", ".join(
+                f"{k} {v:,}" for k, v in kinds.items())),
+            "trickle": r["trickle"],
+        }
+        display.advance()
+        if r.get("incomplete_reason") == "interrupted":
+            section["complete"] = False
+            raise KeyboardInterrupt
 
 
 CAPACITY_KEYS = {  # [capacity] in a matrix: key -> (type, required)
@@ -389,7 +463,9 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     cap = matrix.get("capacity")
     cap_runs = len(capacity_models(matrix, models)) * (CAPACITY_STEPS_GUESS + len(cap.get("sweep", []))) if cap else 0
     cap_s = cap_runs * (cap["duration"] + cap["warmup"] + RUN_OVERHEAD_S) if cap else 0.0
-    display = SuiteDisplay(total + cap_runs, per_run, quiet)
+    conn_models = len([m for m in models if matrix.get("connections", {}).get("models", "all") in ("all",)
+                       or m in matrix.get("connections", {}).get("models", [])]) if matrix.get("connections") else 0
+    display = SuiteDisplay(total + cap_runs + conn_models, per_run, quiet)
     for m, why in skipped.items():
         display.log(f"bench: skipping {m}: {why}")
     if engine_note:
@@ -402,6 +478,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     fails: dict[str, list[dict]] = {}
     interrupted = False
     cap_holder: dict = {}
+    conn_holder: dict = {}
     t_start = time.monotonic()
     try:
         for trial in range(trials):  # interleaved: trial 1 of every cell and model, then trial 2, ...
@@ -436,6 +513,14 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                     docs.setdefault(key, []).append(doc)
                     display.advance()
         try:
+            run_connections(matrix, models, base, out_dir, display, conn_holder)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # the matrix's measurements are kept
+            display.log(f"bench: connection scale stopped: {type(exc).__name__}: {exc}")
+            if "section" in conn_holder:
+                conn_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
+        try:
             run_capacity(matrix, models, base, _summary(cells, matrix, models, docs, fails), out_dir, display, cap_holder)
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -461,6 +546,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         "skipped": skipped,
         "cells": summary,
         "capacity": cap_holder.get("section"),
+        "connections": conn_holder.get("section"),
         "runs_planned": total,
         "runs_done": sum(len(v) for v in docs.values()) + sum(1 for v in fails.values() for f in v if f["doc"] is None),
         "complete": not interrupted,

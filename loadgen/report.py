@@ -328,7 +328,57 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
                      f"every step of the capacity searches" + (" and sweeps" if cap.get("sweep") else "") + f" ({cap['duration']:g} s each after {cap['warmup']:g} s warm-up)\n{sub}",
                      fontsize=10, x=0.01, ha="left")
         plots["latency_vs_load"] = _save(fig, out, "latency_vs_load")
+    rss = plot_connections(suite, out, sty, sub)
+    if rss:
+        plots["rss_vs_conns"] = rss
     return plots
+
+
+def plot_connections(suite: dict, out: Path, sty: dict, sub: str) -> str | None:
+    """Server RSS against connections held, one line per model (the connection-scale section)."""
+    conn = suite.get("connections")
+    if not conn or not any(e.get("levels") for e in conn["models"].values()):
+        return None
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    for m, e in conn["models"].items():
+        pts = [(lv["established"], lv["server_rss_bytes"] / 2**20) for lv in e.get("levels") or []
+               if lv["server_rss_bytes"] is not None]
+        if pts:
+            st = sty.get(m) or {"color": "grey", "marker": "o"}
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=st["color"], marker=st["marker"], label=m)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log_axis(ax.xaxis)
+    _plain_log_axis(ax.yaxis)
+    _style(ax, f"Server memory against idle connections held (each proven by an echo; RSS of the server and its "
+               f"children)\n{sub}", "connections held (log scale)", "server RSS, MiB (log scale)")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "rss_vs_conns")
+
+
+def connections_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | None:
+    conn = suite.get("connections")
+    if not conn or not conn.get("models"):
+        return None
+    rows = []
+    for m, e in sorted(conn["models"].items(), key=lambda kv: (kv[1].get("per_conn_bytes") is None,
+                                                                 kv[1].get("per_conn_bytes") or 0)):
+        if "error" in e:
+            rows.append([m, "-", "-", "-", "-", e["error"]])
+            continue
+        per = e.get("per_conn_bytes")
+        lat = e.get("connect_latency_us") or {}
+        rows.append([m, "-" if per is None else f"{per / 1024:,.1f} KiB", _num(e.get("connects_per_s")),
+                     _num(lat.get("p99"), "{:,.0f}"),
+                     "-" if e.get("held_all_at") is None else f"{e['held_all_at']:,}",
+                     e.get("stopped") or "held every level"])
+    levels = ", ".join(f"{n:,}" for n in conn["levels"])
+    trickle = f", a trickle echo every {conn['trickle']:g} s" if conn.get("trickle") else ""
+    return (f"Connections: memory per idle connection and connects/s (levels {levels}; held {conn['hold']:g} s{trickle})",
+            ["model", "server memory per connection", "connects/s", "connect p99 us", "highest level all held",
+             "why it stopped"], rows)
 
 
 def load_curve(entry: dict) -> list[tuple[float, dict, bool]]:
@@ -543,8 +593,18 @@ def summary_lines(suite: dict) -> list[str]:
         out.append("**Where the load generator was the limit** (these cells measure the client, not the server; "
                    "compare those models by server CPU per message): "
                    + "; ".join(f"`{m}` at {', '.join(v)}" for m, v in by_model.items()) + ".")
-    else:
+    elif suite["cells"]:
         out.append("The load generator had headroom in every cell: every throughput figure is the server's.")
+    conn = suite.get("connections")
+    if conn and conn.get("models"):
+        per = [(m, e["per_conn_bytes"]) for m, e in conn["models"].items() if e.get("per_conn_bytes") is not None]
+        if per:
+            out.append("**Memory per idle connection** (server RSS growth per connection held): "
+                       + ", ".join(f"`{m}` {b / 1024:,.1f} KiB" for m, b in sorted(per, key=lambda x: x[1])) + ".")
+        short = [(m, e["stopped"]) for m, e in conn["models"].items() if e.get("stopped") or "error" in e]
+        if short:
+            out.append("Stopped short of the last connection level: "
+                       + "; ".join(f"`{m}`: {why or conn['models'][m].get('error')}" for m, why in short) + ".")
     if out:
         out.append("How to use this: for the most messages per second from one core, pick from the first throughput "
                    "tier; where CPU is what you pay for, from the cheapest tier; for a latency target, the capacity "
@@ -637,8 +697,10 @@ def write_report(run_dir: Path) -> dict:
         "mbps_vs_size": "Throughput vs message size",
         "transports": "Transports: TCP vs Unix socket vs UDP",
         "latency_vs_load": "Latency against offered load (open loop)",
+        "rss_vs_conns": "Server memory against idle connections",
     }
     ttable = transport_table(suite)
+    ctable = connections_table(suite)
     # markdown
     md = [f"# echobench report: {run_dir.name}", ""]
     short = summary_lines(suite)
@@ -650,6 +712,8 @@ def write_report(run_dir: Path) -> dict:
         md += [f"### {title}", "", _md_table(header, rows), ""]
     if ttable:
         md += [f"## {ttable[0]}", "", _md_table(ttable[1], ttable[2]), ""]
+    if ctable:
+        md += [f"## {ctable[0]}", "", _md_table(ctable[1], ctable[2]), ""]
     md += ["## Notes", ""] + [f"- {x}" for x in notes(suite)] + [""]
     md += ["## Plots", ""]
     for key, fname in plots.items():
@@ -673,10 +737,11 @@ def write_report(run_dir: Path) -> dict:
         for r in rows:
             h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>"]
         h += ["</table>"]
-    if ttable:
-        h += [f"<h2>{html.escape(ttable[0])}</h2><table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in ttable[1]) + "</tr>"]
-        h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>" for r in ttable[2]]
-        h += ["</table>"]
+    for tab in (ttable, ctable):
+        if tab:
+            h += [f"<h2>{html.escape(tab[0])}</h2><table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in tab[1]) + "</tr>"]
+            h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>" for r in tab[2]]
+            h += ["</table>"]
     h += ["<h2>Notes</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in notes(suite)] + ["</ul><h2>Plots</h2>"]
     for key, fname in plots.items():
         data = base64.b64encode((run_dir / fname).read_bytes()).decode()

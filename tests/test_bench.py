@@ -54,6 +54,10 @@ warmup = 0.1
 max_steps = 2
 start = 0.5
 sweep = [0.5]
+
+[connections]
+levels = [20, 50]
+hold = 0.2
 """
 
 
@@ -100,10 +104,17 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
         assert len(e["steps"]) == 2 and e["steps"][0]["rate"] == pytest.approx(closed * 0.5)
         assert e["msgs_per_s"] is None or e["msgs_per_s"] in [st["rate"] for st in e["steps"]]
         assert [st["of_capacity"] for st in e["sweep"]] == ([0.5] if e["msgs_per_s"] else [])
+    conn = suite["connections"]  # connection scale: every connection held or counted, memory read per level
+    assert conn["complete"] and set(conn["models"]) == set(MODELS) and conn["levels"] == [20, 50]
+    for m, e in conn["models"].items():
+        assert [lv["attempted"] for lv in e["levels"]] == [20, 50]
+        assert all(lv["attempted"] == lv["established"] + lv["failed"] for lv in e["levels"])
+        assert e["per_conn_bytes"] is not None and (e["held_all_at"] == 50) == (e["stopped"] is None)
+    assert sorted(p.name for p in (run / "connections").glob("*.json")) == sorted(f"{m}.json" for m in MODELS)
     steps = sum(len(e["steps"]) + len(e["sweep"]) for e in cap["models"].values())
     assert len(list((run / "capacity").glob("*.json"))) == steps
     for name in ("throughput_vs_conns", "server_cpu_per_msg", "latency_spectrum", "p99_vs_conns", "mbps_vs_size",
-                 "transports", "latency_vs_load"):
+                 "transports", "latency_vs_load", "rss_vs_conns"):
         assert (run / f"{name}.png").stat().st_size > 5000
         assert (run / f"{name}.svg").exists()
     md = (run / "report.md").read_text()
@@ -116,7 +127,8 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
     ranking = md.split("## Ranking")[1].split("## Transports")[0]
     assert ranking.count("| asyncio-protocol |") == 3
     html = (run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 7 and "<img" in html
+    assert html.count("data:image/png;base64,") == 8 and "<img" in html
+    assert "## Connections: memory per idle connection" in md and "**Memory per idle connection**" in md
     assert md.startswith(f"# echobench report: {run.name}\n\n## In short")
     assert "capacity at p99 <= 1s" in ranking  # the column beside closed-loop throughput
     assert "msgs/s" in out.stdout  # the main table on stdout
@@ -190,6 +202,21 @@ def test_bad_capacity_table_is_a_one_line_error(tmp_path, table, fragment):
     assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize("table, fragment", [
+    ("levels = [500, 100]", "increasing connection counts"),
+    ("levels = []", "increasing connection counts"),
+    ("levels = [10]\nhold = 0", "seconds > 0"),
+    ("levels = [10]\nrate = 5", "unknown key(s) rate"),
+])
+def test_bad_connections_table_is_a_one_line_error(tmp_path, table, fragment):
+    matrix = tmp_path / "m.toml"
+    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[connections]\n" + table)
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("name", ["default", "full"])
 def test_shipped_matrices_cover_the_issue(name):
     from loadgen.bench import load_matrix, plan
@@ -204,9 +231,18 @@ def test_shipped_matrices_cover_the_issue(name):
     assert {t for t, c, s in cells if (c, s) == (10, 1024)} == {"tcp", "unix", "udp"}  # the transport comparison
     if name == "full":
         assert 10000 in conns and len(sizes) > 4
+        assert m["connections"]["levels"][-1] >= 10000  # connection scale: memory per connection per model
     cap = m["capacity"]  # capacity at p99 <= 1 ms for every model, at the main load
     assert cap["slo"] == ["p99=1ms"] and (cap["conns"], cap["size"]) == (10, 1024) and cap.get("models", "all") == "all"
     assert (cap.get("sweep") and cap["precision"] <= 0.05) if name == "full" else cap["precision"] <= 0.10
+
+
+def test_the_connections_matrix_runs_connection_scale_alone():
+    from loadgen.bench import load_matrix, plan
+
+    m = load_matrix("connections")
+    models, skipped, cells = plan(m, None)
+    assert cells == [] and m["connections"]["levels"][-1] >= 10000 and set(models) | set(skipped) == set(registry.MODELS)
 
 
 def test_tiers_tie_models_within_each_others_noise():

@@ -139,7 +139,9 @@ def test_open_loop_latency_shows_a_stall_that_closed_timing_hides(tmp_path, faul
     # how fast the client catches up, i.e. on machine load: not asserted)
     assert uncorrected["p999"] < corrected["p999"], (uncorrected, corrected)
     assert uncorrected["max"] >= 400_000  # the one message caught in the stall
-    assert 0 < r["messages"] <= 3000  # never more than the schedule, however the catch-up went
+    # never more than the schedule, however the catch-up went: 3,000 due in the window, plus the one message
+    # (1 connection x depth 1) that may have been in flight when the window opened and completed inside it
+    assert 0 < r["messages"] <= 3000 + 1
 
 
 # -- faults -------------------------------------------------------------------------------------
@@ -172,7 +174,10 @@ def test_server_death_mid_run_keeps_results_so_far(tmp_path, fault_server, mode,
 
 def run_and_interrupt(*args) -> tuple[int, str]:
     """Start the load generator, wait for its first progress line, send SIGINT; (exit code, stderr)."""
-    proc = subprocess.Popen([*RUN, *args], cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a shell starts background jobs (`make test &`, nohup) with SIGINT
+    # ignored, the child would inherit that, and Python installs no KeyboardInterrupt handler then
+    proc = subprocess.Popen([*RUN, *args], cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         for line in proc.stderr:  # progress lines (stderr is not a terminal): a readiness signal

@@ -94,7 +94,9 @@ def test_udp_open_loop_keeps_its_schedule(tmp_path):
     out, doc = loadgen(tmp_path, "--server", "selectors", "--transport", "udp", "--conns", "4",
                        "--rate", "2000", "--duration", "2", "--warmup", "0.5", "--timeout", "10")
     r = assert_clean(out, doc)
-    assert 0 < r["messages"] <= 4000  # never more than the schedule (how close it came depends on machine load)
+    # never more than the schedule: 4,000 due in the window, plus up to one datagram per connection (4 x depth 1)
+    # sent before the window opened and echoed inside it (how close it came depends on machine load)
+    assert 0 < r["messages"] <= 4000 + 4
     assert r["latency_uncorrected_us"] is not None and r["send_lag_us"] is not None
 
 
