@@ -120,7 +120,8 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
     md = (run / "report.md").read_text()
     assert "vs asyncio-protocol" in md and "1.00x" in md
     assert "## Transports: 2 connections, 1 KiB messages" in md
-    transport_rows = [x for x in md.split("## Transports")[1].split("## Notes")[0].splitlines() if x.startswith("| ")]
+    transport_rows = [x for x in md.split("## Transports")[1].split("## Connections")[0].split("## Notes")[0].splitlines()
+                      if x.startswith("| ")]
     assert len(transport_rows) == 1 + len(MODELS)  # header + one row per model
     assert "UDP loss" in transport_rows[0] and "Unix vs TCP us/msg" in transport_rows[0]
     # the ranking tables are TCP only: one row per model in each
