@@ -599,13 +599,14 @@ def summary_lines(suite: dict) -> list[str]:
     if conn and conn.get("models"):
         per = [(m, e["per_conn_bytes"]) for m, e in conn["models"].items() if e.get("per_conn_bytes") is not None]
         if per:
-            out.append("**Memory per idle connection** (server RSS growth per connection held): "
+            out.append("**Memory per idle connection** (server RSS growth per connection held; the kernel's socket "
+                       "memory is not in RSS): "
                        + ", ".join(f"`{m}` {b / 1024:,.1f} KiB" for m, b in sorted(per, key=lambda x: x[1])) + ".")
         short = [(m, e["stopped"]) for m, e in conn["models"].items() if e.get("stopped") or "error" in e]
         if short:
             out.append("Stopped short of the last connection level: "
                        + "; ".join(f"`{m}`: {why or conn['models'][m].get('error')}" for m, why in short) + ".")
-    if out:
+    if out and suite["cells"]:
         out.append("How to use this: for the most messages per second from one core, pick from the first throughput "
                    "tier; where CPU is what you pay for, from the cheapest tier; for a latency target, the capacity "
                    "says how much load a model takes before it is missed. Differences inside a tier are noise.")
@@ -751,6 +752,8 @@ def write_report(run_dir: Path) -> dict:
     main_title, main_header, main_rows = next(((t, hd, r) for t, hd, r in tables if t.startswith("10 connections, 1 KiB")),
                                               tables[0] if tables else ("", [], []))
     summary = f"{main_title}\n{_md_table(main_header, main_rows)}" if main_rows else "(no finished measurements)"
+    if not main_rows and ctable:
+        summary = f"{ctable[0]}\n{_md_table(ctable[1], ctable[2])}"
     if ttable:
         summary += f"\n\n{ttable[0]}\n{_md_table(ttable[1], ttable[2])}"
     return {"md": run_dir / "report.md", "html": run_dir / "report.html", "plots": plots, "summary": summary}
