@@ -504,11 +504,12 @@ def transport_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | Non
 
 def tiers(items: list[tuple[str, float, float, float]], higher_is_better: bool) -> list[list[str]]:
     """Group (name, median, low, high) into tiers, best first: a model joins the tier above when its interval
-    (the min..max of its trials, or a capacity's bracket) overlaps one of that tier's; otherwise it starts a tier.
-    Models in one tier are within each other's measured noise: tied."""
+    (the min..max of its trials, or a capacity's bracket) overlaps that tier's first (best) model's; otherwise
+    it starts a tier. Models in one tier are within the leader's measured noise: tied. (Joining on overlap with
+    any member would chain: A ties B, B ties C, and A and C, far apart, would be called tied.)"""
     out: list[list[tuple[str, float, float, float]]] = []
     for it in sorted(items, key=lambda x: -x[1] if higher_is_better else x[1]):
-        if out and any(it[2] <= g[3] and g[2] <= it[3] for g in out[-1]):
+        if out and it[2] <= out[-1][0][3] and out[-1][0][2] <= it[3]:
             out[-1].append(it)
         else:
             out.append([it])

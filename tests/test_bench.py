@@ -251,6 +251,9 @@ def test_tiers_tie_models_within_each_others_noise():
 
     items = [("a", 100, 95, 105), ("b", 98, 90, 101), ("c", 80, 78, 82), ("d", 60, 55, 79)]
     assert tiers(items, True) == [["a", "b"], ["c", "d"]]  # b overlaps a; d overlaps c
+    # no chaining: each overlaps the next, but the third is far from the first, so it starts a tier of its own
+    chain = [("x", 100, 90, 110), ("y", 88, 80, 95), ("z", 76, 70, 85)]
+    assert tiers(chain, True) == [["x", "y"], ["z"]]
     assert tiers([("x", 5.0, 4.9, 5.1), ("y", 4.0, 3.9, 4.1)], False) == [["y"], ["x"]]  # lower is better
 
 
