@@ -114,9 +114,8 @@ def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: 
     from .target import TargetError
 
     conn = matrix.get("connections")
-    wanted = (conn or {}).get("models", "all")
-    names = [m for m in models if wanted == "all" or m in wanted]
-    if not conn or not names:
+    names = section_models(matrix, "connections", models)
+    if not names:
         return
     (out_dir / "connections").mkdir(exist_ok=True)
     levels = tuple(conn["levels"])
@@ -300,11 +299,12 @@ def summarise(model: str, conns: int, size: int, docs: list[dict], failures: lis
 CAPACITY_STEPS_GUESS = 6  # steps per model, for the time estimate only (a search stops when its bracket is tight)
 
 
-def capacity_models(matrix: dict, models: list[str]) -> list[str]:
-    cap = matrix.get("capacity")
-    if not cap:
+def section_models(matrix: dict, section: str, models: list[str]) -> list[str]:
+    """The models a matrix table (``[capacity]``, ``[connections]``) runs: its ``models`` ("all" by default)."""
+    table = matrix.get(section)
+    if not table:
         return []
-    wanted = cap.get("models", "all")
+    wanted = table.get("models", "all")
     return [m for m in models if wanted == "all" or m in wanted]
 
 
@@ -315,7 +315,7 @@ def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[
     fractions of the capacity found. Each step's document goes to ``capacity/``. The section is put in
     ``holder["section"]`` before the first step, so Ctrl-C (KeyboardInterrupt, re-raised) keeps finished models."""
     cap = matrix.get("capacity")
-    names = capacity_models(matrix, models)
+    names = section_models(matrix, "capacity", models)
     if not cap or not names:
         return
     slos = [capacity.parse_slo(t) for t in cap["slo"]]
@@ -461,10 +461,9 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
     per_run = base.duration + base.warmup + RUN_OVERHEAD_S
     cap = matrix.get("capacity")
-    cap_runs = len(capacity_models(matrix, models)) * (CAPACITY_STEPS_GUESS + len(cap.get("sweep", []))) if cap else 0
+    cap_runs = len(section_models(matrix, "capacity", models)) * (CAPACITY_STEPS_GUESS + len(cap.get("sweep", []))) if cap else 0
     cap_s = cap_runs * (cap["duration"] + cap["warmup"] + RUN_OVERHEAD_S) if cap else 0.0
-    conn_models = len([m for m in models if matrix.get("connections", {}).get("models", "all") in ("all",)
-                       or m in matrix.get("connections", {}).get("models", [])]) if matrix.get("connections") else 0
+    conn_models = len(section_models(matrix, "connections", models))
     display = SuiteDisplay(total + cap_runs + conn_models, per_run, quiet)
     for m, why in skipped.items():
         display.log(f"bench: skipping {m}: {why}")

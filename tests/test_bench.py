@@ -162,6 +162,14 @@ def test_a_failing_cell_is_reported_and_the_suite_goes_on(tmp_path):
     assert "**Failed**" in (results / "latest" / "report.md").read_text()
 
 
+def bad_matrix(tmp_path, text: str) -> subprocess.CompletedProcess:
+    """``loadgen.bench`` on a matrix written from ``text``: expected to refuse it."""
+    matrix = tmp_path / "m.toml"
+    matrix.write_text(text)
+    return subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
+                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+
+
 def test_bad_matrix_is_a_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(tmp_path / "nope.toml")],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
@@ -175,10 +183,8 @@ def test_bad_matrix_is_a_one_line_error(tmp_path):
     ('compare = ["udp"]\nconns = 10\nsize = 1024\nmodels = ["nope"]', "unknown model(s) nope"),
 ])
 def test_bad_transports_table_is_a_one_line_error(tmp_path, table, fragment):
-    matrix = tmp_path / "m.toml"
-    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[1]").split("[transports]")[0] + "[transports]\n" + table)
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
-                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+    out = bad_matrix(tmp_path, TINY.format(models=json.dumps(MODELS), conns="[1]").split("[transports]")[0]
+                     + "[transports]\n" + table)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
 
@@ -195,10 +201,7 @@ def test_bad_transports_table_is_a_one_line_error(tmp_path, table, fragment):
      'rate = 5', "unknown key(s) rate"),
 ])
 def test_bad_capacity_table_is_a_one_line_error(tmp_path, table, fragment):
-    matrix = tmp_path / "m.toml"
-    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[capacity]\n" + table)
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
-                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+    out = bad_matrix(tmp_path, TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[capacity]\n" + table)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
 
@@ -210,10 +213,7 @@ def test_bad_capacity_table_is_a_one_line_error(tmp_path, table, fragment):
     ("levels = [10]\nrate = 5", "unknown key(s) rate"),
 ])
 def test_bad_connections_table_is_a_one_line_error(tmp_path, table, fragment):
-    matrix = tmp_path / "m.toml"
-    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[connections]\n" + table)
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
-                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+    out = bad_matrix(tmp_path, TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[connections]\n" + table)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
 
