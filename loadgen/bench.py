@@ -84,7 +84,8 @@ def load_matrix(name_or_path: str) -> dict:
     return m
 
 
-CONNECTIONS_KEYS = {"levels": list, "hold": (int, float), "trickle": (int, float), "models": (list, str)}
+CONNECTIONS_KEYS = {"levels": list, "hold": (int, float), "trickle": (int, float), "models": (list, str),
+                    "connect_timeout": (int, float), "server_workers": int}
 
 
 def _check_connections(conn: dict, path) -> None:
@@ -95,7 +96,10 @@ def _check_connections(conn: dict, path) -> None:
     if (not isinstance(levels, list) or not levels or any(not isinstance(n, int) or isinstance(n, bool) or n < 1
                                                           for n in levels) or levels != sorted(set(levels))):
         raise MatrixError(f"{path}: [connections] levels: increasing connection counts, e.g. [1000, 5000]")
-    for key in ("hold", "trickle"):
+    sw = conn.get("server_workers")
+    if sw is not None and (not isinstance(sw, int) or isinstance(sw, bool) or sw < 1):
+        raise MatrixError(f"{path}: [connections] server_workers: a process count >= 1 (for multi-process models)")
+    for key in ("hold", "trickle", "connect_timeout"):
         v = conn.get(key)
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
             raise MatrixError(f"{path}: [connections] {key}: seconds > 0")
@@ -125,7 +129,9 @@ def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: 
     for model in names:
         display.cell(f"connections {model}: {', '.join(f'{n:,}' for n in levels)}")
         cfg = replace(base, server=model, idle=levels, conns=levels[-1], hold=float(conn.get("hold", 1.0)),
-                      trickle=conn.get("trickle"), connect_timeout=10.0,
+                      trickle=conn.get("trickle"), connect_timeout=float(conn.get("connect_timeout", 10.0)),
+                      workers=0,  # as many load-generator processes as the descriptor limit needs
+                      server_workers=conn.get("server_workers") if registry.get(model).multiprocess else None,
                       server_args=tuple(matrix["run"].get("server_args", {}).get(model, ())))
         try:
             doc, _code = run_idle(cfg, lambda msg: None)
@@ -143,8 +149,11 @@ def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: 
             "levels": r["memory"]["levels"], "per_conn_bytes": r["memory"]["server_rss_per_conn_bytes"],
             "connects_per_s": r["connect"]["per_s"], "connect_latency_us": r["connect"]["latency_us"],
             "held_all_at": held[-1]["attempted"] if held and all_ok else None,
-            "stopped": None if r["complete"] else (r["incomplete_reason"] or "connections failed: " + ", ".join(
+            "stopped": None if r["complete"] else (r["incomplete_reason"] or (r.get("stopped") or {}).get("reason")
+                                                   or "connections failed: " + ", ".join(
                 f"{k} {v:,}" for k, v in kinds.items())),
+            "stopped_at": (r.get("stopped") or {}).get("established"),
+            "spread": r.get("spread"),
             "trickle": r["trickle"],
         }
         display.advance()

@@ -78,6 +78,8 @@ class LoadConfig:
     connect_rate: float | None = None
     hold: float = 2.0
     trickle: float | None = None
+    source_addrs: tuple[str, ...] = ()  # --idle: local addresses to connect from (() = as many 127.0.0.x as needed)
+    max_connect_failures: int | None = 200  # --idle: a level stops opening connections after this many failed
     confirm: bool = False  # --confirm: the capacity found must hold on a second run
     sweep: str | None = None  # --sweep: planned rates, or fractions of the capacity found (loadgen/capacity.py)
 
@@ -86,6 +88,7 @@ class LoadConfig:
         d["server_args"] = list(d["server_args"])
         d["slos"] = list(d["slos"])
         d["idle"] = list(d["idle"])
+        d["source_addrs"] = list(d["source_addrs"])
         for k in ("cpus", "server_cpus"):
             if d[k] is not None:
                 d[k] = list(d[k])

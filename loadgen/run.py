@@ -119,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trickle", type=_typed(_interval, "interval"),
                    help="--idle: while holding, each connection echoes one --size message every this many seconds "
                         "(staggered), every byte checked")
+    g.add_argument("--source-addrs", metavar="ADDR[,ADDR...]",
+                   help="--idle: connect from these local addresses in turn (default: 127.0.0.1, 127.0.0.2, ... as many "
+                        "as ~28,000 local ports per address and destination need, for a loopback target)")
+    g.add_argument("--max-connect-failures", type=_typed(_positive_int, "count"),
+                   help="--idle: stop opening connections once this many have failed, and say why (default 200): a "
+                        "server past its limit would otherwise cost a timeout per connection")
     g = p.add_argument_group("scale")
-    g.add_argument("--workers", type=_typed(_positive_int, "count"), default=1, help="load-generator processes; connections are spread over them and results merged exactly (default 1)")
+    g.add_argument("--workers", type=_typed(_positive_int, "count"), help="load-generator processes; connections are spread over them and results merged exactly (default 1; with --idle, as many as the descriptor limit needs)")
     g.add_argument("--cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for the load generator (default: the upper half of the usable CPUs when --server is used)")
     g.add_argument("--server-cpus", type=_typed(parse_cpus, "CPU list"), help="CPUs for a --server (default: the lower half)")
     g.add_argument("--engine", choices=["auto", "native", "python"], default="auto",
@@ -218,7 +224,8 @@ def parse_config(argv) -> LoadConfig:
             if any(f for _v, f in entries) and not a.find_capacity:
                 p.error("--sweep fractions (0.5x) are of the capacity --find-capacity finds: add --find-capacity "
                         "and --slo, or give rates in msgs/s")
-    idle_opts = [o for o, v in (("--connect-rate", a.connect_rate), ("--hold", a.hold), ("--trickle", a.trickle))
+    idle_opts = [o for o, v in (("--connect-rate", a.connect_rate), ("--hold", a.hold), ("--trickle", a.trickle),
+                                ("--source-addrs", a.source_addrs), ("--max-connect-failures", a.max_connect_failures))
                  if v is not None]
     if idle_opts and not a.idle:
         p.error(f"{', '.join(idle_opts)} applies to --idle")
@@ -232,14 +239,32 @@ def parse_config(argv) -> LoadConfig:
             p.error(f"--idle takes increasing positive connection counts, e.g. 1000,5000,10000; got {a.idle!r}")
         if a.transport != "tcp":
             p.error("--idle measures TCP connections (--transport tcp)")
-        clash = [o for o, v in (("--rate", a.rate), ("--find-capacity", a.find_capacity or None), ("--sweep", a.sweep),
-                                ("--workers", a.workers if a.workers != 1 else None)) if v is not None]
+        clash = [o for o, v in (("--rate", a.rate), ("--find-capacity", a.find_capacity or None), ("--sweep", a.sweep))
+                 if v is not None]
         if clash:
             p.error(f"--idle runs no traffic of its own: drop {', '.join(clash)}")
         a.idle = tuple(levels)
+        a.workers = a.workers or 0  # 0: as many processes as the descriptor limit needs
+        srcs = ()
+        if a.source_addrs:
+            import ipaddress
+
+            srcs = tuple(x.strip() for x in a.source_addrs.split(",") if x.strip())
+            try:
+                for x in srcs:
+                    ipaddress.ip_address(x)
+            except ValueError:
+                p.error(f"--source-addrs takes IP addresses, e.g. 127.0.0.2,127.0.0.3; got {a.source_addrs!r}")
+            if not srcs:
+                p.error(f"--source-addrs takes IP addresses, e.g. 127.0.0.2,127.0.0.3; got {a.source_addrs!r}")
+        a.source_addrs = srcs
+        a.max_connect_failures = a.max_connect_failures or 200
         a.conns = levels[-1]  # what the descriptor check plans for
     else:
         a.idle = ()
+        a.workers = a.workers or 1
+        a.source_addrs = ()
+        a.max_connect_failures = 200
     fields = {k: v for k, v in vars(a).items()}
     fields["server_args"] = tuple(a.server_args)
     fields["slos"] = tuple(a.slos)
@@ -275,8 +300,13 @@ def main(argv=None) -> int:
             kinds = Counter(c["failures"]) + Counter(t["failures"])
             bad = c["attempted"] - c["established"] + t["connections_lost"]
             why = f"{res['incomplete_reason']}; " if res["incomplete_reason"] else ""
-            print(f"loadgen/run.py: error: {why}{bad:,} of {c['attempted']:,} connections failed or were lost"
-                  + (f" ({', '.join(f'{k} {v:,}' for k, v in kinds.items())})" if kinds else ""), file=sys.stderr)
+            st = res.get("stopped")
+            if st and not res["incomplete_reason"]:  # the reason names the failures by kind
+                print(f"loadgen/run.py: error: stopped at {st['established']:,} of {st['attempted']:,} connections "
+                      f"held: {st['reason']}", file=sys.stderr)
+            else:
+                print(f"loadgen/run.py: error: {why}{bad:,} of {c['attempted']:,} connections failed or were lost"
+                      + (f" ({', '.join(f'{k} {v:,}' for k, v in kinds.items())})" if kinds else ""), file=sys.stderr)
         return code
     try:
         if cfg.find_capacity or cfg.sweep:

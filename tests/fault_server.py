@@ -27,6 +27,7 @@ import asyncio
 import os
 import signal
 import socket
+import collections
 import struct
 import sys
 
@@ -43,6 +44,9 @@ class Fault(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.t = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.s.peers[peer[0]] += 1
         if self.s.mode == "hog":  # written one byte a page: every page resident, none shared
             self.hog = bytearray(self.s.per_conn_bytes)
             self.hog[::4096] = b"\x01" * len(range(0, self.s.per_conn_bytes, 4096))
@@ -101,6 +105,7 @@ class State:
         self.size = args.size
         self.after_s = args.after_s
         self.conns: set[Fault] = set()
+        self.peers: collections.Counter = collections.Counter()  # connections accepted, by the client's address
         self.echoed = 0
         self.started = False
         self.stalled = False
@@ -159,6 +164,7 @@ async def main(args) -> None:
     server.close()
     if args.mode == "count":
         print(f"echoed {state.echoed}", flush=True)
+        print("peers " + " ".join(f"{a}={n}" for a, n in sorted(state.peers.items())), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,19 @@ server's memory per connection measured (a server that holds a known amount per 
 
 from __future__ import annotations
 
+import json
 import resource
+import signal
 import subprocess
 
+import psutil
 import pytest
 
 from conftest import ROOT_DIR, raise_own_nofile
 from serverproc import ServerProcess
 from test_loadgen import RUN, assert_one_line_error, loadgen
 
+from loadgen import idle
 from servers import registry
 
 AVAILABLE = [m for m in registry.MODELS if registry.get(m).unavailable_reason() is None]
@@ -112,11 +116,126 @@ def test_the_client_out_of_descriptors_is_one_line_before_connecting(tmp_path):
     def low_fds():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    out = subprocess.run([*RUN, "--port", "1", "--idle", "1000"], cwd=ROOT_DIR, capture_output=True, text=True,
-                         timeout=60, preexec_fn=low_fds)
+    # 1,000 connections under a hard limit of 256 need 6 processes: 2 asked for is refused before any connect
+    out = subprocess.run([*RUN, "--port", "1", "--idle", "1000", "--workers", "2"], cwd=ROOT_DIR, capture_output=True,
+                         text=True, timeout=60, preexec_fn=low_fds)
     assert out.returncode == 2
     assert_one_line_error(out)
-    assert "file descriptors" in out.stderr
+    assert "at least 6 load-generator processes" in out.stderr and "file descriptors" in out.stderr
+
+
+def _low_hard_fds():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+
+def test_past_one_process_descriptor_limit_the_connections_spread_over_processes(tmp_path, fault_server):
+    """Under a hard limit of 256 descriptors, 600 connections need 4 processes (192 each after the reserve):
+    chosen by themselves, every connection held, the server saw every one of them."""
+    s = fault_server("count", "--size", "100")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--idle", "200,600", "--hold", "0.3", "--trickle", "0.1",
+                       "--size", "100", "--quiet", preexec_fn=_low_hard_fds, timeout=120)
+    assert out.returncode == 0, out.stderr
+    c = _adds_up(doc)
+    assert c["established"] == 600 and not c["failures"]
+    sp = doc["result"]["spread"]
+    assert sp["workers"] == 4 and "hard limit of 256" in sp["why"], sp
+    t = doc["result"]["trickle"]
+    assert t["connections_checked_by_echo"] == 600 and not t["failures"], t  # every process's share echoed
+    s.proc.send_signal(signal.SIGTERM)
+    s.proc.stdout.readline()  # echoed BYTES
+    peers = dict(x.split("=") for x in s.proc.stdout.readline().decode().split()[1:])
+    assert sum(int(v) for v in peers.values()) == 600 + idle.WARM_UP_CONNS
+
+
+def test_connections_come_from_every_source_address_given(tmp_path, fault_server):
+    s = fault_server("count", "--size", "100")
+    out, doc = loadgen(tmp_path, "--port", str(s.port), "--idle", "90", "--workers", "2", "--source-addrs",
+                       "127.0.0.2,127.0.0.3,127.0.0.4", "--hold", "0.1", "--size", "100", "--quiet")
+    assert out.returncode == 0, out.stderr
+    c = _adds_up(doc)
+    assert c["by_source"] == {"127.0.0.2": 30, "127.0.0.3": 30, "127.0.0.4": 30}, c
+    s.proc.send_signal(signal.SIGTERM)
+    s.proc.stdout.readline()  # echoed BYTES
+    peers = dict(x.split("=") for x in s.proc.stdout.readline().decode().split()[1:])
+    # what the server saw, not what the client says: the warm-up connections come from the kernel's choice
+    assert {a: int(n) for a, n in peers.items() if a != "127.0.0.1"} == {"127.0.0.2": 30, "127.0.0.3": 30,
+                                                                          "127.0.0.4": 30}, peers
+
+
+@pytest.mark.parametrize("n, hard, ports, workers, sources, want", [
+    (10_000, 20_000, 28_232, None, None, (1, (None,))),
+    (30_000, 20_000, 28_232, None, None, (2, ("127.0.0.1", "127.0.0.2", "127.0.0.3"))),
+    (50_000, 20_000, 28_232, None, None, (3, ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"))),
+    (50_000, 20_000, 28_232, 5, ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"),
+     (5, ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"))),
+    (1_000, 256, 28_232, None, None, (6, (None,))),
+])
+def test_plan_spread(n, hard, ports, workers, sources, want):
+    sp = idle.plan_spread(n, "127.0.0.1", hard, ports, workers, sources)
+    assert (sp.workers, sp.sources) == want
+    assert (sp.why is None) == (want == (1, (None,)) or bool(workers and sources))  # why: only what was chosen for you
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    ({"n": 50_000, "workers": 2}, "at least 3 load-generator processes"),
+    ({"n": 50_000, "sources": ("127.0.0.2",)}, "at least 4 source addresses"),
+    ({"n": 50_000, "host": "192.0.2.7"}, "pass --source-addrs"),
+    ({"n": 10, "hard": 64}, "leaves none"),
+])
+def test_plan_spread_refuses_what_cannot_hold(kw, fragment):
+    args = {"n": 10, "host": "127.0.0.1", "hard": 20_000, "ports": 28_232, "workers": None, "sources": None, **kw}
+    with pytest.raises(ValueError, match=fragment):
+        idle.plan_spread(args["n"], args["host"], args["hard"], args["ports"], args["workers"], args["sources"])
+
+
+def test_a_server_past_its_limit_stops_the_run_with_the_reason(tmp_path):
+    """The server can hold ~120 connections: once 20 have failed the level stops, the next is not attempted, and
+    the reason comes from the server's side (its descriptors at its limit), not from a guess."""
+    def low_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    s = ServerProcess("selectors", preexec_fn=low_fds)
+    try:
+        out, doc = loadgen(tmp_path, "--port", str(s.port), "--server-pid", str(s.proc.pid), "--idle", "300,2000",
+                           "--max-connect-failures", "20", "--connect-timeout", "2", "--hold", "0.1", "--quiet",
+                           timeout=120)
+    finally:
+        s.stop()
+    assert out.returncode == 3, out.stderr
+    c = _adds_up(doc)
+    st = doc["result"]["stopped"]
+    assert st["level"] == 300 and st["levels_not_attempted"] == [2000], st
+    assert 20 <= sum(c["failures"].values()) < 300 and c["attempted"] <= 300
+    assert "ran out of file descriptors" in st["reason"] and "limit 128 per process" in st["reason"], st
+    assert doc["result"]["complete"] is False
+    assert "ran out of file descriptors" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_sigterm_with_several_processes_writes_the_document_and_leaves_none_behind(tmp_path, fault_server):
+    s = fault_server("count", "--size", "100")
+    path = tmp_path / "r.json"
+    p = subprocess.Popen([*RUN, "--port", str(s.port), "--idle", "100", "--workers", "3", "--hold", "60",
+                          "--size", "100", "--json", str(path)], cwd=ROOT_DIR, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:  # the hold begins once every connection is held
+            if "100 of 100 connections held" in line:
+                break
+        kids = psutil.Process(p.pid).children(recursive=True)
+        assert len(kids) >= 2, kids  # the two other load-generator processes
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    assert rc == 3
+    doc = json.loads(path.read_text())
+    assert doc["result"]["incomplete_reason"] == "interrupted"
+    c = _adds_up(doc)
+    assert c["established"] == 100
+    gone, alive = psutil.wait_procs(kids, timeout=30)
+    assert not alive, alive
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -128,6 +247,12 @@ def test_the_client_out_of_descriptors_is_one_line_before_connecting(tmp_path):
     (["--trickle", "1"], "applies to --idle"),
     (["--idle", "10", "--trickle", "0"], "interval"),
     (["--hold", "1"], "applies to --idle"),
+    (["--source-addrs", "127.0.0.2"], "applies to --idle"),
+    (["--max-connect-failures", "5"], "applies to --idle"),
+    (["--idle", "10", "--source-addrs", "localhost"], "IP addresses"),
+    (["--idle", "10", "--source-addrs", ","], "IP addresses"),
+    (["--idle", "10", "--max-connect-failures", "0"], "at least 1"),
+    (["--idle", "10", "--port", "1", "--source-addrs", "192.0.2.7"], "cannot bind it here"),
 ])
 def test_bad_idle_arguments(args, fragment):
     out = subprocess.run([*RUN, *args], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30)
