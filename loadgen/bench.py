@@ -147,7 +147,12 @@ def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: 
         kinds = {**r["connect"]["failures"], **{f"while held: {k}": v for k, v in r["trickle"]["failures"].items()}}
         section["models"][model] = {
             "levels": r["memory"]["levels"], "per_conn_bytes": r["memory"]["server_rss_per_conn_bytes"],
-            "connects_per_s": r["connect"]["per_s"], "connect_latency_us": r["connect"]["latency_us"],
+            # below the model's limit: a level that failed spent most of its time on timeouts
+            "connects_per_s": r["connect"].get("per_s_clean") or r["connect"]["per_s"],
+            "connect_latency_us": r["connect"]["latency_us"],
+            # the load generator's busiest clean level: >= 90% and connects/s measures the client
+            "connects_client_pct": max((lv.get("client_cpu_pct") or 0 for lv in r["memory"]["levels"]
+                                        if not lv["failures"]), default=None),
             "held_all_at": held[-1]["attempted"] if held and all_ok else None,
             "stopped": None if r["complete"] else (r["incomplete_reason"] or (r.get("stopped") or {}).get("reason")
                                                    or "connections failed: " + ", ".join(
@@ -287,6 +292,7 @@ def summarise(model: str, conns: int, size: int, docs: list[dict], failures: lis
             "server_pct": med(lambda r: r["cpu"]["server_pct"]),
             "loadgen_pct": med(lambda r: r["cpu"]["loadgen_pct"]),
             "loss_pct": med(lambda r: (r.get("udp") or {}).get("loss_pct")),
+            "jain": med(lambda r: (r.get("fairness") or {}).get("jain")),  # how evenly the connections were served
         },
         "spread": {
             "msgs_per_s": spread(lambda r: r["msgs_per_s"]),

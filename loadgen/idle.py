@@ -42,7 +42,8 @@ import psutil
 from . import stats
 from .envinfo import environment
 
-CONNECT_CONCURRENCY = 256  # connects in flight at once when --connect-rate is not given
+CONNECT_CONCURRENCY = 256  # connects in flight at once over all processes when --connect-rate is not given (more
+# would only queue in a slow server's backlog, timing out connects the server would have taken)
 PROBE_TIMEOUT_S = 5.0  # one echo on a new connection must come back within this
 SETTLE_S = 0.3  # after a level's last echo, before the server's memory is read
 WARM_UP_CONNS = 8  # opened, echoed and closed before the baseline is read
@@ -214,7 +215,7 @@ def server_limits(pid: int | None) -> dict | None:
             "pid_max": _read_int("/proc/sys/kernel/pid_max"), "threads_max": _read_int("/proc/sys/kernel/threads-max")}
 
 
-def why_stopped(limits: dict | None, alive: bool | None, failures: dict) -> str:
+def why_stopped(limits: dict | None, alive: bool | None, failures: dict, connect_timeout: float) -> str:
     """Why a level could not be held, in words: the server's own limit when its state shows one, else the failures."""
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(failures.items(), key=lambda kv: -kv[1]))
     if alive is False:
@@ -230,6 +231,9 @@ def why_stopped(limits: dict | None, alive: bool | None, failures: dict) -> str:
     mem = psutil.virtual_memory()
     if mem.available < 0.05 * mem.total:
         return f"the machine is out of memory ({mem.available / 2**20:,.0f} MiB available; {kinds})"
+    if limits and failures and set(failures) == {"timeout"}:
+        return (f"the server accepted or answered too slowly: connects or their first echo timed out "
+                f"(--connect-timeout {connect_timeout:g} s) below its descriptor and thread limits ({kinds})")
     return f"connections failed: {kinds}" if kinds else "connections failed"
 
 
@@ -261,13 +265,14 @@ class IdleRun:
         self.probe_timeout = max(PROBE_TIMEOUT_S, cfg.connect_timeout)
 
     def state(self) -> dict:
-        """Counts so far; an attempt cut short (Ctrl-C) is neither held nor failed yet: counted as interrupted."""
+        """Counts so far (and this process's CPU seconds); an attempt cut short (Ctrl-C) is neither held nor failed
+        yet: counted as interrupted."""
         failures = Counter(self.failures)
         gap = self.attempted - len(self.socks) - sum(failures.values())
         if gap > 0:
             failures["interrupted"] += gap
         return {"attempted": self.attempted, "established": len(self.socks), "failures": dict(failures),
-                "gave_up": self.gave_up}
+                "gave_up": self.gave_up, "cpu_s": time.process_time()}
 
     def by_source(self) -> dict:
         out: Counter = Counter()
@@ -335,7 +340,7 @@ class IdleRun:
         want = n - self.attempted
         t0 = time.perf_counter()
         rate = self.cfg.connect_rate / self.parts if self.cfg.connect_rate else None
-        sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        sem = asyncio.Semaphore(max(1, CONNECT_CONCURRENCY // self.parts))
 
         async def paced(i: int, cid: int) -> None:
             if rate is not None:
@@ -597,7 +602,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         stopped = None  # where a level stopped short, and why
         limits = None
         # the longest a part's level may take: every attempt failing slowly, CONNECT_CONCURRENCY at a time
-        per_attempt_s = (cfg.connect_timeout + run.probe_timeout) / CONNECT_CONCURRENCY
+        per_attempt_s = (cfg.connect_timeout + run.probe_timeout) / max(1, CONNECT_CONCURRENCY // spread.workers)
         connect_ns = array.array("q")
         by_source: Counter = Counter()
         states: list[dict] = []
@@ -611,6 +616,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
             for n in levels:
                 before = Counter(_merge_counts([run.state(), *[x for x in parts.last if x]])["failures"])
                 t0 = time.perf_counter()
+                cpu0 = time.process_time() + sum((x or {}).get("cpu_s", 0.0) for x in parts.last)
                 done_local = len(run.connect_ns)
                 for i, pipe in enumerate(parts.pipes, start=1):
                     pipe.send(("level", split(n, spread.workers, i)))  # each part's share, cumulative
@@ -620,6 +626,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
                                                                             if cfg.connect_rate else 0)
                 answers = parts.collect(deadline)
                 seconds = time.perf_counter() - t0
+                client_cpu = time.process_time() + sum(a["cpu_s"] for a in answers) - cpu0
                 connect_ns.extend(run.connect_ns[done_local:])
                 for a in answers:
                     connect_ns.frombytes(a["connect_ns"])
@@ -642,6 +649,10 @@ def run_idle(cfg, log) -> tuple[dict, int]:
                                    "server_rss_bytes": rss,
                                    "server_rss_per_conn_bytes": round(per) if per is not None else None,
                                    "marginal_per_conn_bytes": round(marginal) if marginal is not None else None,
+                                   # the load generator's CPU over the level (all its processes, % of its CPUs):
+                                   # >= 90% and connects/s measures the client, not the server
+                                   "client_cpu_pct": round(client_cpu / seconds / len(client_cpus) * 100, 1)
+                                   if seconds > 0 else None,
                                    "server_fds": (limits or {}).get("fds"),
                                    "server_threads": (limits or {}).get("threads")})
                 log(f"idle: {held:,} of {merged['attempted']:,} connections held"
@@ -649,7 +660,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
                 if merged["gave_up"] or (held == 0 and n != levels[-1]):
                     alive = server.alive() if server else (psutil.pid_exists(pid) if pid is not None else None)
                     stopped = {"level": n, "attempted": merged["attempted"], "established": held,
-                               "reason": why_stopped(limits, alive, dict(merged["failures"])),
+                               "reason": why_stopped(limits, alive, dict(merged["failures"]), cfg.connect_timeout),
                                "levels_not_attempted": [x for x in levels if x > n]}
                     log(f"idle: stopped at {held:,} connections: {stopped['reason']}")
                     break
@@ -701,6 +712,8 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         "connect": {"attempted": final["attempted"], "established": final["established"],
                     "failures": dict(final["failures"]),
                     "per_s": round(final["attempted"] / total_s, 1) if total_s > 0 else None,
+                    # over the levels where no connection failed: the rate the server accepts at below its limit
+                    "per_s_clean": _clean_rate(out_levels),
                     "latency_us": lat, "by_source": dict(sorted(by_source.items()))},
         "spread": {"workers": spread.workers, "source_addrs": [s for s in spread.sources if s is not None] or None,
                    "why": spread.why, "max_connect_failures": max_failures},
@@ -729,6 +742,17 @@ def run_idle(cfg, log) -> tuple[dict, int]:
     return doc, EXIT_OK if result["complete"] else EXIT_INCOMPLETE
 
 
+def _clean_rate(levels: list[dict]) -> float | None:
+    held = seconds = 0.0
+    prev = 0
+    for lv in levels:
+        if not lv["failures"]:
+            held += lv["established"] - prev
+            seconds += lv["seconds"]
+        prev = lv["established"]
+    return round(held / seconds, 1) if seconds > 0 and held else None
+
+
 def _merge_holds(holds: list[dict], every: float | None) -> dict:
     failures: Counter = Counter()
     for h in holds:
@@ -751,12 +775,14 @@ def render(doc: dict, file=None) -> None:
     fmt = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
     print(f"connect: {fmt(c['per_s'])} connects/s; latency p50 {fmt(lat.get('p50'))} us, p90 {fmt(lat.get('p90'))} us, "
           f"p99 {fmt(lat.get('p99'))} us, max {fmt(lat.get('max'))} us", file=file)
-    print(f"{'attempted':>10} {'held':>8} {'failed':>7} {'connects/s':>11} {'server RSS MiB':>15} {'per conn':>10}", file=file)
+    print(f"{'attempted':>10} {'held':>8} {'failed':>7} {'connects/s':>11} {'client CPU':>11} {'server RSS MiB':>15} "
+          f"{'per conn':>10}", file=file)
     for lv in m["levels"]:
         rss = "-" if lv["server_rss_bytes"] is None else f"{lv['server_rss_bytes'] / 2**20:,.1f}"
         per = "-" if lv["server_rss_per_conn_bytes"] is None else f"{lv['server_rss_per_conn_bytes'] / 1024:,.1f} KiB"
+        pct = lv.get("client_cpu_pct")
         print(f"{lv['attempted']:>10,} {lv['established']:>8,} {lv['failed']:>7,} {fmt(lv['connects_per_s']):>11} "
-              f"{rss:>15} {per:>10}", file=file)
+              f"{'-' if pct is None else f'{pct:.0f}%':>11} {rss:>15} {per:>10}", file=file)
     if m["note"]:
         print(m["note"], file=file)
     sp = r.get("spread") or {}

@@ -17,6 +17,7 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 
 from .output import SCHEMA_VERSION, human_size
+from .stats import BUSY
 
 GO_REFERENCE = "go"  # the study's own server: each ranking table gives every model's server CPU relative to it
 # How far one model's capacity at p99 <= 1 ms moves between default `make bench` runs here, beyond its own
@@ -366,19 +367,28 @@ def connections_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | N
     for m, e in sorted(conn["models"].items(), key=lambda kv: (kv[1].get("per_conn_bytes") is None,
                                                                  kv[1].get("per_conn_bytes") or 0)):
         if "error" in e:
-            rows.append([m, "-", "-", "-", "-", e["error"]])
+            rows.append([m, "-", "-", "-", "-", "-", e["error"], "-"])
             continue
         per = e.get("per_conn_bytes")
         lat = e.get("connect_latency_us") or {}
-        rows.append([m, "-" if per is None else f"{per / 1024:,.1f} KiB", _num(e.get("connects_per_s")),
+        most = e.get("stopped_at")
+        if most is None and e.get("levels"):
+            most = max(lv["established"] for lv in e["levels"])
+        spread = e.get("spread") or {}
+        cps = _num(e.get("connects_per_s"))
+        if (e.get("connects_client_pct") or 0) >= 100 * BUSY:  # a lower bound: the client was the limit
+            cps = f">= {cps} (client {e['connects_client_pct']:.0f}% busy)"
+        rows.append([m, "-" if per is None else f"{per / 1024:,.1f} KiB", cps,
                      _num(lat.get("p99"), "{:,.0f}"),
                      "-" if e.get("held_all_at") is None else f"{e['held_all_at']:,}",
-                     e.get("stopped") or "held every level"])
+                     "-" if most is None else f"{most:,}",
+                     e.get("stopped") or "held every level",
+                     f"{spread.get('workers', 1)} x {len(spread.get('source_addrs') or [None])}"])
     levels = ", ".join(f"{n:,}" for n in conn["levels"])
     trickle = f", a trickle echo every {conn['trickle']:g} s" if conn.get("trickle") else ""
     return (f"Connections: memory per idle connection and connects/s (levels {levels}; held {conn['hold']:g} s{trickle})",
             ["model", "server memory per connection", "connects/s", "connect p99 us", "highest level all held",
-             "why it stopped"], rows)
+             "most held", "why it stopped", "client processes x source addresses"], rows)
 
 
 def load_curve(entry: dict) -> list[tuple[float, dict, bool]]:
@@ -393,6 +403,9 @@ def load_curve(entry: dict) -> list[tuple[float, dict, bool]]:
 
 def _num(x, fmt="{:,.0f}"):
     return "-" if x is None else fmt.format(x)
+
+
+FAIRNESS_FROM_CONNS = 1000  # the tables show Jain's index from this many connections on: where starving some shows
 
 
 def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -438,13 +451,15 @@ def ranking_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 _num(m["p99_us"], "{:,.0f}"),
                 _num(m["server_pct"], "{:.0f}%"),
                 _num(m["loadgen_pct"], "{:.0f}%"),
+                *([_num(m.get("jain"), "{:.3f}")] if conns >= FAIRNESS_FROM_CONNS else []),
                 verdict,
             ])
         out.append((f"{conns} connections, {human_size(size)} messages",
                     ["model", "msgs/s", "spread (CV)", f"vs {ref}", "server us/msg", f"us/msg vs {ref}",
                      *([f"us/msg vs {GO_REFERENCE}"] if goc else []),
                      "loadgen us/msg", *([f"capacity at {slo_text(cap)}"] if with_cap else []),
-                     "p50 us", "p99 us", "server CPU", "loadgen CPU", "verdict"], rows))
+                     "p50 us", "p99 us", "server CPU", "loadgen CPU",
+                     *(["fairness (Jain)"] if conns >= FAIRNESS_FROM_CONNS else []), "verdict"], rows))
     return out
 
 
