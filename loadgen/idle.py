@@ -445,6 +445,7 @@ def _part_main(cfg, index: int, parts: int, addr, family: int, sources, max_fail
             loop.remove_reader(pipe.fileno())
 
     try:
+        pipe.send({**run.state(), "ready": True})  # its CPU from here on is the level's
         while True:
             try:
                 msg = pipe.recv()
@@ -468,6 +469,9 @@ def _part_main(cfg, index: int, parts: int, addr, family: int, sources, max_fail
         loop.close()
 
 
+PART_START_S = 30.0  # a forked load-generator process must say it is ready within this
+
+
 class PartLost(Exception):
     """A load-generator process did not answer in time or died."""
 
@@ -487,6 +491,11 @@ class Parts:
             self.pipes.append(mine)
             self.procs.append(p)
         self.last: list[dict | None] = [None] * len(self.pipes)  # each part's latest answer
+        try:
+            self.collect(time.monotonic() + PART_START_S)  # each part says it is ready
+        except PartLost:
+            self.close(timeout=1.0)
+            raise
 
     def send(self, msg) -> None:
         for pipe in self.pipes:
@@ -553,7 +562,7 @@ def _merge_counts(states: list[dict]) -> dict:
 def run_idle(cfg, log) -> tuple[dict, int]:
     """The whole connection-scale run; (result document, exit code)."""
     from .runner import EXIT_FAILURES, EXIT_INCOMPLETE, EXIT_OK, RunError, ensure_fds, plan_cpus
-    from .target import ManagedServer
+    from .target import ManagedServer, TargetError
 
     levels = list(cfg.idle)
     client_cpus, server_cpus = plan_cpus(cfg)
@@ -588,7 +597,10 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         if spread.why:
             log(f"idle: spread over {spread.why}")
         # the other processes are forked before this one has an event loop (a forked loop is not safe to use)
-        parts = Parts(cfg, spread.workers, info[4], info[0], spread.sources, part_budget, client_cpus)
+        try:
+            parts = Parts(cfg, spread.workers, info[4], info[0], spread.sources, part_budget, client_cpus)
+        except PartLost as exc:
+            raise TargetError(f"the load generator's own processes did not start: {exc}") from None
         loop = asyncio.SelectorEventLoop()  # no thread pool: it would count as the client's memory and CPU
         asyncio.set_event_loop(loop)
         run = IdleRun(cfg, info[4], info[0], loop, 0, spread.workers, spread.sources, part_budget)
@@ -788,7 +800,8 @@ def render(doc: dict, file=None) -> None:
     sp = r.get("spread") or {}
     if sp.get("workers", 1) > 1 or sp.get("source_addrs"):
         srcs = ", ".join(f"{a} {n:,}" for a, n in c.get("by_source", {}).items())
-        print(f"spread: {sp['workers']} load-generator processes; connections held by source address: {srcs}", file=file)
+        procs = f"{sp['workers']} load-generator process" + ("es" if sp["workers"] > 1 else "")
+        print(f"spread: {procs}; connections held by source address: {srcs}", file=file)
     if r.get("stopped"):
         st = r["stopped"]
         print(f"stopped at {st['established']:,} connections held (level {st['level']:,}): {st['reason']}"
