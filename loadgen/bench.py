@@ -142,8 +142,12 @@ def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: 
             continue
         output.write_json(doc, str(out_dir / "connections" / f"{model}.json"))
         r = doc["result"]
-        held = [lv for lv in r["memory"]["levels"] if lv["failed"] == 0]
-        all_ok = not r["trickle"]["failures"] and r["server_alive"] is not False
+        lvls = r["memory"]["levels"]
+        held = [lv for lv in lvls if lv["failed"] == 0]
+        # the hold (and its trickle) ran at the last level reached: its failures rule out that level only
+        if held and r["trickle"]["failures"] and held[-1] is lvls[-1]:
+            held = held[:-1]
+        all_ok = r["server_alive"] is not False
         kinds = {**r["connect"]["failures"], **{f"while held: {k}": v for k, v in r["trickle"]["failures"].items()}}
         section["models"][model] = {
             "levels": r["memory"]["levels"], "per_conn_bytes": r["memory"]["server_rss_per_conn_bytes"],

@@ -90,6 +90,18 @@ _MODELS = [
         transports=("tcp", "unix", "udp"),
     ),
     Model(
+        "gevent",
+        "servers.gevent_model:serve",
+        "gevent.server.StreamServer: a greenlet per connection, blocking-style code on one thread (no monkey-patching)",
+        requires=("gevent",),
+    ),
+    Model(
+        "trio",
+        "servers.trio_model:serve",
+        "trio.serve_listeners: a task per connection in one nursery (structured concurrency)",
+        requires=("trio",),
+    ),
+    Model(
         "reuseport",
         "servers.reuseport:serve",
         "N supervised worker processes, each with its own SO_REUSEPORT listener (default inner: uvloop-protocol)",
