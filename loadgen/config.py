@@ -61,6 +61,8 @@ class LoadConfig:
     loop: str = "uvloop"
     engine: str = "auto"  # "native" (C, stream transports), "python", or "auto": native where it was built
     engine_note: str | None = None  # why a run did not get the engine it asked for (set by the runner)
+    tls: bool = False  # TLS 1.3 over the stream transport, the server's certificate verified against tls_ca
+    tls_ca: str | None = None  # PEM of the authority to trust (with --server: the run's own session authority)
     json_path: str | None = None
     hdr_path: str | None = None
     quiet: bool = False

@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engine", choices=["auto", "native", "python"], default="auto",
                    help="the per-message loop: native (C, TCP and Unix sockets) or python (any transport; UDP always "
                         "runs on it); auto (default): native where it was built, else python, said on stderr")
+    g.add_argument("--tls", action="store_true",
+                   help="TLS 1.3 over TCP or a Unix socket, the server's certificate verified (with --server: a "
+                        "certificate made for this run; else --tls-ca). Runs on the Python engine")
+    g.add_argument("--tls-ca", metavar="PEM", help="--tls: the authority to verify the server against (python -m "
+                   "servers.tls DIR makes one with a server certificate)")
     g.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                    help="the Python engine's event loop (default uvloop)")
     g = p.add_argument_group("output")
@@ -230,6 +235,25 @@ def parse_config(argv) -> LoadConfig:
     if idle_opts and not a.idle:
         p.error(f"{', '.join(idle_opts)} applies to --idle")
     a.hold = 2.0 if a.hold is None else a.hold
+    if a.tls_ca and not a.tls:
+        p.error("--tls-ca applies to --tls")
+    if a.tls:
+        if a.transport == "udp":
+            p.error("--tls is for stream transports (tcp, unix), not --transport udp")
+        if a.idle:
+            p.error("--idle measures plain TCP connections: drop --tls")
+        if a.engine == "native":
+            p.error("--engine native does not speak TLS: --tls runs on the Python engine (--engine python or auto)")
+        if a.tls_ca and not os.path.isfile(a.tls_ca):
+            p.error(f"--tls-ca {a.tls_ca}: no such file")
+        if a.server and a.tls_ca:
+            p.error("--tls-ca is for an external server: with --server the run makes and trusts its own certificate")
+        if a.server:
+            from servers import registry as _reg
+
+            if not _reg.get(a.server).tls:  # (a reuseport --inner without TLS is refused by the server itself)
+                p.error(f"--tls: model {a.server!r} does not serve TLS (these do: "
+                        f"{', '.join(n for n, y in _reg.MODELS.items() if y.tls)})")
     if a.idle:
         try:
             levels = [int(x) for x in a.idle.split(",")]

@@ -118,6 +118,7 @@ class Runner:
         self.cfg = cfg
         self.log = log  # one-line messages to stderr (silenced by --quiet)
         self.progress_sink = progress_sink
+        self.tls_dir: str | None = None  # the session certificates of a --tls --server run
         self.server: ManagedServer | None = None
         self.incomplete: str | None = None
         self.intervals: dict[int, dict[int, dict]] = {}  # interval -> worker -> report
@@ -132,10 +133,10 @@ class Runner:
     # -- the run ---------------------------------------------------------------------
     def execute(self) -> tuple[dict, int]:
         try:
-            engine, note = native.resolve(self.cfg.engine, self.cfg.transport, self.cfg.depth)
+            engine, note = native.resolve(self.cfg.engine, self.cfg.transport, self.cfg.depth, self.cfg.tls)
         except ValueError as exc:
             raise RunError(f"--engine native: {exc}") from None
-        if note is not None and self.cfg.transport != "udp":  # UDP on the Python engine is the documented rule
+        if note is not None and self.cfg.transport != "udp" and not self.cfg.tls:  # the documented rules
             self.log(f"using the Python engine: {note}")
         self.cfg = cfg = replace(self.cfg, engine=engine, engine_note=note)
         env = environment()
@@ -150,7 +151,13 @@ class Runner:
         try:
             path = cfg.path
             if cfg.server:
-                self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus, cfg.server_args,
+                extra = cfg.server_args
+                if cfg.tls:  # a certificate made for this run; the load generator trusts only its authority
+                    certs = session_certs()
+                    self.tls_dir = certs.directory
+                    extra = (*extra, "--tls-cert", certs.cert, "--tls-key", certs.key)
+                    cfg = self.cfg = replace(cfg, tls_ca=certs.ca)
+                self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus, extra,
                                             transport=cfg.transport, path=cfg.path)
                 if cfg.transport == "unix":
                     path = self.server.addr[0]
@@ -199,6 +206,10 @@ class Runner:
                     p.kill()
             if self.server is not None:
                 self.server.stop()
+            if self.tls_dir is not None:
+                import shutil
+
+                shutil.rmtree(self.tls_dir, ignore_errors=True)
         doc = self._document(env, client_cpus, server_cpus, server_pid, host, port, fd_limit)
         res = doc["result"]
         if not res["complete"]:
@@ -437,6 +448,24 @@ class Runner:
 
 class _Abort(Exception):
     """Raised inside execute() to end the run early with self.incomplete set."""
+
+
+class _SessionCerts:
+    def __init__(self, directory: str, ca: str, cert: str, key: str) -> None:
+        self.directory, self.ca, self.cert, self.key = directory, ca, cert, key
+
+
+def session_certs() -> _SessionCerts:
+    """A fresh authority and server certificate (servers.tls, trustme) in a private temporary folder."""
+    import tempfile
+
+    from servers import tls
+
+    if reason := tls.unavailable_reason():
+        raise RunError(f"--tls with --server: {reason}")
+    d = tempfile.mkdtemp(prefix="echobench-tls-")
+    c = tls.make_session_certs(d)
+    return _SessionCerts(d, c.ca, c.cert, c.key)
 
 
 def _send(pipe, msg) -> None:

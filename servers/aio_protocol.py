@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from . import aio, net
+from . import aio, net, tls
 from .config import ServerConfig
 from .loop_control import injected_cost
 
@@ -144,7 +144,7 @@ def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
         if (inject := injected_cost(config)) is not None:
             proto = type("Burning", (BurningEchoProtocol,), {"__slots__": (), "inject": staticmethod(inject)})
         create = ev_loop.create_unix_server if config.transport == "unix" else ev_loop.create_server
-        server = await create(lambda: proto(live), sock=lsock, backlog=aio.ACCEPT_BATCH)
+        server = await create(lambda: proto(live), sock=lsock, backlog=aio.ACCEPT_BATCH, ssl=tls.context_for(config))
         aio.relisten(lsock, config.backlog)
         on_ready(lsock.getsockname())
         await stop.wait()

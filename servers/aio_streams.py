@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from . import aio, net
+from . import aio, net, tls
 from .config import READ_CHUNK, ServerConfig
 
 
@@ -33,7 +33,7 @@ def serve(config: ServerConfig, on_ready, loop: str = "asyncio") -> None:
 
     async def main(stop: asyncio.Event) -> None:
         start = asyncio.start_unix_server if config.transport == "unix" else asyncio.start_server
-        server = await start(echo, sock=lsock, limit=READ_CHUNK, backlog=aio.ACCEPT_BATCH)
+        server = await start(echo, sock=lsock, limit=READ_CHUNK, backlog=aio.ACCEPT_BATCH, ssl=tls.context_for(config))
         aio.relisten(lsock, config.backlog)
         on_ready(lsock.getsockname())
         await stop.wait()

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", help="socket file for --transport unix (removed on exit; a stale one is replaced)")
     p.add_argument("--workers", type=_positive, help="worker processes (multi-process models; default: usable CPUs)")
     p.add_argument("--inner", help="model each worker runs (reuseport; default uvloop-protocol)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve TLS 1.3 with this certificate chain (with --tls-key; "
+                   "python -m servers.tls DIR makes a session one)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--burn-ns", type=_positive, help="TEST ONLY: burn this many ns of CPU per received chunk, "
                    "to inject a known regression (selectors, asyncio-protocol, uvloop-protocol)")
     p.add_argument("--burn-loop", type=_positive, help="TEST ONLY: run a loop of this many iterations per received "
@@ -112,6 +115,23 @@ def parse_config(argv: list[str] | None) -> ServerConfig | None:
             kwargs[opt] = getattr(args, opt)
     if args.burn_ns is not None and args.burn_loop is not None:
         parser.error("--burn-ns and --burn-loop are exclusive")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        if args.transport == "udp":
+            parser.error("TLS is for stream transports (tcp, unix), not --transport udp")
+        tls_models = [model] + ([registry.get(kwargs.get("inner", ServerConfig.inner))] if model.multiprocess else [])
+        for m in tls_models:
+            if not m.tls:
+                supported = [x.name for x in registry.MODELS.values() if x.tls]
+                parser.error(f"model {m.name!r} does not serve TLS (these do: {', '.join(supported)})")
+        from . import tls
+
+        try:
+            tls.server_context(args.tls_cert, args.tls_key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            parser.error(f"--tls-cert/--tls-key: cannot load them: {getattr(exc, 'strerror', None) or exc}")
+        kwargs["tls_cert"], kwargs["tls_key"] = args.tls_cert, args.tls_key
     needed = [model]
     if model.multiprocess:
         needed.append(registry.get(kwargs.get("inner", ServerConfig.inner)))

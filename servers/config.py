@@ -37,3 +37,5 @@ class ServerConfig:
     reuse_port: bool = False  # set for the listening socket of a reuseport worker
     burn_ns: int = 0  # test-only: CPU burned per received chunk, to inject a known regression
     burn_loop: int = 0  # test-only: loop iterations per received chunk (a fixed instruction count: the cost gate)
+    tls_cert: str | None = None  # serve TLS 1.3 with this certificate (PEM) and tls_key; None = plain
+    tls_key: str | None = None

@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 
-from . import aio, net
+from . import aio, net, tls
 from .config import READ_CHUNK, ServerConfig
 from .loop_control import STOP_SIGNALS
 
@@ -65,7 +65,12 @@ def serve(config: ServerConfig, on_ready) -> None:
             log.warning("gevent: %s: %s", key, value)
 
     hub.print_exception = one_line
-    server = gevent.server.StreamServer(lsock, echo)
+    import gevent.ssl
+
+    # gevent's own SSLContext (the stdlib's would block the hub in every handshake); each connection is wrapped in
+    # its own greenlet, so the handshake happens there
+    ctx = tls.context_for(config, gevent.ssl.SSLContext)
+    server = gevent.server.StreamServer(lsock, echo, **({"ssl_context": ctx} if ctx else {}))
     server.max_accept = MAX_ACCEPT
     stop = gevent.event.Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in STOP_SIGNALS]

@@ -54,5 +54,7 @@ def serve(config: ServerConfig, on_ready, gomaxprocs: int | None = None) -> None
         argv += ["--path", config.path]
     else:
         argv += ["--host", config.host, "--port", str(config.port)]
+    if config.tls_cert:
+        argv += ["--tls-cert", config.tls_cert, "--tls-key", config.tls_key]
     # exec: the Go process prints the ready line itself and takes SIGINT/SIGTERM directly
     os.execve(binary, argv, env)

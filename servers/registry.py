@@ -26,6 +26,7 @@ class Model:
     check: str | None = None  # "module:function" returning a reason it cannot run, or None
     external: bool = False  # execs another program (cannot run inside a reuseport worker)
     transports: tuple[str, ...] = ("tcp", "unix")  # what --transport accepts; stream models get Unix sockets free
+    tls: bool = False  # serves TLS over its stream transports (--tls-cert/--tls-key)
 
     def unavailable_reason(self) -> str | None:
         """Why this model cannot run here, or None when it can."""
@@ -54,6 +55,7 @@ _MODELS = [
         "servers.threads:serve",
         "a thread per connection with blocking sockets (the goroutine-per-connection twin)",
         transports=("tcp", "unix", "udp"),
+        tls=True,
     ),
     Model(
         "asyncio-streams",
@@ -61,6 +63,7 @@ _MODELS = [
         "asyncio.start_server with StreamReader/StreamWriter and drain()",
         options={"loop": "asyncio"},
         asyncio_based=True,
+        tls=True,
     ),
     Model(
         "asyncio-protocol",
@@ -70,6 +73,7 @@ _MODELS = [
         asyncio_based=True,
         burn=True,
         transports=("tcp", "unix", "udp"),
+        tls=True,
     ),
     Model(
         "uvloop-streams",
@@ -78,6 +82,7 @@ _MODELS = [
         requires=("uvloop",),
         options={"loop": "uvloop"},
         asyncio_based=True,
+        tls=True,
     ),
     Model(
         "uvloop-protocol",
@@ -88,18 +93,21 @@ _MODELS = [
         asyncio_based=True,
         burn=True,
         transports=("tcp", "unix", "udp"),
+        tls=True,
     ),
     Model(
         "gevent",
         "servers.gevent_model:serve",
         "gevent.server.StreamServer: a greenlet per connection, blocking-style code on one thread (no monkey-patching)",
         requires=("gevent",),
+        tls=True,
     ),
     Model(
         "trio",
         "servers.trio_model:serve",
         "trio.serve_listeners: a task per connection in one nursery (structured concurrency)",
         requires=("trio",),
+        tls=True,
     ),
     Model(
         "reuseport",
@@ -107,6 +115,7 @@ _MODELS = [
         "N supervised worker processes, each with its own SO_REUSEPORT listener (default inner: uvloop-protocol)",
         multiprocess=True,
         transports=("tcp",),  # SO_REUSEPORT groups are a TCP listener feature here
+        tls=True,
     ),
     Model(
         "go",
@@ -115,6 +124,7 @@ _MODELS = [
         check="servers.gomodel:unavailable_reason",
         external=True,
         transports=("tcp", "unix", "udp"),
+        tls=True,
     ),
     Model(
         "go-1proc",
@@ -124,6 +134,7 @@ _MODELS = [
         external=True,
         options={"gomaxprocs": 1},
         transports=("tcp", "unix", "udp"),
+        tls=True,
     ),
     Model(
         "selectors",

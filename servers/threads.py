@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 
-from . import net
+from . import net, tls
 from .config import READ_CHUNK, ServerConfig
 from .loop_control import StopSignal, select_loop
 
@@ -89,14 +89,20 @@ def serve_udp(config: ServerConfig, on_ready) -> None:
         stop.close()
 
 
-def _echo(conn: socket.socket, live: set, lock: threading.Lock) -> None:
+def _echo(conn: socket.socket, live: set, lock: threading.Lock, ctx=None) -> None:
     buf = bytearray(READ_CHUNK)
     view = memoryview(buf)
-    recv_into, sendall = conn.recv_into, conn.sendall
     try:
+        if ctx is not None:  # the handshake in this connection's own thread, never in the accept loop
+            tconn = ctx.wrap_socket(conn, server_side=True)
+            with lock:
+                live.discard(conn)
+                live.add(tconn)
+            conn = tconn
+        recv_into, sendall = conn.recv_into, conn.sendall
         while n := recv_into(buf):
             sendall(view[:n])
-    except OSError:  # reset or broken pipe: affects this connection only
+    except OSError:  # reset, broken pipe, a failed TLS handshake (ssl.SSLError): this connection only
         pass
     finally:
         with lock:
@@ -109,6 +115,7 @@ def serve(config: ServerConfig, on_ready) -> None:
         serve_udp(config, on_ready)
         return
     threading.stack_size(THREAD_STACK)
+    ctx = tls.context_for(config)
     lsock = net.stream_listener(config)
     stop = StopSignal()
     live: set[socket.socket] = set()
@@ -121,7 +128,7 @@ def serve(config: ServerConfig, on_ready) -> None:
         net.set_nodelay(conn)
         with lock:
             live.add(conn)
-        t = threading.Thread(target=_echo, args=(conn, live, lock), daemon=True)
+        t = threading.Thread(target=_echo, args=(conn, live, lock, ctx), daemon=True)
         try:
             t.start()
         except RuntimeError as exc:  # "can't start new thread": refuse this one, keep serving

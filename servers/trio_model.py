@@ -13,7 +13,7 @@ import logging
 import time
 from functools import partial
 
-from . import aio, net
+from . import aio, net, tls
 from .config import READ_CHUNK, ServerConfig
 from .loop_control import STOP_SIGNALS
 
@@ -47,8 +47,10 @@ def serve(config: ServerConfig, on_ready) -> None:
     logging.getLogger("trio.serve_listeners").addFilter(_OneLine())
     lsock = net.stream_listener(config)
 
+    ctx = tls.context_for(config)
+
     async def echo(stream) -> None:
-        net.set_nodelay(stream.socket)
+        net.set_nodelay(stream.transport_stream.socket if ctx else stream.socket)
         receive, send = stream.receive_some, stream.send_all
         try:
             while data := await receive(READ_CHUNK):
@@ -59,6 +61,8 @@ def serve(config: ServerConfig, on_ready) -> None:
 
     async def main() -> None:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(lsock))
+        if ctx is not None:  # the handshake happens in each connection's task, on its first receive
+            listener = trio.SSLListener(listener, ctx)
         with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(partial(trio.serve_listeners, echo, [listener]))

@@ -39,7 +39,7 @@ ST_DEADLINE, ST_DONE, ST_WAKE, ST_FULL = 0, 1, 2, 3
 MAX_DEPTH = 1 << 20
 
 
-def resolve(requested: str, transport: str, depth: int) -> tuple[str, str | None]:
+def resolve(requested: str, transport: str, depth: int, tls: bool = False) -> tuple[str, str | None]:
     """(engine, note): which engine a run gets, and why not the one asked for (``None`` when it got it).
 
     ``auto`` is native wherever it was built, for stream transports; ``native`` asked for where it cannot run
@@ -47,6 +47,8 @@ def resolve(requested: str, transport: str, depth: int) -> tuple[str, str | None
     why_not = None
     if transport == "udp":
         why_not = "the native engine drives stream transports (TCP, Unix sockets) only; UDP runs on the Python engine"
+    elif tls:
+        why_not = "the native engine does not speak TLS; --tls runs on the Python engine (its ssl module: OpenSSL)"
     elif UNAVAILABLE is not None:
         why_not = UNAVAILABLE
     elif depth > MAX_DEPTH:

@@ -114,11 +114,22 @@ class Worker:
                 self.connect_ns.append(_now() - t0)
                 return proto
 
+        tls = {}
+        if cfg.tls:  # the handshake is not in the connect time (TCP's); a failed one fails the connection
+            from servers.tls import client_context
+
+            tls = {"ssl": client_context(cfg.tls_ca), "ssl_handshake_timeout": cfg.connect_timeout,
+                   "server_hostname": cfg.host if cfg.transport != "unix" else "localhost"}
+
         async def one(cid: int) -> Conn:
             async with sem:
                 sock = await self.open_stream()
                 create = loop.create_unix_connection if self.family == socket.AF_UNIX else loop.create_connection
-                _tr, proto = await create(lambda: protos[cid], sock=sock)
+                try:
+                    _tr, proto = await create(lambda: protos[cid], sock=sock, **tls)
+                except BaseException:
+                    sock.close()
+                    raise
                 return proto
 
         opener = one_udp if conn_class is UdpConn else one

@@ -16,6 +16,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,8 +36,10 @@ func main() {
 	port := flag.Int("port", 25000, "port to bind, 0 = any free port")
 	transport := flag.String("transport", "tcp", "tcp, udp or unix")
 	path := flag.String("path", "", "socket file for --transport unix")
+	tlsCert := flag.String("tls-cert", "", "serve TLS 1.3 with this certificate chain (PEM; with --tls-key)")
+	tlsKey := flag.String("tls-key", "", "the private key of --tls-cert (PEM)")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: echo-go [--transport tcp|udp|unix] [--host H] [--port P] [--path PATH]")
+		fmt.Fprintln(os.Stderr, "usage: echo-go [--transport tcp|udp|unix] [--host H] [--port P] [--path PATH] [--tls-cert PEM --tls-key PEM]")
 	}
 	flag.Parse()
 	if *port < 0 || *port > 65535 {
@@ -58,6 +61,19 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "echo-go: error: unknown transport %q (tcp, udp or unix)\n", *transport)
 		os.Exit(2)
+	}
+	var tlsConfig *tls.Config
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(os.Stderr, "echo-go: error: --tls-cert and --tls-key go together")
+		os.Exit(2)
+	}
+	if *tlsCert != "" {
+		pair, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "echo-go: error: cannot load the TLS certificate: %v\n", err)
+			os.Exit(1)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13}
 	}
 	network := *transport
 	ln, err := net.Listen(network, addr)
@@ -111,6 +127,9 @@ func main() {
 		backoff = 0
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
+		}
+		if tlsConfig != nil { // crypto/tls: the handshake runs in the connection's goroutine, on its first Read
+			c = tls.Server(c, tlsConfig)
 		}
 		mu.Lock()
 		live[c] = struct{}{}
