@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: go-build test bench bench-full bench-conns bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test bench bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ bench-full: $(STAMP) go-build
 # Connection scale only (loadgen/matrices/connections.toml): memory per idle connection, connects/s, limits.
 bench-conns: $(STAMP) go-build
 	$(PY) -m loadgen.bench --matrix connections $(BENCH_ARGS)
+
+# TLS 1.3 against plain TCP per model that serves TLS (loadgen/matrices/tls.toml): the server's CPU per message each.
+bench-tls: $(STAMP) go-build
+	$(PY) -m loadgen.bench --matrix tls $(BENCH_ARGS)
 
 # A short suite with enough trials for statistics (loadgen/matrices/ci.toml), then the gate:
 # compare it with the committed baseline; exit 1 on a regression. Report: results/compare.md

@@ -59,8 +59,8 @@ def load_matrix(name_or_path: str) -> dict:
     for key, typ in (("trials", int), ("duration", (int, float)), ("warmup", (int, float))):
         if not isinstance(run.get(key), typ):
             raise MatrixError(f"{path}: [run] needs {key}")
-    if not m.get("sweep") and not m.get("connections"):
-        raise MatrixError(f"{path}: no [[sweep]] (nor [connections])")
+    if not m.get("sweep") and not m.get("connections") and not m.get("tls"):
+        raise MatrixError(f"{path}: no [[sweep]] (nor [connections], nor [tls])")
     m.setdefault("sweep", [])
     tr = m.get("transports")
     if tr is not None:
@@ -77,6 +77,8 @@ def load_matrix(name_or_path: str) -> dict:
     cap = m.get("capacity")
     if cap is not None:
         _check_capacity(cap, path)
+    if m.get("tls") is not None:
+        _check_tls(m["tls"], path)
     conn = m.get("connections")
     if conn is not None:
         _check_connections(conn, path)
@@ -171,6 +173,28 @@ def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: 
             raise KeyboardInterrupt
 
 
+TLS_KEYS = {"conns": int, "sizes": list, "models": (list, str)}
+# pseudo-transports of the [tls] table: TCP over TLS 1.3, and plain TCP beside it on the same (Python) engine, so
+# that the difference is TLS's and not the engines'
+TLS_CELLS = ("tcp-py", "tls")
+
+
+def _check_tls(t: dict, path) -> None:
+    unknown = set(t) - set(TLS_KEYS)
+    if unknown:
+        raise MatrixError(f"{path}: [tls]: unknown key(s) {', '.join(sorted(unknown))}")
+    conns, sizes = t.get("conns"), t.get("sizes")
+    if (not isinstance(conns, int) or isinstance(conns, bool) or conns < 1 or not isinstance(sizes, list) or not sizes
+            or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes)):
+        raise MatrixError(f"{path}: [tls]: conns >= 1 and sizes, a list of message sizes >= 1")
+    wanted = t.get("models", "all")
+    if wanted != "all" and (isinstance(wanted, str) or any(x not in registry.MODELS for x in wanted)):
+        raise MatrixError(f"{path}: [tls] models: \"all\" or a list of known models")
+    if wanted != "all" and any(not registry.get(x).tls for x in wanted):
+        raise MatrixError(f"{path}: [tls] models: only models that serve TLS "
+                          f"({', '.join(n for n, m in registry.MODELS.items() if m.tls)})")
+
+
 CAPACITY_KEYS = {  # [capacity] in a matrix: key -> (type, required)
     "conns": (int, True), "size": (int, True), "slo": (list, True), "precision": ((int, float), True),
     "duration": ((int, float), True), "warmup": ((int, float), True), "max_steps": (int, True),
@@ -240,6 +264,11 @@ def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str
         for t in tr["compare"]:
             if (t, tr["conns"], tr["size"]) not in cells:
                 cells.append((t, tr["conns"], tr["size"]))
+    tl = matrix.get("tls")
+    if tl:
+        for s in tl["sizes"]:
+            for t in TLS_CELLS:
+                cells.append((t, tl["conns"], s))
     return models, skipped, cells
 
 
@@ -248,6 +277,9 @@ def cell_models(matrix: dict, models: list[str], transport: str) -> list[str]:
     (and, if ``[transports] models`` lists some, only those)."""
     if transport == "tcp":
         return models
+    if transport in TLS_CELLS:
+        wanted = matrix.get("tls", {}).get("models", "all")
+        return [m for m in models if registry.get(m).tls and (wanted == "all" or m in wanted)]
     wanted = matrix.get("transports", {}).get("models", "all")
     return [m for m in models if transport in registry.get(m).transports and (wanted == "all" or m in wanted)]
 
@@ -503,12 +535,15 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
             for transport, conns, size in cells:
                 for model in cell_models(matrix, models, transport):
                     key = cell_key(model, conns, size, transport)
-                    over = "" if transport == "tcp" else f" over {transport}"
+                    over = {"tcp": "", "tls": " over TLS", "tcp-py": " plain (Python engine)"}.get(transport,
+                                                                                             f" over {transport}")
                     display.cell(f"{model} {conns} conns {output.human_size(size)}{over} (trial {trial + 1}/{trials})")
                     extra = tuple(run.get("server_args", {}).get(model, ()))
-                    cfg = replace(base, server=model, conns=conns, size=size, server_args=extra, transport=transport,
+                    cfg = replace(base, server=model, conns=conns, size=size, server_args=extra,
+                                  transport="tcp" if transport in TLS_CELLS else transport,
+                                  tls=transport == "tls",
                                   timeout=1.0 if transport == "udp" else base.timeout,
-                                  engine="python" if transport == "udp" else base.engine)
+                                  engine="python" if transport in ("udp", *TLS_CELLS) else base.engine)
                     runner = Runner(cfg, log=lambda msg: None, progress_sink=display.live)
                     try:
                         doc, _code = runner.execute()

@@ -175,13 +175,10 @@ def decide(base: list[float], cur: list[float], higher_is_better: bool, min_effe
 def compare(base: dict, cur: dict, reference: str, min_effect: float, alpha: float, normalise: bool,
             seed: int = 0) -> list[Verdict]:
     bi, ci = _index(base), _index(cur)
-    if set(bi) != set(ci):
-        only_b = sorted(set(bi) - set(ci))
-        only_c = sorted(set(ci) - set(bi))
-        raise CompareError("the two runs' cells do not match: "
-                           + (f"only in baseline {_fmt_keys(only_b)}" if only_b else "")
-                           + ("; " if only_b and only_c else "")
-                           + (f"only in current {_fmt_keys(only_c)}" if only_c else ""))
+    only_b = sorted(set(bi) - set(ci))
+    if only_b:  # a cell that vanished (a model that no longer runs) is not a pass: refuse
+        raise CompareError(f"the two runs' cells do not match: only in baseline {_fmt_keys(only_b)}")
+    ci = {k: v for k, v in ci.items() if k in bi}  # cells new since the baseline (new models): listed, not judged
     if normalise and not any(k[0] == reference for k in bi):
         raise CompareError(f"reference model {reference!r} is not in the runs (choose --reference, or --raw)")
     rng = np.random.default_rng(seed)
@@ -345,6 +342,9 @@ def markdown(verdicts: list[Verdict], base: dict, cur: dict, args) -> str:
         "| model | conns | size | metric | verdict | change (normalised) | 95% CI | p | raw ratio | why |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    new = sorted(set(_index(cur)) - set(_index(base)))
+    if new:
+        lines[-3:-3] = [f"Not judged (no baseline yet; refresh the baseline to gate them): {_fmt_keys(new)}", ""]
     order = {"regressed": 0, "too noisy": 1, "improved": 2, "unchanged": 3}
     for v in sorted(verdicts, key=lambda v: (order[v.verdict], v.model, v.conns, v.size, v.metric)):
         lines.append(
@@ -379,9 +379,8 @@ def compare_cost(base: dict, cur: dict, threshold: float) -> list[CostVerdict]:
             raise CompareError(f"the runs measured different workloads ({key}: {base['config'].get(key)!r} vs "
                                f"{cur['config'].get(key)!r})")
     bm, cm = set(base["models"]), set(cur["models"])
-    if bm != cm:
-        raise CompareError(f"the runs measured different models (only in baseline: {sorted(bm - cm) or '-'}; "
-                           f"only in current: {sorted(cm - bm) or '-'})")
+    if bm - cm:  # a model that vanished is not a pass; one new since the baseline is listed, not judged
+        raise CompareError(f"the runs measured different models (only in baseline: {sorted(bm - cm)})")
     out = []
     for m in sorted(bm):
         b, c = base["models"][m], cur["models"][m]
@@ -413,6 +412,9 @@ def cost_markdown(verdicts: list[CostVerdict], base: dict, cur: dict, threshold:
              "spread of repeats). Kernel work, cache misses and waiting are not counted: see the wall-clock gate.", "",
              "**" + ", ".join(f"{n} {k}" for k, n in counts.items()) + "**", "",
              "| model | baseline | current | change | verdict | why |", "|---|---|---|---|---|---|"]
+    new = sorted(set(cur["models"]) - set(base["models"]))
+    if new:
+        lines[-2:-2] = [f"Not judged (no baseline yet; refresh the baseline to gate them): {', '.join(new)}", ""]
     order = {"regressed": 0, "too noisy": 1, "improved": 2, "unchanged": 3}
     for v in sorted(verdicts, key=lambda v: (order[v.verdict], v.model)):
         lines.append(f"| {v.model} | {v.base:,.1f} | {v.current:,.1f} | {v.change:+.2%} | "

@@ -517,6 +517,44 @@ def transport_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | Non
     return f"Transports: {conns} connections, {human_size(size)} messages", header, rows
 
 
+def tls_tables(suite: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Plain TCP against TLS 1.3, per model, at each load of the matrix's ``[tls]`` table: both on the Python
+    engine (the native one does not speak TLS), so the difference is the TLS layer's. The server's CPU per message
+    is the figure to trust: a Python client pays for TLS too, and is often the one saturated."""
+    tl = suite["matrix"].get("tls")
+    if not tl:
+        return []
+    out = []
+    for size in tl["sizes"]:
+        conns = tl["conns"]
+        rows = []
+        for c in sorted(_cells(suite, "tls", conns=conns, size=size),
+                        key=lambda c: c["median"]["server_us_per_msg"] or float("inf")):
+            m = c["model"]
+            p = next(iter(_cells(suite, "tcp-py", model=m, conns=conns, size=size)), None)
+            pm, tm = (p or {}).get("median", {}), c["median"]
+            extra = (tm["server_us_per_msg"] - pm["server_us_per_msg"]
+                     if tm.get("server_us_per_msg") and pm.get("server_us_per_msg") else None)
+            cb = [f"{name} {x['client_bound_trials']}/{x['trials_ok']}" for name, x in (("plain", p), ("TLS", c))
+                  if x and x["client_bound_trials"]]
+            rows.append([
+                m + (" (Go reference)" if m.startswith("go") else "") + ("" if c["status"] == "ok" else f" ({c['status']})"),
+                _num(pm.get("msgs_per_s")), _num(tm["msgs_per_s"]),
+                f"{tm['msgs_per_s'] / pm['msgs_per_s']:.2f}x" if tm["msgs_per_s"] and pm.get("msgs_per_s") else "-",
+                _num(pm.get("server_us_per_msg"), "{:.2f}"), _num(tm["server_us_per_msg"], "{:.2f}"),
+                "-" if extra is None else f"{extra:+.2f}",
+                f"{tm['server_us_per_msg'] / pm['server_us_per_msg']:.2f}x"
+                if tm.get("server_us_per_msg") and pm.get("server_us_per_msg") else "-",
+                _num(tm.get("loadgen_us_per_msg"), "{:.2f}"),
+                ", ".join(cb) or "none"])
+        out.append((f"TLS 1.3 against plain TCP: {conns} connections, {human_size(size)} messages (both on the Python "
+                    f"engine; ranked by server us/msg over TLS)",
+                    ["model", "plain msgs/s", "TLS msgs/s", "TLS vs plain", "plain server us/msg",
+                     "TLS server us/msg", "TLS cost us/msg", "TLS vs plain us/msg", "TLS loadgen us/msg",
+                     "client saturated"], rows))
+    return out
+
+
 def tiers(items: list[tuple[str, float, float, float]], higher_is_better: bool) -> list[list[str]]:
     """Group (name, median, low, high) into tiers, best first: a model joins the tier above when its interval
     (the min..max of its trials, or a capacity's bracket) overlaps that tier's first (best) model's; otherwise
@@ -718,6 +756,7 @@ def write_report(run_dir: Path) -> dict:
     }
     ttable = transport_table(suite)
     ctable = connections_table(suite)
+    tls_tabs = tls_tables(suite)
     # markdown
     md = [f"# echobench report: {run_dir.name}", ""]
     short = summary_lines(suite)
@@ -731,6 +770,8 @@ def write_report(run_dir: Path) -> dict:
         md += [f"## {ttable[0]}", "", _md_table(ttable[1], ttable[2]), ""]
     if ctable:
         md += [f"## {ctable[0]}", "", _md_table(ctable[1], ctable[2]), ""]
+    for tab in tls_tabs:
+        md += [f"## {tab[0]}", "", _md_table(tab[1], tab[2]), ""]
     md += ["## Notes", ""] + [f"- {x}" for x in notes(suite)] + [""]
     md += ["## Plots", ""]
     for key, fname in plots.items():
@@ -754,7 +795,7 @@ def write_report(run_dir: Path) -> dict:
         for r in rows:
             h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>"]
         h += ["</table>"]
-    for tab in (ttable, ctable):
+    for tab in (ttable, ctable, *tls_tabs):
         if tab:
             h += [f"<h2>{html.escape(tab[0])}</h2><table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in tab[1]) + "</tr>"]
             h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>" for r in tab[2]]
@@ -772,6 +813,8 @@ def write_report(run_dir: Path) -> dict:
         summary = f"{ctable[0]}\n{_md_table(ctable[1], ctable[2])}"
     if ttable:
         summary += f"\n\n{ttable[0]}\n{_md_table(ttable[1], ttable[2])}"
+    for tab in tls_tabs:
+        summary += f"\n\n{tab[0]}\n{_md_table(tab[1], tab[2])}"
     return {"md": run_dir / "report.md", "html": run_dir / "report.html", "plots": plots, "summary": summary}
 
 

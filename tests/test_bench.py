@@ -229,10 +229,14 @@ def test_shipped_matrices_cover_the_issue(name):
     conns = {c for t, c, s in cells if s == 1024 and t == "tcp"}
     sizes = {s for t, c, s in cells if c == 10 and t == "tcp"}
     assert {1, 10, 100, 1000} <= conns and {64, 1024, 16384, 262144} <= sizes
-    assert {t for t, c, s in cells if (c, s) == (10, 1024)} == {"tcp", "unix", "udp"}  # the transport comparison
+    transports = {t for t, c, s in cells if (c, s) == (10, 1024)}
+    assert transports - {"tls", "tcp-py"} == {"tcp", "unix", "udp"}  # the transport comparison
     if name == "full":
         assert 10000 in conns and len(sizes) > 4
-        assert m["connections"]["levels"][-1] >= 10000  # connection scale: memory per connection per model
+        assert m["connections"]["levels"][-1] >= 50000  # connection scale: memory per connection per model
+        # TLS against plain TCP on one engine, at a small and a large message
+        assert {(t, s) for t, c, s in cells if t in ("tls", "tcp-py")} == {(t, s) for t in ("tls", "tcp-py")
+                                                                         for s in (1024, 65536)}
     cap = m["capacity"]  # capacity at p99 <= 1 ms for every model, at the main load
     assert cap["slo"] == ["p99=1ms"] and (cap["conns"], cap["size"]) == (10, 1024) and cap.get("models", "all") == "all"
     assert (cap.get("sweep") and cap["precision"] <= 0.05) if name == "full" else cap["precision"] <= 0.10
@@ -243,7 +247,52 @@ def test_the_connections_matrix_runs_connection_scale_alone():
 
     m = load_matrix("connections")
     models, skipped, cells = plan(m, None)
-    assert cells == [] and m["connections"]["levels"][-1] >= 10000 and set(models) | set(skipped) == set(registry.MODELS)
+    assert cells == [("tcp", 10000, 1024)]  # the one busy cell: 10,000 connections all sending, with fairness
+    assert m["connections"]["levels"][-1] >= 50000 and set(models) | set(skipped) == set(registry.MODELS)
+
+
+def test_the_tls_matrix_runs_plain_and_tls_side_by_side_for_the_models_that_serve_tls():
+    from loadgen.bench import cell_models, load_matrix, plan
+
+    m = load_matrix("tls")
+    models, skipped, cells = plan(m, None)
+    assert cells == [(t, 10, s) for s in (1024, 65536) for t in ("tcp-py", "tls")]
+    assert set(cell_models(m, list(registry.MODELS), "tls")) == {n for n, x in registry.MODELS.items() if x.tls}
+
+
+TLS_TABLE = """
+[tls]
+conns = 2
+sizes = [1024]
+"""
+
+
+def test_a_tls_table_runs_plain_and_tls_on_the_python_engine_and_reports_the_cost(tmp_path):
+    tls_models = [m for m in MODELS if registry.get(m).tls]
+    if not tls_models:
+        pytest.skip("no model of the tiny matrix serves TLS here")
+    from servers import tls
+
+    if tls.unavailable_reason():
+        pytest.skip(tls.unavailable_reason())
+    matrix = tmp_path / "tls.toml"
+    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[2]").split("[[sweep]]")[0] + TLS_TABLE)
+    results = tmp_path / "results"
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(results)],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run = (results / "latest").resolve()
+    suite = json.loads((run / "suite.json").read_text())
+    assert {(c["transport"], c["model"]) for c in suite["cells"]} == {(t, m) for t in ("tcp-py", "tls") for m in tls_models}
+    assert all(c["status"] == "ok" for c in suite["cells"])
+    for p in (run / "cells").glob("*.json"):
+        doc = json.loads(p.read_text())
+        assert doc["result"]["engine"]["name"] == "python"  # the same engine on both sides of the comparison
+        assert doc["config"]["tls"] == (doc["bench"]["transport"] == "tls")
+    md = (run / "report.md").read_text()
+    section = md.split("## TLS 1.3 against plain TCP: 2 connections, 1 KiB")[1].split("## Notes")[0]
+    rows = [x for x in section.splitlines() if x.startswith("| ")]
+    assert len(rows) == 1 + len(tls_models) and "TLS cost us/msg" in rows[0], md  # the header, one row per model
 
 
 def test_tiers_tie_models_within_each_others_noise():
@@ -299,3 +348,14 @@ def test_ranking_tables_give_each_model_relative_to_the_go_reference():
     suite["cells"] = suite["cells"][1:]  # no Go row (no toolchain): no Go column
     (title, header, rows), = ranking_tables(suite)
     assert "us/msg vs go" not in header and all(len(r) == len(header) for r in rows)
+
+
+@pytest.mark.parametrize("table, fragment", [
+    ("conns = 2", "conns >= 1 and sizes"),
+    ("conns = 2\nsizes = [1024]\nmodels = [\"selectors\"]", "only models that serve TLS"),
+    ("conns = 2\nsizes = [1024]\nrate = 5", "unknown key(s) rate"),
+])
+def test_bad_tls_table_is_a_one_line_error(tmp_path, table, fragment):
+    out = bad_matrix(tmp_path, TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[tls]\n" + table)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr

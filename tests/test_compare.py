@@ -236,3 +236,16 @@ def test_the_command_fails_on_a_capacity_regression(tmp_path):
     assert "### Capacity at p99=1ms" in out.stdout
     doc = json.loads((tmp_path / "r.json").read_text())
     assert {v["model"]: v["verdict"] for v in doc["capacity"]}["model"] == "regressed"
+
+
+def test_a_model_new_since_the_baseline_is_listed_not_judged_and_a_vanished_one_is_refused():
+    base, cur = make_pair()
+    cur["cells"].append({**cur["cells"][1], "model": "newcomer"})
+    v = cmp.compare(base, cur, REF, 0.10, 0.01, True)
+    assert {x.model for x in v} == {REF, "model"}  # the newcomer has no baseline to be judged against
+    class A:
+        reference, raw, alpha, min_effect = REF, False, 0.01, 0.10
+    md = cmp.markdown(v, base, cur, A)
+    assert "Not judged (no baseline yet" in md and "newcomer" in md
+    with pytest.raises(cmp.CompareError, match="only in baseline"):
+        cmp.compare(cur, base, REF, 0.10, 0.01, True)  # a cell that vanished from the current run is not a pass

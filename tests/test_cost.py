@@ -142,3 +142,13 @@ def test_bad_cost_arguments_are_one_line_errors(tmp_path):
             pytest.skip("valgrind is not installed")
         assert out.returncode == 2, out.stderr
         assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
+
+
+def test_a_model_new_since_the_cost_baseline_is_listed_not_judged_and_a_vanished_one_is_refused():
+    base = doc({"m": (10_000, 0.0001)})
+    current = doc({"m": (10_000, 0.0001), "newcomer": (5_000, 0.0001)})
+    (v,) = cmp.compare_cost(base, current, 0.01)
+    assert v.model == "m" and v.verdict == "unchanged"
+    assert "Not judged (no baseline yet" in cmp.cost_markdown([v], base, current, 0.01)
+    with pytest.raises(cmp.CompareError, match="only in baseline"):
+        cmp.compare_cost(current, base, 0.01)
