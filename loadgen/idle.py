@@ -48,6 +48,7 @@ PROBE_TIMEOUT_S = 5.0  # one echo on a new connection must come back within this
 SETTLE_S = 0.3  # after a level's last echo, before the server's memory is read
 WARM_UP_CONNS = 8  # opened, echoed and closed before the baseline is read
 FDS_RESERVED = 64  # per process, beside its connections: stdio, pipes, the event loop, imported modules
+FDS_PER_PART = 3  # held by the parent for each other load-generator process: its pipe end, two sentinels
 PORT_SHARE = 0.45  # of the ephemeral port range per (source address, destination): past about half, connect()
 # spends longer and longer finding a free port (measured here: 699 connects/s at 88% full vs 4,543 at 44%)
 MAX_AUTO_WORKERS = 64
@@ -80,10 +81,15 @@ def plan_spread(n: int, host: str, fd_hard: int, ports: int, workers: int | None
     """Processes and source addresses for ``n`` connections to ``host``: enough that no process needs more than its
     hard descriptor limit ``fd_hard`` allows and no (source, destination) pair more than ``PORT_SHARE`` of ``ports``.
     An explicit ``workers`` or ``sources`` that cannot hold ``n`` raises ValueError (one line, for the user)."""
-    per_proc = (fd_hard - FDS_RESERVED) if fd_hard != resource.RLIM_INFINITY else n
-    if per_proc < 1:
+    if fd_hard == resource.RLIM_INFINITY:
+        fd_hard = n + FDS_RESERVED
+    if fd_hard - FDS_RESERVED < 1:
         raise ValueError(f"the hard limit of {fd_hard} file descriptors leaves none for connections")
-    need_w = max(1, math.ceil(n / per_proc))
+    # the parent holds FDS_PER_PART (a pipe, multiprocessing's sentinels) for each other process beside its share
+    need_w = 1
+    while math.ceil(n / need_w) > fd_hard - FDS_RESERVED - FDS_PER_PART * (need_w - 1) and need_w <= n:
+        need_w += 1
+    per_proc = fd_hard - FDS_RESERVED - FDS_PER_PART * (need_w - 1)
     why = []
     if workers is not None:
         if workers < need_w:
@@ -422,12 +428,33 @@ class IdleRun:
 
 # -- the other processes' shares --------------------------------------------------------------------------------
 
-def _part_main(cfg, index: int, parts: int, addr, family: int, sources, max_failures, pipe, cpus) -> None:
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies, however it dies (Linux prctl PR_SET_PDEATHSIG): a helper must not
+    outlive the run holding thousands of the server's connections."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pipe's EOF still ends it when the parent exits
+        pass
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+
+
+def _part_main(cfg, index: int, parts: int, addr, family: int, sources, max_failures, pipe, cpus,
+               inherited: list[int], parent: int) -> None:
     """A load-generator process holding part ``index`` of the connections, driven by the parent over ``pipe``:
     ("level", n) opens its share up to n, ("hold", seconds) holds, ("close",) closes and ends. It answers each with
-    its counts. Anything from the parent during a command (or the parent gone) stops that command."""
+    its counts. Anything from the parent during a command (or the parent gone: EOF) stops that command."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it tells us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(parent)
+    for fd in inherited:  # the parent's ends of the pipes, copied by fork: held here, no EOF would ever come
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     if cpus:
         os.sched_setaffinity(0, set(cpus))
     loop = asyncio.SelectorEventLoop()
@@ -484,8 +511,9 @@ class Parts:
         self.pipes, self.procs = [], []
         for i in range(1, parts):
             mine, theirs = ctx.Pipe()
-            p = ctx.Process(target=_part_main, args=(cfg, i, parts, addr, family, sources, max_failures, theirs, cpus),
-                            daemon=True)
+            inherited = [x.fileno() for x in self.pipes] + [mine.fileno()]
+            p = ctx.Process(target=_part_main, args=(cfg, i, parts, addr, family, sources, max_failures, theirs, cpus,
+                                                     inherited, os.getpid()), daemon=True)
             p.start()
             theirs.close()
             self.pipes.append(mine)
@@ -498,6 +526,14 @@ class Parts:
             raise
 
     def send(self, msg) -> None:
+        """``msg`` to every part (a function of the part's index: its own message); PartLost if one is gone."""
+        for i, pipe in enumerate(self.pipes, start=1):
+            try:
+                pipe.send(msg(i) if callable(msg) else msg)
+            except OSError:
+                raise PartLost(f"load-generator process {i} is gone") from None
+
+    def _send_quietly(self, msg) -> None:
         for pipe in self.pipes:
             try:
                 pipe.send(msg)
@@ -524,7 +560,7 @@ class Parts:
     def close(self, timeout: float = 10.0) -> list[dict]:
         """Close every part; their final counts (what answered). A part cut short mid-command answers that command
         first: its answers are read until the final one."""
-        self.send(("close",))
+        self._send_quietly(("close",))
         finals: dict[int, dict] = {}
         deadline = time.monotonic() + timeout
         open_pipes = dict(enumerate(self.pipes))
@@ -597,10 +633,15 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         if spread.why:
             log(f"idle: spread over {spread.why}")
         # the other processes are forked before this one has an event loop (a forked loop is not safe to use)
+        old_term = signal.signal(signal.SIGTERM, _interrupt)
         try:
             parts = Parts(cfg, spread.workers, info[4], info[0], spread.sources, part_budget, client_cpus)
         except PartLost as exc:
+            signal.signal(signal.SIGTERM, old_term)
             raise TargetError(f"the load generator's own processes did not start: {exc}") from None
+        except KeyboardInterrupt:  # (the helpers die with this process or on their pipe's EOF)
+            signal.signal(signal.SIGTERM, old_term)
+            raise TargetError("interrupted before the first connection") from None
         loop = asyncio.SelectorEventLoop()  # no thread pool: it would count as the client's memory and CPU
         asyncio.set_event_loop(loop)
         run = IdleRun(cfg, info[4], info[0], loop, 0, spread.workers, spread.sources, part_budget)
@@ -618,7 +659,6 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         connect_ns = array.array("q")
         by_source: Counter = Counter()
         states: list[dict] = []
-        old_term = signal.signal(signal.SIGTERM, _interrupt)
         try:
             # a few connections opened, echoed and closed first: the server's one-off costs (the first accept,
             # lazy imports, allocator arenas) are then in the baseline, not charged to the connections measured
@@ -630,8 +670,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
                 t0 = time.perf_counter()
                 cpu0 = time.process_time() + sum((x or {}).get("cpu_s", 0.0) for x in parts.last)
                 done_local = len(run.connect_ns)
-                for i, pipe in enumerate(parts.pipes, start=1):
-                    pipe.send(("level", split(n, spread.workers, i)))  # each part's share, cumulative
+                parts.send(lambda i, n=n: ("level", split(n, spread.workers, i)))  # each part's share, cumulative
                 share = split(n, spread.workers, 0)
                 loop.run_until_complete(run.open_level(share))
                 deadline = time.monotonic() + 60 + share * per_attempt_s + (share / (cfg.connect_rate / spread.workers)
@@ -663,7 +702,8 @@ def run_idle(cfg, log) -> tuple[dict, int]:
                                    "marginal_per_conn_bytes": round(marginal) if marginal is not None else None,
                                    # the load generator's CPU over the level (all its processes, % of its CPUs):
                                    # >= 90% and connects/s measures the client, not the server
-                                   "client_cpu_pct": round(client_cpu / seconds / len(client_cpus) * 100, 1)
+                                   "client_cpu_pct": round(client_cpu / seconds
+                                                           / min(len(client_cpus), spread.workers) * 100, 1)
                                    if seconds > 0 else None,
                                    "server_fds": (limits or {}).get("fds"),
                                    "server_threads": (limits or {}).get("threads")})
@@ -687,7 +727,6 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         except PartLost as exc:
             lost = str(exc)
         finally:
-            signal.signal(signal.SIGTERM, old_term)
             by_source.update(run.by_source())
             states = [run.state()]
             run.close()
@@ -695,7 +734,14 @@ def run_idle(cfg, log) -> tuple[dict, int]:
                 t.cancel()
             loop.close()
             asyncio.set_event_loop(None)
-            finals = parts.close()
+            # closing is bounded (PartLost deadlines); a second Ctrl-C or SIGTERM meanwhile must not cut it short
+            old_int = signal.signal(signal.SIGINT, lambda *_: None)
+            signal.signal(signal.SIGTERM, lambda *_: None)
+            try:
+                finals = parts.close()
+            finally:
+                signal.signal(signal.SIGINT, old_int)
+                signal.signal(signal.SIGTERM, old_term)
             parts = None
             if len(finals) < spread.workers - 1 and lost is None:
                 lost = f"{spread.workers - 1 - len(finals)} load-generator process(es) did not report their counts"

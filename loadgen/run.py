@@ -246,6 +246,13 @@ def parse_config(argv) -> LoadConfig:
             p.error("--engine native does not speak TLS: --tls runs on the Python engine (--engine python or auto)")
         if a.tls_ca and not os.path.isfile(a.tls_ca):
             p.error(f"--tls-ca {a.tls_ca}: no such file")
+        if a.tls_ca:
+            from servers.tls import client_context
+
+            try:
+                client_context(a.tls_ca)
+            except (OSError, ValueError) as exc:  # ssl.SSLError: not a PEM certificate
+                p.error(f"--tls-ca {a.tls_ca}: cannot load it: {getattr(exc, 'strerror', None) or exc}")
         if a.server and a.tls_ca:
             p.error("--tls-ca is for an external server: with --server the run makes and trusts its own certificate")
         if a.server:

@@ -463,8 +463,14 @@ def session_certs() -> _SessionCerts:
 
     if reason := tls.unavailable_reason():
         raise RunError(f"--tls with --server: {reason}")
+    import shutil
+
     d = tempfile.mkdtemp(prefix="echobench-tls-")
-    c = tls.make_session_certs(d)
+    try:
+        c = tls.make_session_certs(d)
+    except Exception as exc:  # noqa: BLE001 (disk full, a cryptography error: one line, the folder removed)
+        shutil.rmtree(d, ignore_errors=True)
+        raise RunError(f"--tls: cannot make the session certificate: {exc}") from None
     return _SessionCerts(d, c.ca, c.cert, c.key)
 
 

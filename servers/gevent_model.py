@@ -1,7 +1,7 @@
 """``gevent``: ``gevent.server.StreamServer``, a greenlet per connection.
 
 The green-thread model behind gunicorn's gevent workers and many production
-servers: code written like the ``threads`` model (blocking ``recv_into`` and
+servers: code written like the ``threads`` model (blocking ``recv`` and
 ``sendall``), run by one OS thread whose hub (libev or libuv) switches
 greenlets at each would-block. No monkey-patching: the accepted sockets are
 gevent's own. ``sendall`` blocks the greenlet until the kernel takes the
@@ -40,12 +40,12 @@ def serve(config: ServerConfig, on_ready) -> None:
     def echo(sock, _addr) -> None:
         net.set_nodelay(sock)
         live.add(sock)
-        buf = bytearray(READ_CHUNK)
-        view = memoryview(buf)
-        recv_into, sendall = sock.recv_into, sock.sendall
+        # recv() as gevent code is written, not a buffer per connection: a 64 KiB bytearray per greenlet is 64 KiB
+        # of resident memory per idle connection (measured: 74 KiB per connection with one, as `threads` pays)
+        recv, sendall = sock.recv, sock.sendall
         try:
-            while n := recv_into(buf):
-                sendall(view[:n])
+            while data := recv(READ_CHUNK):
+                sendall(data)
         except OSError:  # reset or broken pipe: this connection only
             pass
         finally:

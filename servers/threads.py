@@ -29,6 +29,7 @@ log = logging.getLogger("servers")
 THREAD_STACK = 256 * 1024
 SHUTDOWN_JOIN_S = 1.0
 UDP_THREADS = 4
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 def _join_within(threads: list[threading.Thread], seconds: float) -> None:
@@ -94,11 +95,14 @@ def _echo(conn: socket.socket, live: set, lock: threading.Lock, ctx=None) -> Non
     view = memoryview(buf)
     try:
         if ctx is not None:  # the handshake in this connection's own thread, never in the accept loop
-            tconn = ctx.wrap_socket(conn, server_side=True)
-            with lock:
+            tconn = ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            with lock:  # the TLS socket replaces the plain one (detached now): shutdown can still wake this thread
                 live.discard(conn)
                 live.add(tconn)
             conn = tconn
+            conn.settimeout(HANDSHAKE_TIMEOUT_S)  # a peer that never finishes its handshake does not pin a thread
+            conn.do_handshake()
+            conn.settimeout(None)
         recv_into, sendall = conn.recv_into, conn.sendall
         while n := recv_into(buf):
             sendall(view[:n])

@@ -58,7 +58,7 @@ def server_context(cert: str, key: str, context_class=ssl.SSLContext) -> ssl.SSL
     ``context_class``: gevent needs its own (``gevent.ssl.SSLContext``: its sockets wait cooperatively)."""
     ctx = context_class(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(cert, key)
+    ctx.load_cert_chain(cert, key, password=lambda: b"")  # an encrypted key fails here, never prompts on a tty
     return ctx
 
 

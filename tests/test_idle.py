@@ -124,6 +124,34 @@ def test_the_client_out_of_descriptors_is_one_line_before_connecting(tmp_path):
     assert "at least 6 load-generator processes" in out.stderr and "file descriptors" in out.stderr
 
 
+def _wait_for_line(stream, text: str, timeout: float = 120.0) -> None:
+    """Block until a line containing ``text`` arrives on ``stream`` (a text pipe), at most ``timeout`` s."""
+    import queue
+    import threading
+
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in stream] and None, daemon=True).start()
+    import time as _t
+
+    end = _t.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.01, end - _t.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no line with {text!r} within {timeout:.0f} s") from None
+        if text in line:
+            return
+
+
+def _peers_after_stop(s) -> dict[str, int]:
+    """Stop a ``count`` fault server and read the connections it accepted, by client address."""
+    s.proc.send_signal(signal.SIGTERM)
+    s.proc.wait(30)
+    out = s.proc.stdout.read().decode().splitlines()
+    line = next(x for x in out if x.startswith("peers"))
+    return {a: int(n) for a, n in (x.split("=") for x in line.split()[1:])}
+
+
 def _low_hard_fds():
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
@@ -141,10 +169,8 @@ def test_past_one_process_descriptor_limit_the_connections_spread_over_processes
     assert sp["workers"] == 4 and "hard limit of 256" in sp["why"], sp
     t = doc["result"]["trickle"]
     assert t["connections_checked_by_echo"] == 600 and not t["failures"], t  # every process's share echoed
-    s.proc.send_signal(signal.SIGTERM)
-    s.proc.stdout.readline()  # echoed BYTES
-    peers = dict(x.split("=") for x in s.proc.stdout.readline().decode().split()[1:])
-    assert sum(int(v) for v in peers.values()) == 600 + idle.WARM_UP_CONNS
+    peers = _peers_after_stop(s)
+    assert sum(peers.values()) == 600 + idle.WARM_UP_CONNS
 
 
 def test_connections_come_from_every_source_address_given(tmp_path, fault_server):
@@ -154,12 +180,10 @@ def test_connections_come_from_every_source_address_given(tmp_path, fault_server
     assert out.returncode == 0, out.stderr
     c = _adds_up(doc)
     assert c["by_source"] == {"127.0.0.2": 30, "127.0.0.3": 30, "127.0.0.4": 30}, c
-    s.proc.send_signal(signal.SIGTERM)
-    s.proc.stdout.readline()  # echoed BYTES
-    peers = dict(x.split("=") for x in s.proc.stdout.readline().decode().split()[1:])
+    peers = _peers_after_stop(s)
     # what the server saw, not what the client says: the warm-up connections come from the kernel's choice
-    assert {a: int(n) for a, n in peers.items() if a != "127.0.0.1"} == {"127.0.0.2": 30, "127.0.0.3": 30,
-                                                                          "127.0.0.4": 30}, peers
+    assert {a: n for a, n in peers.items() if a != "127.0.0.1"} == {"127.0.0.2": 30, "127.0.0.3": 30,
+                                                                     "127.0.0.4": 30}, peers
 
 
 @pytest.mark.parametrize("n, hard, ports, workers, sources, want", [
@@ -218,9 +242,7 @@ def test_sigterm_with_several_processes_writes_the_document_and_leaves_none_behi
                           "--size", "100", "--json", str(path)], cwd=ROOT_DIR, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
-        for line in p.stderr:  # the hold begins once every connection is held
-            if "100 of 100 connections held" in line:
-                break
+        _wait_for_line(p.stderr, "100 of 100 connections held")  # the hold begins once every connection is held
         kids = psutil.Process(p.pid).children(recursive=True)
         assert len(kids) >= 2, kids  # the two other load-generator processes
         p.send_signal(signal.SIGTERM)
@@ -264,3 +286,43 @@ def test_bad_idle_arguments(args, fragment):
 def test_help_lists_the_connection_scale_options():
     out = subprocess.run([*RUN, "--help"], cwd=ROOT_DIR, capture_output=True, text=True, timeout=30)
     assert "--idle" in out.stdout and "--connect-rate" in out.stdout and "--trickle" in out.stdout
+
+
+def _start_held(tmp_path, port: int, hold: str):
+    p = subprocess.Popen([*RUN, "--port", str(port), "--idle", "60", "--workers", "3", "--hold", hold,
+                          "--size", "100", "--json", str(tmp_path / "r.json")], cwd=ROOT_DIR, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    _wait_for_line(p.stderr, "60 of 60 connections held")
+    kids = psutil.Process(p.pid).children(recursive=True)
+    assert len(kids) >= 2, kids
+    return p, kids
+
+
+def test_a_hard_killed_load_generator_leaves_no_process_holding_connections(tmp_path, fault_server):
+    s = fault_server("count", "--size", "100")
+    p, kids = _start_held(tmp_path, s.port, "60")
+    try:
+        p.kill()  # no handler runs: the helpers must go by themselves (they die with their parent)
+        p.wait(30)
+        _gone, alive = psutil.wait_procs(kids, timeout=30)
+        assert not alive, alive
+    finally:
+        for k in kids:
+            if k.is_running():
+                k.kill()
+
+
+def test_a_load_generator_process_that_dies_mid_run_ends_it_incomplete_not_hung(tmp_path, fault_server):
+    s = fault_server("count", "--size", "100")
+    p, kids = _start_held(tmp_path, s.port, "2")
+    try:
+        kids[-1].kill()  # one helper, during the hold
+        rc = p.wait(120)
+        err = p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    assert rc == 3, err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert "died" in doc["result"]["incomplete_reason"] and "Traceback" not in err
