@@ -168,14 +168,21 @@ class Mismatch(Exception):
     """The echo differed from what was sent."""
 
 
-def server_rss(pid: int | None) -> int | None:
-    """Resident bytes of the server process and all its descendants (a multi-process model's workers too)."""
+def _server_tree(pid: int | None) -> list | None:
+    """The server process and all its descendants (a multi-process model's workers too); None when it is gone."""
     if pid is None:
         return None
     try:
         root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
+        return [root] + root.children(recursive=True)
     except psutil.Error:
+        return None
+
+
+def server_rss(pid: int | None) -> int | None:
+    """Resident bytes of the server process and all its descendants."""
+    procs = _server_tree(pid)
+    if procs is None:
         return None
     total = 0
     for p in procs:
@@ -197,12 +204,8 @@ def _read_int(path: str) -> int | None:
 def server_limits(pid: int | None) -> dict | None:
     """What the server holds against its limits (its process and all descendants): open descriptors against each
     process's soft limit, threads against the kernel's. The evidence for why a level stopped."""
-    if pid is None:
-        return None
-    try:
-        root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
-    except psutil.Error:
+    procs = _server_tree(pid)
+    if procs is None:
         return None
     fds = threads = 0
     fullest = None  # (open, limit) of the process closest to its descriptor limit
