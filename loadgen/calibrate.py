@@ -46,7 +46,8 @@ def run_loadgen(model: str, conns: int, size: int, duration: float, warmup: floa
         raise RuntimeError(f"loadgen run not clean ({out.returncode}): {out.stderr.strip()[-300:]}")
     return {"msgs_per_s": res["msgs_per_s"], "server_us_per_msg": res["cpu"]["server_us_per_msg"],
             "client_us_per_msg": res["cpu"]["loadgen_us_per_msg"], "client_pct": res["cpu"]["loadgen_pct"],
-            "server_pct": res["cpu"]["server_pct"]}
+            "server_pct": res["cpu"]["server_pct"],
+            "events_per_wait": (res.get("engine") or {}).get("events_per_wait")}  # native and C only
 
 
 def run_cref(binary, model: str, conns: int, size: int, duration: float, warmup: float,
@@ -71,13 +72,18 @@ def run_cref(binary, model: str, conns: int, size: int, duration: float, warmup:
         n = r["messages"]
         return {"msgs_per_s": n / r["seconds"], "server_us_per_msg": server_s / n * 1e6,
                 "client_us_per_msg": r["cpu_s"] / n * 1e6, "client_pct": r["cpu_s"] / r["seconds"] * 100,
-                "server_pct": server_s / (t1 - t0) * 100}
+                "server_pct": server_s / (t1 - t0) * 100,
+                "events_per_wait": r["epoll_events"] / r["epoll_waits"] if r.get("epoll_waits") else None}
     finally:
         server.stop()
 
 
 def _median(rs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    out = {}
+    for k in rs[0]:
+        vals = [r[k] for r in rs if r[k] is not None]
+        out[k] = statistics.median(vals) if vals else None
+    return out
 
 
 def main(argv=None) -> int:
@@ -123,7 +129,7 @@ def main(argv=None) -> int:
     print(f"{env['cpu_model']}, kernel {env['kernel']}, Python {env['python']}, uvloop {env['uvloop']}, "
           f"commit {(env['git_commit'] or '?')[:12]}\n")
     hdr = (f"{'model':<18} {'conns':>6} {'client':<8} {'msgs/s':>10} {'vs C':>7} {'server us/msg':>14} "
-           f"{'client us/msg':>14} {'vs C':>7} {'server %':>9} {'client %':>9}")
+           f"{'client us/msg':>14} {'vs C':>7} {'server %':>9} {'client %':>9} {'events/wait':>12}")
     print(hdr)
     print("-" * len(hdr))
     summary = []
@@ -136,7 +142,8 @@ def main(argv=None) -> int:
                 vs = f"{m['msgs_per_s'] / ref['msgs_per_s']:>6.1%}" if ref else "     -"
                 cvs = f"{m['client_us_per_msg'] / ref['client_us_per_msg']:>6.2f}x" if ref else "      -"
                 print(f"{model:<18} {conns:>6} {client:<8} {m['msgs_per_s']:>10,.0f} {vs:>7} {m['server_us_per_msg']:>14.2f} "
-                      f"{m['client_us_per_msg']:>14.2f} {cvs:>7} {m['server_pct']:>9.1f} {m['client_pct']:>9.1f}")
+                      f"{m['client_us_per_msg']:>14.2f} {cvs:>7} {m['server_pct']:>9.1f} {m['client_pct']:>9.1f} "
+                      f"{'-' if m['events_per_wait'] is None else format(m['events_per_wait'], '.2f'):>12}")
                 summary.append({"model": model, "conns": conns, "client": client, **m,
                                 "msgs_vs_c": m["msgs_per_s"] / ref["msgs_per_s"] if ref else None,
                                 "client_us_vs_c": m["client_us_per_msg"] / ref["client_us_per_msg"] if ref else None})

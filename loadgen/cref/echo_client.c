@@ -8,7 +8,8 @@
  *   echo_client HOST PORT CONNS SIZE DURATION_S WARMUP_S
  *
  * Prints "measure-start" on stdout when the warm-up ends, then one JSON line:
- *   {"messages": N, "seconds": S, "cpu_s": C, "errors": E, "mismatches": M}
+ *   {"messages": N, "seconds": S, "cpu_s": C, "errors": E, "mismatches": M, "epoll_waits": W, "epoll_events": V}
+ * (W and V over the measured window: V / W is how many ready connections one wake-up found)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -105,7 +106,7 @@ int main(int argc, char **argv) {
     }
     double t0 = now_s(), t_measure = t0 + warmup, t_end = t_measure + duration;
     int measuring = 0;
-    uint64_t base = 0, total = 0, errors = 0, mismatches = 0;
+    uint64_t base = 0, total = 0, errors = 0, mismatches = 0, waits = 0, events = 0;
     double cpu0 = 0, tm0 = 0;
     struct epoll_event evs[1024];
     for (;;) {
@@ -120,6 +121,10 @@ int main(int argc, char **argv) {
             fflush(stdout);
         }
         if (t >= t_end) break;
+        if (measuring && n > 0) { /* how bursty the echoes came: ready connections per epoll wake-up */
+            waits++;
+            events += (uint64_t)n;
+        }
         for (int e = 0; e < n; e++) {
             struct conn *c = evs[e].data.ptr;
             ssize_t k = recv(c->fd, c->rbuf + c->got, size - c->got, 0);
@@ -141,7 +146,9 @@ int main(int argc, char **argv) {
         }
     }
     double secs = now_s() - tm0, cpu = cpu_s() - cpu0;
-    printf("{\"messages\": %llu, \"seconds\": %.6f, \"cpu_s\": %.6f, \"errors\": %llu, \"mismatches\": %llu}\n",
-           (unsigned long long)(total - base), secs, cpu, (unsigned long long)errors, (unsigned long long)mismatches);
+    printf("{\"messages\": %llu, \"seconds\": %.6f, \"cpu_s\": %.6f, \"errors\": %llu, \"mismatches\": %llu, "
+           "\"epoll_waits\": %llu, \"epoll_events\": %llu}\n",
+           (unsigned long long)(total - base), secs, cpu, (unsigned long long)errors, (unsigned long long)mismatches,
+           (unsigned long long)waits, (unsigned long long)events);
     return (errors || mismatches) ? 1 : 0;
 }
