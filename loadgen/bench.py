@@ -90,6 +90,14 @@ CONNECTIONS_KEYS = {"levels": list, "hold": (int, float), "trickle": (int, float
                     "connect_timeout": (int, float), "server_workers": int}
 
 
+def _section_models_key(table: dict, section: str, path) -> "str | list[str]":
+    """A table's ``models``: "all" (the default) or a list of known models; MatrixError otherwise."""
+    wanted = table.get("models", "all")
+    if wanted != "all" and (isinstance(wanted, str) or any(x not in registry.MODELS for x in wanted)):
+        raise MatrixError(f"{path}: [{section}] models: \"all\" or a list of known models")
+    return wanted
+
+
 def _check_connections(conn: dict, path) -> None:
     unknown = set(conn) - set(CONNECTIONS_KEYS)
     if unknown:
@@ -105,9 +113,7 @@ def _check_connections(conn: dict, path) -> None:
         v = conn.get(key)
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
             raise MatrixError(f"{path}: [connections] {key}: seconds > 0")
-    wanted = conn.get("models", "all")
-    if wanted != "all" and (isinstance(wanted, str) or any(x not in registry.MODELS for x in wanted)):
-        raise MatrixError(f"{path}: [connections] models: \"all\" or a list of known models")
+    _section_models_key(conn, "connections", path)
 
 
 def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: Path, display: "SuiteDisplay",
@@ -187,9 +193,7 @@ def _check_tls(t: dict, path) -> None:
     if (not isinstance(conns, int) or isinstance(conns, bool) or conns < 1 or not isinstance(sizes, list) or not sizes
             or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes)):
         raise MatrixError(f"{path}: [tls]: conns >= 1 and sizes, a list of message sizes >= 1")
-    wanted = t.get("models", "all")
-    if wanted != "all" and (isinstance(wanted, str) or any(x not in registry.MODELS for x in wanted)):
-        raise MatrixError(f"{path}: [tls] models: \"all\" or a list of known models")
+    wanted = _section_models_key(t, "tls", path)
     if wanted != "all" and any(not registry.get(x).tls for x in wanted):
         raise MatrixError(f"{path}: [tls] models: only models that serve TLS "
                           f"({', '.join(n for n, m in registry.MODELS.items() if m.tls)})")
@@ -223,9 +227,7 @@ def _check_capacity(cap: dict, path) -> None:
                           "max_steps >= 1, start > 0, conns and size >= 1")
     if any(not isinstance(f, (int, float)) or isinstance(f, bool) or f <= 0 for f in cap.get("sweep", [])):
         raise MatrixError(f"{path}: [capacity] sweep: fractions of the capacity, each > 0")
-    wanted = cap.get("models", "all")
-    if wanted != "all" and (isinstance(wanted, str) or any(x not in registry.MODELS for x in wanted)):
-        raise MatrixError(f"{path}: [capacity] models: \"all\" or a list of known models")
+    _section_models_key(cap, "capacity", path)
 
 
 def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str], list[tuple[str, int, int]]]:

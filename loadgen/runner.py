@@ -153,8 +153,7 @@ class Runner:
             if cfg.server:
                 extra = cfg.server_args
                 if cfg.tls:  # a certificate made for this run; the load generator trusts only its authority
-                    certs = session_certs()
-                    self.tls_dir = certs.directory
+                    self.tls_dir, certs = session_certs()
                     extra = (*extra, "--tls-cert", certs.cert, "--tls-key", certs.key)
                     cfg = self.cfg = replace(cfg, tls_ca=certs.ca)
                 self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus, extra,
@@ -450,13 +449,9 @@ class _Abort(Exception):
     """Raised inside execute() to end the run early with self.incomplete set."""
 
 
-class _SessionCerts:
-    def __init__(self, directory: str, ca: str, cert: str, key: str) -> None:
-        self.directory, self.ca, self.cert, self.key = directory, ca, cert, key
-
-
-def session_certs() -> _SessionCerts:
-    """A fresh authority and server certificate (servers.tls, trustme) in a private temporary folder."""
+def session_certs():
+    """(temporary folder, servers.tls.SessionCerts) for a --tls --server run."""
+    # a fresh authority and server certificate (servers.tls, trustme) in a private temporary folder
     import tempfile
 
     from servers import tls
@@ -471,7 +466,7 @@ def session_certs() -> _SessionCerts:
     except Exception as exc:  # noqa: BLE001 (disk full, a cryptography error: one line, the folder removed)
         shutil.rmtree(d, ignore_errors=True)
         raise RunError(f"--tls: cannot make the session certificate: {exc}") from None
-    return _SessionCerts(d, c.ca, c.cert, c.key)
+    return d, c
 
 
 def _send(pipe, msg) -> None:

@@ -206,14 +206,17 @@ def test_bad_capacity_table_is_a_one_line_error(tmp_path, table, fragment):
     assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
 
 
-@pytest.mark.parametrize("table, fragment", [
-    ("levels = [500, 100]", "increasing connection counts"),
-    ("levels = []", "increasing connection counts"),
-    ("levels = [10]\nhold = 0", "seconds > 0"),
-    ("levels = [10]\nrate = 5", "unknown key(s) rate"),
+@pytest.mark.parametrize("section, table, fragment", [
+    ("connections", "levels = [500, 100]", "increasing connection counts"),
+    ("connections", "levels = []", "increasing connection counts"),
+    ("connections", "levels = [10]\nhold = 0", "seconds > 0"),
+    ("connections", "levels = [10]\nrate = 5", "unknown key(s) rate"),
+    ("tls", "conns = 2", "conns >= 1 and sizes"),
+    ("tls", "conns = 2\nsizes = [1024]\nmodels = [\"selectors\"]", "only models that serve TLS"),
+    ("tls", "conns = 2\nsizes = [1024]\nrate = 5", "unknown key(s) rate"),
 ])
-def test_bad_connections_table_is_a_one_line_error(tmp_path, table, fragment):
-    out = bad_matrix(tmp_path, TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[connections]\n" + table)
+def test_bad_connections_or_tls_table_is_a_one_line_error(tmp_path, section, table, fragment):
+    out = bad_matrix(tmp_path, TINY.format(models=json.dumps(MODELS), conns="[1]") + f"\n[{section}]\n" + table)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
 
@@ -349,13 +352,3 @@ def test_ranking_tables_give_each_model_relative_to_the_go_reference():
     (title, header, rows), = ranking_tables(suite)
     assert "us/msg vs go" not in header and all(len(r) == len(header) for r in rows)
 
-
-@pytest.mark.parametrize("table, fragment", [
-    ("conns = 2", "conns >= 1 and sizes"),
-    ("conns = 2\nsizes = [1024]\nmodels = [\"selectors\"]", "only models that serve TLS"),
-    ("conns = 2\nsizes = [1024]\nrate = 5", "unknown key(s) rate"),
-])
-def test_bad_tls_table_is_a_one_line_error(tmp_path, table, fragment):
-    out = bad_matrix(tmp_path, TINY.format(models=json.dumps(MODELS), conns="[1]") + "\n[tls]\n" + table)
-    assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
