@@ -83,6 +83,11 @@ class LoadConfig:
     source_addrs: tuple[str, ...] = ()  # --idle: local addresses to connect from (() = as many 127.0.0.x as needed)
     max_connect_failures: int | None = 200  # --idle: a level stops opening connections after this many failed
     confirm: bool = False  # --confirm: the capacity found must hold on a second run
+    # --cluster: the load comes from the workers of a Dask cluster, one share per worker (loadgen/cluster.py)
+    cluster: str | None = None  # the scheduler's address, tcp://HOST:8786 or tls://HOST:8786
+    cluster_workers: tuple[str, ...] = ()  # the Dask workers to use, by address or name (() = every one)
+    cluster_tls: tuple[str, ...] = ()  # (CA, certificate, key) PEM files for a tls:// scheduler
+    max_clock_offset: float = 0.010  # seconds: a host whose clock is further off this one's is refused
     sweep: str | None = None  # --sweep: planned rates, or fractions of the capacity found (loadgen/capacity.py)
 
     def as_dict(self) -> dict:
@@ -91,6 +96,8 @@ class LoadConfig:
         d["slos"] = list(d["slos"])
         d["idle"] = list(d["idle"])
         d["source_addrs"] = list(d["source_addrs"])
+        d["cluster_workers"] = list(d["cluster_workers"])
+        d["cluster_tls"] = list(d["cluster_tls"])
         for k in ("cpus", "server_cpus"):
             if d[k] is not None:
                 d[k] = list(d[k])

@@ -96,6 +96,26 @@ def render_table(doc: dict, file=None) -> None:
                   f"echobench {env['echobench']} @ {(env['git_commit'] or 'unknown')[:12]}")
 
 
+def render_hosts(doc: dict, file=None) -> None:
+    """A --cluster run: one row per client host (Dask worker)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file or sys.stdout, width=130, highlight=False, soft_wrap=False)
+    t = Table(title=f"client hosts ({doc['cluster']['scheduler']})", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("host", "address", "conns", "msgs/s", "loadgen CPU", "us/msg", "clock offset", "verdict"):
+        t.add_column(col, justify="left" if col in ("host", "address", "verdict") else "right")
+    for h in doc["hosts"]:
+        c = h["cpu"] or {}
+        conns = h["connections"]
+        t.add_row(h["name"], h["address"], f"{_fmt(conns['established'])}/{conns['requested']:,}", _fmt(h["msgs_per_s"]),
+                  _fmt(c.get("loadgen_pct"), " %"), _fmt(c.get("loadgen_us_per_msg"), "", 2),
+                  f"{h['clock_offset_us']:+,.0f} us (+-{h['clock_uncertainty_us']:,.0f})",
+                  h["verdict"] if h["complete"] else f"INCOMPLETE: {h['incomplete_reason']}")
+    console.print(t)
+
+
 def _cpus(cpus) -> str:
     return ",".join(map(str, cpus)) if cpus else "unpinned"
 

@@ -139,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "servers.tls DIR makes one with a server certificate)")
     g.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                    help="the Python engine's event loop (default uvloop)")
+    g = p.add_argument_group("several client hosts (Dask distributed: pip install 'echobench[cluster]')")
+    g.add_argument("--cluster", metavar="ADDRESS",
+                   help="spread the connections over the workers of this Dask scheduler (tcp://HOST:8786, "
+                        "tls://HOST:8786), one share per worker (= client host), all starting at one instant; "
+                        "results merged exactly, with a `hosts` list in the JSON. --workers and --cpus then apply "
+                        "on each host; the server must be reachable from every host (--host)")
+    g.add_argument("--cluster-workers", metavar="NAME[,NAME...]",
+                   help="--cluster: only these Dask workers, by name (dask worker --name) or address (default: all)")
+    g.add_argument("--max-clock-offset", type=_typed(_seconds, "duration"), metavar="SECONDS",
+                   help="--cluster: refuse a host whose clock is further than this from this host's (default 0.01)")
+    g.add_argument("--cluster-tls", metavar="CA,CERT,KEY",
+                   help="--cluster with a tls:// scheduler: the authority, this client's certificate and key (PEM files)")
     g = p.add_argument_group("output")
     g.add_argument("--json", dest="json_path", metavar="PATH", help="write the versioned result document here")
     g.add_argument("--hdr", dest="hdr_path", metavar="PATH", help="write the HdrHistogram percentile distribution (us) here")
@@ -296,6 +308,30 @@ def parse_config(argv) -> LoadConfig:
         a.workers = a.workers or 1
         a.source_addrs = ()
         a.max_connect_failures = 200
+    cluster_opts = [o for o, v in (("--cluster-workers", a.cluster_workers), ("--max-clock-offset", a.max_clock_offset),
+                                   ("--cluster-tls", a.cluster_tls)) if v is not None]
+    if cluster_opts and not a.cluster:
+        p.error(f"{', '.join(cluster_opts)} applies to --cluster")
+    a.max_clock_offset = 0.010 if a.max_clock_offset is None else a.max_clock_offset
+    a.cluster_workers = tuple(x.strip() for x in (a.cluster_workers or "").split(",") if x.strip())
+    tls_files = tuple(x.strip() for x in (a.cluster_tls or "").split(",") if x.strip())
+    if a.cluster:
+        if not a.cluster.startswith(("tcp://", "tls://")) or not a.cluster.split("://", 1)[1]:
+            p.error(f"--cluster takes a Dask scheduler address, tcp://HOST:8786 or tls://HOST:8786; got {a.cluster!r}")
+        clash = [o for o, v in (("--idle", a.idle), ("--find-capacity", a.find_capacity), ("--sweep", a.sweep)) if v]
+        if clash:
+            p.error(f"--cluster runs one closed- or open-loop run: drop {', '.join(clash)}")
+        if a.transport == "unix":
+            p.error("--cluster needs a network transport (tcp, udp): a Unix socket is not reachable from other hosts")
+        if a.cluster.startswith("tls://") != bool(tls_files):
+            p.error("a tls:// scheduler needs --cluster-tls CA,CERT,KEY, and --cluster-tls needs a tls:// scheduler")
+        if tls_files:
+            if len(tls_files) != 3:
+                p.error("--cluster-tls takes three PEM files: CA,CERT,KEY")
+            for f in tls_files:
+                if not os.path.isfile(f):
+                    p.error(f"--cluster-tls: {f}: no such file")
+    a.cluster_tls = tuple(os.path.abspath(f) for f in tls_files)
     fields = {k: v for k, v in vars(a).items()}
     fields["server_args"] = tuple(a.server_args)
     fields["slos"] = tuple(a.slos)
@@ -340,7 +376,11 @@ def main(argv=None) -> int:
                       + (f" ({', '.join(f'{k} {v:,}' for k, v in kinds.items())})" if kinds else ""), file=sys.stderr)
         return code
     try:
-        if cfg.find_capacity or cfg.sweep:
+        if cfg.cluster:
+            from loadgen.cluster import run_cluster
+
+            doc, code = run_cluster(cfg, log)
+        elif cfg.find_capacity or cfg.sweep:
             from loadgen.capacity import find
 
             doc, code = find(cfg, log)
@@ -350,6 +390,8 @@ def main(argv=None) -> int:
         print(f"loadgen/run.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, RunError) else 3
     output.render_table(doc)
+    if doc.get("hosts"):
+        output.render_hosts(doc)
     if doc["result"].get("capacity"):
         output.render_capacity(doc["result"]["capacity"])
     if doc["result"].get("sweep"):

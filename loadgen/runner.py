@@ -61,15 +61,16 @@ def plan_cpus(cfg: LoadConfig) -> tuple[tuple[int, ...], tuple[int, ...] | None]
     return usable[half:], usable[:half]
 
 
-def ensure_fds(cfg: LoadConfig) -> int:
+def ensure_fds(cfg: LoadConfig, conns: int | None = None) -> int:
     """Raise the soft RLIMIT_NOFILE as far as needed (up to the hard limit), or refuse."""
-    per_worker = math.ceil(cfg.conns / cfg.workers) + FDS_PER_WORKER_OVERHEAD
+    conns = cfg.conns if conns is None else conns
+    per_worker = math.ceil(conns / cfg.workers) + FDS_PER_WORKER_OVERHEAD
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= per_worker:
         return soft
     if hard != resource.RLIM_INFINITY and hard < per_worker:
         raise RunError(
-            f"{cfg.conns} connections need about {per_worker} file descriptors per worker; the hard limit is {hard} "
+            f"{conns} connections need about {per_worker} file descriptors per worker; the hard limit is {hard} "
             f"(raise it with 'ulimit -Hn' as root, or spread connections with --workers)"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (per_worker if hard == resource.RLIM_INFINITY else hard, hard))
@@ -114,8 +115,11 @@ def _interrupt(signum, frame):
 
 
 class Runner:
-    def __init__(self, cfg: LoadConfig, log, progress_sink=None) -> None:
+    def __init__(self, cfg: LoadConfig, log, progress_sink=None, conn_ids=None) -> None:
         self.cfg = cfg
+        # the connections this run opens: all of them, or one host's share of a --cluster run (loadgen/cluster.py)
+        self.conn_ids = list(range(cfg.conns)) if conn_ids is None else list(conn_ids)
+        self.client_side: tuple[stats.SideCpu, float] | None = None  # the load generator's CPU, the window (s)
         self.log = log  # one-line messages to stderr (silenced by --quiet)
         self.progress_sink = progress_sink
         self.tls_dir: str | None = None  # the session certificates of a --tls --server run
@@ -141,7 +145,7 @@ class Runner:
         self.cfg = cfg = replace(self.cfg, engine=engine, engine_note=note)
         env = environment()
         client_cpus, server_cpus = plan_cpus(cfg)
-        fd_limit = ensure_fds(cfg)
+        fd_limit = ensure_fds(cfg, len(self.conn_ids))
         host, port, server_pid = cfg.host, cfg.port, cfg.server_pid
         old_term = signal.signal(signal.SIGTERM, _interrupt)
         old_affinity = os.sched_getaffinity(0)
@@ -168,7 +172,7 @@ class Runner:
                 raise RunError(f"--server-pid {server_pid}: no such process")
             os.sched_setaffinity(0, set(client_cpus))
             ctx = multiprocessing.get_context("fork")
-            shares = [list(range(i, cfg.conns, cfg.workers)) for i in range(cfg.workers)]
+            shares = [self.conn_ids[i::cfg.workers] for i in range(cfg.workers)]
             run_cfg = replace(cfg, host=host, port=port, path=path)
             self.path = path
             for i, ids in enumerate(shares):
@@ -182,7 +186,7 @@ class Runner:
             self._connect_phase(pipes)
             client = CpuSampler([os.getpid()] + [p.pid for p in procs], children=False)
             server = CpuSampler([server_pid], children=True) if server_pid is not None else None
-            t0 = time.perf_counter_ns() + START_DELAY_NS
+            t0 = self.start_instant(pipes)
             for pp in pipes:
                 pp.send(("start", t0))
             progress = Progress(cfg.quiet, cfg.warmup + cfg.duration, self.progress_sink)
@@ -218,6 +222,11 @@ class Runner:
         else:
             code = EXIT_OK
         return doc, code
+
+    def start_instant(self, pipes) -> int:
+        """The perf_counter_ns instant every worker starts at, once all are connected (a --cluster host agent
+        waits for the instant all hosts agreed on instead: loadgen/hostagent.py)."""
+        return time.perf_counter_ns() + START_DELAY_NS
 
     def _connect_phase(self, pipes) -> None:
         deadline = time.monotonic() + self.cfg.connect_timeout * max(1, self.cfg.conns / 256 / self.cfg.workers) + 10
@@ -375,6 +384,7 @@ class Runner:
             if w0 and w1 and set(w0) == set(w1):  # time the load generator was runnable but waited for a CPU
                 cpu["loadgen_wait_pct"] = round(sum(w1[p] - w0[p] for p in w1) / wall * 100, 1)
             verdict, detail = stats.verdict(csid, ssid, wall)
+            self.client_side = (csid, wall)
         timeline = []
         for i, iv in enumerate(intervals):
             h = stats.merge([r["hist"] for r in iv.values()])
@@ -397,7 +407,7 @@ class Runner:
             "latency_uncorrected_us": stats.summary_us(unc) if unc is not None else None,
             "send_lag_us": stats.summary_us(lag) if lag is not None else None,
             "connect_us": stats.percentiles_of(self.connect_ns),
-            "connections": {"requested": cfg.conns, "established": len(self.connect_ns)},
+            "connections": {"requested": len(self.conn_ids), "established": len(self.connect_ns)},
             "errors": errors,
             "integrity_failures": sum(integrity.values()),
             "integrity": integrity,
