@@ -140,7 +140,8 @@ def host_task(spec: dict) -> dict:
         while not done.is_set() and proc.poll() is None:
             try:
                 if stop_e.wait(POLL_S * 2):
-                    send({"kind": "stop", "reason": "stopped by the coordinator"})
+                    why = start_v.get(timeout=5)  # the coordinator says why in the start variable
+                    send(why if why.get("kind") == "stop" else {"kind": "stop", "reason": "stopped by the coordinator"})
                     return
             except Exception:  # noqa: BLE001 (the scheduler is gone: the agent's own deadlines end it)
                 return
@@ -248,7 +249,7 @@ class Coordinator:
 
     # -- before any traffic ------------------------------------------------------------------------------------
     def _hosts(self) -> list[Host]:
-        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        workers = self._workers()
         if not workers:
             raise RunError(f"--cluster {self.cfg.cluster}: the scheduler has no workers; start one per client host "
                            f"(dask worker {self.cfg.cluster} --nworkers 1)")
@@ -396,8 +397,13 @@ class Coordinator:
             h.future = self.client.submit(host_task, spec, key=f"echobench-{self.run_id}-host-{h.name}",
                                           workers=[h.addr], allow_other_workers=False, retries=0, pure=False)
 
+    def _workers(self) -> dict:
+        """Every worker the scheduler knows now. (Not ``client.scheduler_info()``: it returns a cache that the
+        client's own periodic refresh overwrites with a copy that lists no workers, so it can come back empty.)"""
+        return self.client.sync(self.client.scheduler.identity, n_workers=-1)["workers"]
+
     def _members(self) -> set[str]:
-        return set(self.client.scheduler_info(n_workers=-1)["workers"])
+        return set(self._workers())
 
     def _check_hosts(self, hosts: list[Host]) -> list[Host]:
         """Hosts that left the cluster, or whose task ended in an error; marks them. Returns the newly lost."""
@@ -434,15 +440,18 @@ class Coordinator:
             if time.monotonic() > deadline:
                 self.incomplete = "not every client host connected in time: " + ", ".join(h.name for h in hosts if not h.ready)
                 break
-            try:
-                got = ready_q.get(timeout=POLL_S)
-            except Exception:  # noqa: BLE001 (TimeoutError: nothing yet)
-                got = None
-            if got is not None:
+            try:  # what is there now, without waiting (a timed get logs an error on the scheduler at each timeout)
+                got = ready_q.get(batch=True)
+            except Exception as exc:  # noqa: BLE001 (the scheduler connection is gone)
+                self.incomplete = f"lost the Dask scheduler before the start: {_one_line(exc)}"
+                break
+            for m in got:
                 for h in hosts:
-                    if h.addr == got["addr"]:
+                    if h.addr == m["addr"]:
                         h.ready = True
-                continue
+            if all(h.ready for h in hosts):
+                break
+            time.sleep(POLL_S)
             self._check_hosts(hosts)
             failed = [h for h in hosts if not h.ready and (h.lost or h.result is not None)]
             if failed:
@@ -456,7 +465,7 @@ class Coordinator:
 
     def _stop_all(self, hosts, start_v, stop_e, reason: str) -> None:
         try:
-            start_v.set({"kind": "stop", "reason": f"the run was stopped: {reason}"})
+            start_v.set({"kind": "stop", "reason": f"stopped by the coordinator: {reason}"})
             if stop_e is not None:
                 stop_e.set()
         except Exception:  # noqa: BLE001 (the scheduler is gone: every agent has its own deadline)
@@ -468,6 +477,8 @@ class Coordinator:
         cfg = self.cfg
         t_start = time.time_ns() + START_AHEAD_NS
         start_v.set({"kind": "start", "t_ns": t_start})
+        self.log(f"every client host connected ({sum(len(h.conn_ids) for h in hosts):,} connections); all start "
+                 f"{START_AHEAD_NS / 1e6:.0f} ms from now, warm-up {cfg.warmup:g} s, measuring {cfg.duration:g} s")
         warm_end = t_start + int(cfg.warmup * 1e9)
         end = warm_end + int(cfg.duration * 1e9)
         self.window = (warm_end, end)

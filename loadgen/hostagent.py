@@ -80,20 +80,17 @@ class AgentRunner(Runner):
                 "incomplete": self.incomplete, "client_cpu": side}
 
 
-def _read_commands(commands, starts: queue.Queue, finished: threading.Event) -> None:
+def _read_commands(commands, starts: queue.Queue, finished: threading.Event, on_stop) -> None:
     """stdin after the spec: the start instant goes to the runner; a stop (or the coordinator's end of input)
     interrupts the run as Ctrl-C would (the runner turns SIGTERM into that), keeping what was measured."""
     for line in commands:
         msg = json.loads(line)
-        if msg["kind"] == "start":
-            starts.put(msg)
-        else:
-            starts.put(msg)
-            if not finished.is_set():
-                os.kill(os.getpid(), signal.SIGTERM)
-    if not finished.is_set():
-        starts.put({"kind": "stop", "reason": "the coordinator went away"})
-        os.kill(os.getpid(), signal.SIGTERM)
+        starts.put(msg)
+        if msg["kind"] != "start":
+            on_stop(msg.get("reason") or "stopped by the coordinator")
+            return
+    starts.put({"kind": "stop", "reason": "the coordinator went away"})
+    on_stop("the coordinator went away")
 
 
 def main() -> int:
@@ -116,12 +113,19 @@ def main() -> int:
         cfg = cfg.__class__(**{**cfg.__dict__, "tls_ca": ca})
     starts: queue.Queue = queue.Queue()
     finished = threading.Event()
-    threading.Thread(target=_read_commands, args=(commands, starts, finished), daemon=True).start()
+    runner = None
+
+    def on_stop(reason: str) -> None:
+        if finished.is_set() or runner is None:
+            return
+        runner.incomplete = runner.incomplete or reason  # said in this host's result instead of "interrupted"
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def log(msg: str) -> None:
         print(f"loadgen[{spec.get('name', '?')}]: {msg}", file=sys.stderr, flush=True)
 
     runner = AgentRunner(cfg, log, spec["conn_ids"], int(spec["offset_ns"]), starts)
+    threading.Thread(target=_read_commands, args=(commands, starts, finished, on_stop), daemon=True).start()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stop that comes once the run is over changes nothing
     try:
         try:

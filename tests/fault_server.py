@@ -157,7 +157,7 @@ async def main(args) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(lambda: Fault(state), "127.0.0.1", 0, backlog=4096)
+    server = await loop.create_server(lambda: Fault(state), args.host, 0, backlog=4096)
     host, port = server.sockets[0].getsockname()[:2]
     print(f"{host}:{port}", flush=True)
     await stop.wait()
@@ -171,6 +171,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["count", "corrupt", "drop", "reorder", "stall", "die", "reset", "paced", "hog", "once"])
     p.add_argument("--every", type=int, default=1_000_000)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--after-s", type=float, default=1.0)
     p.add_argument("--rate", type=float, default=0.0, help="paced: messages per second (required there)")
