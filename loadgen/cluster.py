@@ -356,7 +356,7 @@ class Coordinator:
                 from .target import CpuSampler
 
                 self.server_cpu = CpuSampler([cfg.server_pid], children=True)
-            self.log(f"{len(hosts)} client hosts: " + ", ".join(
+            self.log(f"{len(hosts)} client host{'s' if len(hosts) > 1 else ''}: " + ", ".join(
                 f"{h.name} ({len(h.conn_ids)} conns, clock {h.offset_ns / 1e3:+.0f} us)" for h in hosts))
             self._submit(hosts, names)
             self._wait_ready(hosts, ready_q, start_v)
@@ -484,9 +484,26 @@ class Coordinator:
         self.window = (warm_end, end)
         self.cpu0 = self.cpu1 = None
         hard = time.monotonic() + (end - time.time_ns()) / 1e9 + drain_seconds(cfg) + 60
+        from .runner import Progress
+
+        progress = Progress(cfg.quiet, cfg.warmup + cfg.duration)
+        try:
+            self._traffic_loop(hosts, start_v, stop_e, t_start, warm_end, end, hard, progress)
+        finally:
+            progress.stop()
+        if self.server_cpu is not None and self.cpu1 is None and self.cpu0 is not None:
+            self.cpu1 = (self.server_cpu.sample(), time.time_ns())
+
+    def _traffic_loop(self, hosts, start_v, stop_e, t_start, warm_end, end, hard, progress) -> None:
         stopped = False
+        shown = 0
         while any(h.result is None and h.lost is None for h in hosts):
             now = time.time_ns()
+            if now >= t_start and (now - t_start) // 10**9 >= shown and now < end:  # once a second
+                shown += 1
+                running = sum(h.result is None and h.lost is None for h in hosts)
+                progress.update(f"{(now - t_start) / 1e9:5.1f}/{progress.total_s:g} s  {running} of {len(hosts)} "
+                                f"client host{'s' if len(hosts) > 1 else ''} running")
             if self.server_cpu is not None:
                 if self.cpu0 is None and now >= warm_end:
                     self.cpu0 = (self.server_cpu.sample(), now)
@@ -518,8 +535,6 @@ class Coordinator:
                     wait(pending, timeout=max(0.01, wait_s), return_when="FIRST_COMPLETED")
                 except Exception:  # noqa: BLE001 (timeout)
                     pass
-        if self.server_cpu is not None and self.cpu1 is None and self.cpu0 is not None:
-            self.cpu1 = (self.server_cpu.sample(), time.time_ns())
 
     def _collect(self, hosts: list[Host], deadline: float) -> None:
         while any(h.result is None and h.lost is None for h in hosts) and time.monotonic() < deadline:

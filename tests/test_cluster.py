@@ -1,0 +1,311 @@
+"""loadgen/run.py --cluster: load from several client hosts (Dask workers), merged exactly.
+
+Real Dask schedulers and workers (Dask's own commands, or a LocalCluster), real servers, real sockets. The
+network-namespace test builds three hosts with their own addresses (root only; skipped with the reason
+elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import psutil
+import pytest
+
+from conftest import ROOT_DIR
+from dask_procs import DaskProc, scheduler, worker
+from netns_hosts import NetnsHosts, unavailable_reason
+from serverproc import ServerProcess
+from test_loadgen import QUICK, RUN, assert_one_line_error, loadgen
+
+from loadgen import stats
+
+try:
+    import distributed  # noqa: F401
+except ImportError:  # in CI (CI=true) the extra is installed by make venv: a missing one fails instead
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("Dask distributed is not installed (pip install 'echobench[cluster]')", allow_module_level=True)
+
+TESTS = ROOT_DIR / "tests"
+
+
+def _echoed(server) -> tuple[int, dict[str, int]]:
+    """A count server's bytes echoed and connections by client address, read after SIGTERM."""
+    server.proc.send_signal(signal.SIGTERM)
+    echoed = int(server.proc.stdout.readline().split()[1])
+    peers = dict(x.split("=") for x in server.proc.stdout.readline().decode().split()[1:])
+    return echoed, {a: int(n) for a, n in peers.items()}
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """A Dask LocalCluster of two worker processes on this machine: two client hosts that share its CPUs."""
+    p = DaskProc([sys.executable, str(TESTS / "dask_procs.py"), "local", "2"], stdin=subprocess.PIPE)
+    try:
+        addr = p.wait_for(r"(tcp://\S+)", stdout=True).group(1)
+        yield addr
+    finally:
+        try:
+            p.proc.stdin.close()
+        except OSError:
+            pass
+        p.stop()
+
+
+@pytest.fixture
+def dask_cluster():
+    """``start(workers=2, env=None)``: a scheduler and no-nanny workers started with ``python -m dask``; all
+    stopped at teardown. Returns (address, [worker processes])."""
+    procs: list[DaskProc] = []
+
+    def start(workers: int = 2, env: dict | None = None, python: str = sys.executable):
+        s, addr = scheduler()
+        procs.append(s)
+        ws = []
+        for i in range(workers):
+            ws.append(worker(addr, f"h{i + 1}", env=env, python=python))
+            procs.append(ws[-1])
+        return addr, ws
+
+    yield start
+    for p in reversed(procs):
+        p.stop()
+
+
+# -- the merge, on known data ---------------------------------------------------------------------------------
+
+def _part(rng, t0: int, conns: list[int], intervals: int, shift_us: float):
+    """One host's merge material as loadgen/hostagent.py sends it, with known samples; returns (part, samples)."""
+    samples, ivs, per_conn = [], [], []
+    for i in range(intervals):
+        s = (rng.lognormal(4.5, 0.6, 2000) + shift_us) * 1000
+        s = s.astype(np.int64)
+        samples.append(s)
+        ivs.append([i, 0, {"i": i, "t_ns": t0 + (i + 1) * 10**9, "span_ns": 10**9, "msgs": len(s), "errors": 0,
+                           "integrity": 0, "hist": stats.encode_samples(s.tobytes())}])
+    total = sum(len(s) for s in samples)
+    per_conn = [total // len(conns)] * len(conns)
+    per_conn[0] += total - sum(per_conn)
+    final = {"measured_end_ns": t0 + intervals * 10**9, "per_conn": per_conn, "messages_total": total + 50,
+             "errors": {}, "integrity": {}, "integrity_samples": [], "outcome": "complete", "udp": None}
+    part = {"intervals": ivs, "finals": [[0, final]], "connect_ns": [1000 * (c + 1) for c in conns],
+            "warm_t_ns": t0, "incomplete": None, "client_cpu": None}
+    return part, np.concatenate(samples)
+
+
+def test_merged_percentiles_equal_one_histogram_fed_every_sample():
+    from dataclasses import replace
+
+    from loadgen.cluster import merge_parts
+    from loadgen.config import LoadConfig
+
+    rng = np.random.default_rng(7)
+    t0 = 1_700_000_000 * 10**9
+    a, sa = _part(rng, t0, [0, 2, 4], 3, 0.0)
+    b, sb = _part(rng, t0, [1, 3], 3, 400.0)  # a slower host: a distribution of its own
+    cfg = replace(LoadConfig(conns=5, duration=3.0, warmup=0.0), workers=2)
+    doc = merge_parts(cfg, [a, b], None, lambda m: None)._document({}, (), None, None, "127.0.0.1", 1, None)
+    r = doc["result"]
+    one = stats.new_histogram()
+    stats.record_batch(one, np.concatenate([sa, sb]))
+    assert r["messages"] == len(sa) + len(sb) and r["messages_total"] == r["messages"] + 100
+    assert r["latency_us"] == stats.summary_us(one)
+    merged = stats.merge([r["histogram"]])
+    for q in (50, 90, 99, 99.9, 100):
+        assert merged.get_value_at_percentile(q) == one.get_value_at_percentile(q)
+    # not the average of the two hosts' percentiles: the slow host's tail is the merged tail
+    ha, hb = stats.new_histogram(), stats.new_histogram()
+    stats.record_batch(ha, sa)
+    stats.record_batch(hb, sb)
+    mean_of_p50 = (ha.get_value_at_percentile(50) + hb.get_value_at_percentile(50)) / 2
+    assert one.get_value_at_percentile(50) != mean_of_p50
+    # the timeline by absolute second: each second holds both hosts' messages
+    assert [t["msgs_per_s"] for t in r["timeline"]] == [4000.0, 4000.0, 4000.0]
+    assert r["fairness"]["connections"] == 5 and r["connections"]["established"] == 5
+    assert r["complete"] is True and r["duration_s"] == 3.0
+
+
+# -- runs on a cluster -------------------------------------------------------------------------------------------
+
+def test_a_local_cluster_run_counts_what_the_server_echoed(tmp_path, local_cluster, fault_server):
+    s = fault_server("count")
+    out, doc = loadgen(tmp_path, "--cluster", local_cluster, "--port", str(s.port), "--conns", "8", "--size", "100",
+                       *QUICK)
+    assert out.returncode == 0, out.stderr
+    echoed, peers = _echoed(s)
+    r = doc["result"]
+    assert echoed == r["messages_total"] * 100
+    assert sum(peers.values()) == 8
+    assert r["complete"] and r["connections"] == {"requested": 8, "established": 8}
+    assert stats.merge([r["histogram"]]).get_total_count() == r["messages"]  # one sample per measured echo
+    hosts = doc["hosts"]
+    assert len(hosts) == 2 and doc["cluster"]["hosts"] == 2
+    assert sum(h["messages"] for h in hosts) == r["messages"]
+    for h in hosts:
+        assert h["complete"] and h["connections"] == {"requested": 4, "established": 4}
+        assert h["messages"] > 0 and h["cpu"]["loadgen_us_per_msg"] > 0
+        assert h["verdict"] in ("headroom", "client-bound") and h["echobench"]["code"]
+        assert abs(h["clock_offset_us"]) <= 10_000
+    assert r["fairness"]["connections"] == 8
+    assert r["cpu"]["loadgen_cpu_s"] == pytest.approx(sum(h["cpu"]["loadgen_cpu_s"] for h in hosts), abs=0.002)
+    assert "client hosts" in out.stdout
+
+
+def test_a_cluster_run_starts_its_own_tls_server_and_ships_its_authority(tmp_path, local_cluster):
+    out, doc = loadgen(tmp_path, "--cluster", local_cluster, "--server", "asyncio-protocol", "--tls", "--conns", "4",
+                       *QUICK)
+    assert out.returncode == 0, out.stderr
+    r = doc["result"]
+    assert r["complete"] and r["integrity_failures"] == 0 and r["messages"] > 0
+    assert r["cpu"]["server_us_per_msg"] > 0  # the server runs here: its CPU is measured here
+    assert all(h["engine"] == "python" for h in doc["hosts"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--max-clock-offset", "0"], ["clock", "off this host's", "--max-clock-offset"]),
+    (["--cluster-workers", "nobody"], ["no Dask worker 'nobody'"]),
+    (["--conns", "1"], ["fewer than the 2 client hosts"]),
+    (["--host", "127.0.0.1", "--transport", "unix", "--path", "/tmp/x.sock"], ["Unix socket"]),
+])
+def test_refusals_before_any_traffic(tmp_path, local_cluster, fault_server, args, words):
+    s = fault_server("count")
+    argv = ["--cluster", local_cluster, "--port", str(s.port), *QUICK, *args]
+    if "--conns" not in args:
+        argv += ["--conns", "4"]
+    out, doc = loadgen(tmp_path, *argv)
+    assert out.returncode == 2, out.stderr
+    assert_one_line_error(out)
+    for w in words:
+        assert w in out.stderr
+    assert doc is None
+    assert _echoed(s) == (0, {})  # not one connection
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as sk:  # a port nobody listens on
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    out, _ = loadgen(tmp_path, "--cluster", f"tcp://127.0.0.1:{port}", *QUICK)
+    assert out.returncode == 2 and "cannot reach the Dask scheduler" in out.stderr
+    assert_one_line_error(out)
+
+
+def _worker_python(tmp, change: str | None) -> tuple[str, dict]:
+    """(python, environment) for a worker on another echobench: this one's code with one line appended, on the
+    worker's PYTHONPATH; or (change None) a Python that has Dask but no echobench at all: a fresh venv that sees
+    this venv's packages through a path file, where the editable install's own path file is not read."""
+    import site
+    import sysconfig
+
+    if change is not None:
+        for d in ("loadgen", "servers"):
+            shutil.copytree(ROOT_DIR / d, tmp / d, ignore=shutil.ignore_patterns("__pycache__"))
+        with open(tmp / "loadgen" / "stats.py", "a") as f:
+            f.write(change)
+        return sys.executable, {**os.environ, "PYTHONPATH": str(tmp)}
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True, timeout=60)
+    py = tmp / "venv" / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    ours = [p for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
+            if os.path.isdir(p)]
+    with open(os.path.join(purelib, "dask-only.pth"), "w") as f:
+        f.write("\n".join(ours) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return str(py), env
+
+
+@pytest.mark.parametrize("change, words", [
+    ("\n# a different echobench\n", ["refused", "code", "install the same echobench on every host"]),
+    (None, ["refused", "echobench is not installed there", "echobench[cluster]"]),
+])
+def test_a_worker_with_other_code_or_none_is_refused_before_traffic(tmp_path, dask_cluster, fault_server, change, words):
+    python, env = _worker_python(tmp_path, change)
+    addr, _ = dask_cluster(workers=1, env=env, python=python)
+    s = fault_server("count")
+    out, doc = loadgen(tmp_path, "--cluster", addr, "--port", str(s.port), "--conns", "4", *QUICK)
+    assert out.returncode == 2, out.stderr
+    assert_one_line_error(out)
+    for w in words:
+        assert w in out.stderr
+    assert _echoed(s) == (0, {})
+
+
+def test_a_killed_client_host_ends_the_run_incomplete_with_the_others_results(tmp_path, dask_cluster, fault_server):
+    addr, (w1, w2) = dask_cluster(workers=2)
+    s = fault_server("count")
+    path = tmp_path / "r.json"
+    run = DaskProc([*RUN, "--cluster", addr, "--port", str(s.port), "--conns", "8", "--size", "100",
+                    "--warmup", "0.5", "--duration", "60", "--json", str(path)])
+    try:
+        run.wait_for(r"loadgen: +[1-9]\d*\.\d/60\.5 s", timeout=90)  # measuring: a progress line past 1 s
+        agents = [p for p in psutil.Process(w2.proc.pid).children(recursive=True)]
+        w2.proc.kill()  # the host dies: no goodbye to the scheduler
+        rc = run.proc.wait(90)  # the test's bound; the run stops the other host at once
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert rc == 3, run.tail()
+    doc = json.loads(path.read_text())
+    r = doc["result"]
+    assert not r["complete"] and "h2" in r["incomplete_reason"] and "left the cluster" in r["incomplete_reason"]
+    by_name = {h["name"]: h for h in doc["hosts"]}
+    assert by_name["h2"]["complete"] is False and "left the cluster" in by_name["h2"]["incomplete_reason"]
+    assert by_name["h1"]["messages"] > 0 and r["messages"] == by_name["h1"]["messages"]
+    assert "stopped by the coordinator" in by_name["h1"]["incomplete_reason"]
+    _gone, alive = psutil.wait_procs(agents, timeout=30)  # the dead host's load generator went with it
+    assert not alive
+    echoed, _ = _echoed(s)
+    assert echoed >= r["messages_total"] * 100  # the dead host's echoes are not in the merged counts
+
+
+# -- three hosts of their own: network namespaces -----------------------------------------------------------------
+
+@pytest.fixture
+def netns_hosts():
+    if why := unavailable_reason():
+        pytest.skip(why)
+    hosts = NetnsHosts(f"eb{os.getpid() % 100000}")
+    try:
+        hosts.up()
+    except OSError as exc:
+        pytest.skip(f"cannot make network namespaces here: {exc}")
+    procs: list = []
+    try:
+        yield hosts, procs
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        hosts.down()
+
+
+def test_two_client_hosts_drive_a_server_on_a_third(tmp_path, netns_hosts):
+    hosts, procs = netns_hosts
+    s = ServerProcess("count@srv", argv=["ip", "netns", "exec", hosts.server, sys.executable,
+                                         str(TESTS / "fault_server.py"), "count", "--host", hosts.server_ip])
+    procs.append(s)
+    sched, addr = scheduler(host=hosts.server_ip, netns=hosts.server)
+    procs.append(sched)
+    for i, (ns, ip) in enumerate(zip(hosts.clients, hosts.client_ips)):
+        procs.append(worker(addr, f"client{i + 1}", host=ip, netns=ns))
+    path = tmp_path / "r.json"
+    out = subprocess.run(["ip", "netns", "exec", hosts.server, *RUN, "--cluster", addr, "--host", hosts.server_ip,
+                          "--port", str(s.port), "--conns", "8", "--size", "100", *QUICK, "--json", str(path)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT_DIR)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(path.read_text())
+    echoed, peers = _echoed(s)
+    r = doc["result"]
+    assert echoed == r["messages_total"] * 100
+    assert peers == {ip: 4 for ip in hosts.client_ips}  # each host's connections came from its own address
+    assert sorted(h["ip"] for h in doc["hosts"]) == hosts.client_ips
+    assert all(h["complete"] and h["messages"] > 0 for h in doc["hosts"])
+    assert sum(h["messages"] for h in doc["hosts"]) == r["messages"]
