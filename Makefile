@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py loadgen/engine/_native.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,models]'
+	$(PY) -m pip install --quiet -e '.[test,models,cluster]'
 	touch $(STAMP)
 
 # The Go reference server (build/echo-go), when a Go toolchain is present; otherwise the go models are skipped.

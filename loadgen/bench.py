@@ -14,6 +14,7 @@ newest run. Ctrl-C keeps every finished measurement and still writes the report.
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as dt
 import statistics
 import sys
@@ -482,6 +483,10 @@ class SuiteDisplay:
             self.progress.stop()
 
 
+class _MatrixDone(Exception):
+    """A --cluster suite ends after the matrix (the sections that follow run on one host only)."""
+
+
 def _summary(cells, matrix, models, docs, fails) -> list[dict]:
     summary = []
     for transport, conns, size in cells:
@@ -493,8 +498,10 @@ def _summary(cells, matrix, models, docs, fails) -> list[dict]:
 
 
 def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: bool,
-              engine: str | None = None) -> tuple[Path, dict]:
+              engine: str | None = None, cluster: dict | None = None) -> tuple[Path, dict]:
     models, skipped, cells = plan(matrix, only)
+    if cluster and any(t == "unix" for t, _c, _s in cells):
+        cells = [c for c in cells if c[0] != "unix"]  # noted in the log below
     if not models:
         raise MatrixError("no model can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     run = matrix["run"]
@@ -511,6 +518,11 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         raise MatrixError(f"--engine native: {exc}") from None
     base = replace(base, engine=stream_engine)
     client_cpus, server_cpus = plan_cpus(replace(base, server=models[0]))
+    if cluster:  # the load comes from the cluster's hosts; the server has this host to itself
+        base = replace(base, cluster=cluster["address"], host=cluster["server_host"],
+                       cluster_workers=tuple(cluster["workers"]))
+        client_cpus = ()
+        server_cpus = tuple(sorted(os.sched_getaffinity(0)))
     total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
     per_run = base.duration + base.warmup + RUN_OVERHEAD_S
     cap = matrix.get("capacity")
@@ -520,6 +532,9 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     display = SuiteDisplay(total + cap_runs + conn_models, per_run, quiet)
     for m, why in skipped.items():
         display.log(f"bench: skipping {m}: {why}")
+    if cluster:
+        display.log(f"bench: load from the Dask cluster at {cluster['address']}, servers on {cluster['server_host']}; "
+                    "Unix-socket cells, connection scale and capacity searches do not run across hosts and are left out")
     if engine_note:
         display.log(f"bench: the load generator uses its Python engine: {engine_note}")
     display.log(f"bench: {len(models)} models, {len(cells)} loads, {trials} trials: {total} runs, "
@@ -548,7 +563,13 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                                   engine="python" if transport in ("udp", *TLS_CELLS) else base.engine)
                     runner = Runner(cfg, log=lambda msg: None, progress_sink=display.live)
                     try:
-                        doc, _code = runner.execute()
+                        if cluster:
+                            from .cluster import run_cluster
+
+                            runner.server = None
+                            doc, _code = run_cluster(cfg, lambda msg: None)
+                        else:
+                            doc, _code = runner.execute()
                     except (RunError, TargetError) as exc:
                         fails.setdefault(key, []).append({"trial": trial, "reason": str(exc), "doc": None})
                         display.log(f"bench: {key} trial {trial + 1} failed: {exc}")
@@ -567,6 +588,8 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                         display.log(f"bench: {key} trial {trial + 1} failed: {reason}")
                     docs.setdefault(key, []).append(doc)
                     display.advance()
+        if cluster:
+            raise _MatrixDone
         try:
             run_connections(matrix, models, base, out_dir, display, conn_holder)
         except (KeyboardInterrupt, SystemExit):
@@ -583,6 +606,8 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
             display.log(f"bench: capacity searches stopped: {type(exc).__name__}: {exc}")
             if "section" in cap_holder:
                 cap_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
+    except _MatrixDone:
+        pass
     except KeyboardInterrupt:
         interrupted = True
         display.log("bench: interrupted; writing the report for the finished measurements")
@@ -597,6 +622,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         "matrix": {k: v for k, v in matrix.items()},
         "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus)},
         "engine": {"streams": stream_engine, "udp": "python", "note": engine_note},
+        "cluster": cluster,
         "models": models,
         "skipped": skipped,
         "cells": summary,
@@ -620,10 +646,32 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--engine", choices=["auto", "native", "python"],
                    help="the load generator's engine for stream cells (default: the matrix's, else auto)")
+    p.add_argument("--cluster", metavar="ADDRESS", help="drive the matrix from the workers of this Dask scheduler "
+                   "(tcp://HOST:8786), one client host per worker (loadgen/run.py --cluster)")
+    p.add_argument("--cluster-workers", metavar="NAME[,NAME...]", help="--cluster: only these Dask workers")
+    p.add_argument("--server-host", metavar="ADDR", help="--cluster: the address the servers listen on, which every "
+                   "client host can reach (this host's address on their network)")
     a = p.parse_args(argv)
+    cluster = None
+    if (a.cluster_workers or a.server_host) and not a.cluster:
+        print("bench: error: --cluster-workers and --server-host apply to --cluster", file=sys.stderr)
+        return 2
+    if a.cluster:
+        from .cluster import unavailable_reason
+
+        if why := unavailable_reason():
+            print(f"bench: error: {why}", file=sys.stderr)
+            return 2
+        if not a.server_host:
+            print("bench: error: --cluster needs --server-host: an address of this host the client hosts can reach",
+                  file=sys.stderr)
+            return 2
+        cluster = {"address": a.cluster, "server_host": a.server_host,
+                   "workers": [x for x in (a.cluster_workers or "").split(",") if x]}
     try:
         matrix = load_matrix(a.matrix)
-        out_dir, suite = run_suite(matrix, Path(a.results), a.models.split(",") if a.models else None, a.quiet, a.engine)
+        out_dir, suite = run_suite(matrix, Path(a.results), a.models.split(",") if a.models else None, a.quiet, a.engine,
+                                   cluster)
     except MatrixError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

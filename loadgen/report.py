@@ -115,8 +115,10 @@ def _save(fig, out: Path, name: str) -> str:
 def _subtitle(suite) -> str:
     env, pin = suite["env"], suite["pinning"]
     eng = suite.get("engine") or {"streams": "python"}  # suites before the native engine: Python
-    return (f"{env['cpu_model']} | server CPUs {','.join(map(str, pin['server_cpus']))}, load generator CPUs "
-            f"{','.join(map(str, pin['loadgen_cpus']))} ({eng['streams']} engine) | Python {env['python']}, "
+    load = (f"load from the Dask cluster {suite['cluster']['address']}" if suite.get("cluster")
+            else f"load generator CPUs {','.join(map(str, pin['loadgen_cpus']))}")
+    return (f"{env['cpu_model']} | server CPUs {','.join(map(str, pin['server_cpus']))}, {load} "
+            f"({eng['streams']} engine) | Python {env['python']}, "
             f"uvloop {env['uvloop']} | "
             f"{(env['git_commit'] or '?')[:10]}")
 
@@ -731,7 +733,10 @@ def env_rows(suite) -> list[tuple[str, str]]:
         ("Python", f"{env['python']} ({env['python_implementation']})"),
         ("uvloop", str(env["uvloop"])),
         ("echobench", f"{env['echobench']} @ {env['git_commit']}"),
-        ("pinning", f"server CPUs {pin['server_cpus']}, load generator CPUs {pin['loadgen_cpus']}"),
+        ("pinning", f"server CPUs {pin['server_cpus']}, " + (
+            f"load from every worker of the Dask cluster {suite['cluster']['address']} (one client host each; "
+            "per-host detail in each cell's hosts list)" if suite.get("cluster")
+            else f"load generator CPUs {pin['loadgen_cpus']}")),
         ("matrix", f"{Path(suite['matrix']['path']).name}: {run['trials']} trials x ({run['warmup']} s warm-up + "
                    f"{run['duration']} s), depth {run.get('depth', 1)}, trials interleaved across models, fresh server per run"),
         ("when", f"{suite['timestamp']}, {suite['elapsed_s'] / 60:.1f} min, {suite['runs_done']}/{suite['runs_planned']} runs"),

@@ -309,3 +309,47 @@ def test_two_client_hosts_drive_a_server_on_a_third(tmp_path, netns_hosts):
     assert sorted(h["ip"] for h in doc["hosts"]) == hosts.client_ips
     assert all(h["complete"] and h["messages"] > 0 for h in doc["hosts"])
     assert sum(h["messages"] for h in doc["hosts"]) == r["messages"]
+
+
+# -- make bench from a cluster ------------------------------------------------------------------------------------
+
+def test_make_bench_drives_its_matrix_from_a_cluster(tmp_path, local_cluster):
+    matrix = tmp_path / "m.toml"
+    matrix.write_text("""
+[run]
+trials = 1
+duration = 0.5
+warmup = 0.2
+models = ["asyncio-protocol"]
+reference = "asyncio-protocol"
+spectrum_load = { conns = 2, size = 1024 }
+
+[[sweep]]
+name = "connections"
+conns = [2, 4]
+sizes = [1024]
+
+[transports]
+compare = ["tcp", "unix", "udp"]
+conns = 2
+size = 1024
+""")
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results",
+                          str(tmp_path / "results"), "--cluster", local_cluster, "--server-host", "127.0.0.1"],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run = (tmp_path / "results" / "latest").resolve()
+    suite = json.loads((run / "suite.json").read_text())
+    assert suite["cluster"]["address"] == local_cluster and "Unix-socket cells" in out.stderr
+    assert sorted((c["transport"], c["conns"]) for c in suite["cells"]) == [("tcp", 2), ("tcp", 4), ("udp", 2)]
+    for p in (run / "cells").glob("*.json"):
+        doc = json.loads(p.read_text())
+        assert len(doc["hosts"]) == 2 and doc["result"]["complete"]
+        assert sum(h["messages"] for h in doc["hosts"]) == doc["result"]["messages"] > 0
+    assert "Dask cluster" in (run / "report.md").read_text()
+
+
+def test_bench_cluster_needs_a_server_address(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--cluster", "tcp://127.0.0.1:1"], cwd=ROOT_DIR,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--server-host" in out.stderr and "Traceback" not in out.stderr
