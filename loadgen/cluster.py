@@ -188,8 +188,26 @@ def host_task(spec: dict) -> dict:
 def run_cluster(cfg: LoadConfig, log) -> tuple[dict, int]:
     if reason := unavailable_reason():
         raise RunError(reason)
+    import logging
+
     from distributed import Client
 
+    # Dask logs its own account of a lost scheduler or worker as tracebacks on stderr; the run says what happened
+    # in one line and in its document instead
+    # (Dask's configuration gives several of its loggers levels of their own: each is quietened)
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n == "distributed" or n.startswith("distributed.")]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        return _run_cluster(cfg, log, Client)
+    finally:
+        for lg, level in zip(loggers, old):
+            lg.setLevel(level)
+
+
+def _run_cluster(cfg: LoadConfig, log, Client) -> tuple[dict, int]:
     security = None
     if cfg.cluster_tls:
         from distributed.security import Security

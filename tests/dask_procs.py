@@ -65,6 +65,14 @@ class DaskProc:
     def tail(self, n: int = 8) -> str:
         return " | ".join(x.strip() for x in self.lines[-n:] if x.strip())
 
+    def kill(self) -> None:
+        """SIGKILL for the process and its session, and wait for it."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:

@@ -353,3 +353,27 @@ def test_bench_cluster_needs_a_server_address(tmp_path):
     out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--cluster", "tcp://127.0.0.1:1"], cwd=ROOT_DIR,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--server-host" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_lost_scheduler_ends_the_run_incomplete_in_one_line(tmp_path, fault_server):
+    s, addr = scheduler()
+    workers = []
+    run = None
+    try:
+        workers = [worker(addr, f"h{i}") for i in (1, 2)]
+        srv = fault_server("count")
+        path = tmp_path / "r.json"
+        run = DaskProc([*RUN, "--cluster", addr, "--port", str(srv.port), "--conns", "4", "--warmup", "0.5",
+                        "--duration", "60", "--json", str(path)])
+        run.wait_for(r"loadgen: +[1-9]\d*\.\d/60\.5 s", timeout=90)
+        s.proc.kill()
+        rc = run.proc.wait(90)
+    finally:  # workers without a scheduler would take their time over a clean stop
+        for p in (run, *workers, s):
+            if p is not None:
+                p.kill()
+    assert rc == 3
+    err = [x for x in run.lines if x.strip() and not x.startswith("loadgen: ")]
+    assert len(err) == 1 and "lost the Dask scheduler" in err[0], "".join(run.lines)
+    doc = json.loads(path.read_text())
+    assert not doc["result"]["complete"] and all(not h["complete"] for h in doc["hosts"])
