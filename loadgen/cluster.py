@@ -650,7 +650,7 @@ class Coordinator:
                          msgs_per_s=round(r["messages"] / duration, 1) if duration else None,
                          loadgen_cpus=hd["pinning"]["loadgen_cpus"], engine=hd["config"]["engine"],
                          cpu={k: r["cpu"].get(k) for k in ("loadgen_pct", "loadgen_busiest_pct", "loadgen_us_per_msg",
-                                                            "loadgen_cpu_s", "window_s")},
+                                                            "loadgen_cpu_s", "loadgen_wait_pct", "window_s")},
                          verdict="client-bound" if r["verdict"] in stats.CLIENT_SATURATED else "headroom",
                          verdict_detail=(f"the load generator on this host was {_busy(h):.0%} busy"
                                          + (": this host's share measures the load generator, not the server"

@@ -96,17 +96,27 @@ class DaskProc:
                 pass
 
 
-def scheduler(host: str = "127.0.0.1", netns: str | None = None, port: int = 0) -> tuple[DaskProc, str]:
-    p = DaskProc([sys.executable, "-m", "dask", "scheduler", "--host", host, "--port", str(port), "--no-dashboard"],
-                 netns=netns)
+def _tls_args(tls) -> list[str]:
+    """(ca, cert, key) PEM files -> Dask's command-line options for TLS."""
+    if not tls:
+        return []
+    ca, cert, key = tls
+    return ["--tls-ca-file", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+
+
+def scheduler(host: str = "127.0.0.1", netns: str | None = None, port: int = 0, tls=None) -> tuple[DaskProc, str]:
+    argv = [sys.executable, "-m", "dask", "scheduler", "--host", host, "--port", str(port), "--no-dashboard"]
+    if tls:
+        argv += ["--protocol", "tls", *_tls_args(tls)]
+    p = DaskProc(argv, netns=netns)
     m = p.wait_for(r"Scheduler at:\s+(\S+)")
     return p, m.group(1)
 
 
 def worker(address: str, name: str, host: str | None = None, netns: str | None = None, env: dict | None = None,
-           nanny: bool = False, python: str = sys.executable) -> DaskProc:
+           nanny: bool = False, python: str = sys.executable, tls=None) -> DaskProc:
     argv = [python, "-m", "dask", "worker", address, "--name", name, "--nthreads", "1", "--nworkers", "1",
-            "--no-dashboard", "--death-timeout", "60"]
+            "--no-dashboard", "--death-timeout", "60", *_tls_args(tls)]
     if host:
         argv += ["--host", host]
     if not nanny:

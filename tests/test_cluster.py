@@ -187,6 +187,35 @@ def test_refusals_before_any_traffic(tmp_path, local_cluster, fault_server, args
     assert _echoed(s) == (0, {})  # not one connection
 
 
+def test_a_tls_scheduler_and_workers_carry_the_run(tmp_path, fault_server):
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    files = {}
+    for who in ("scheduler", "worker", "client"):
+        cert = ca.issue_cert("127.0.0.1")
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / f"{who}.pem"))
+        cert.private_key_pem.write_to_path(str(tmp_path / f"{who}.key"))
+        files[who] = (tmp_path / "ca.pem", tmp_path / f"{who}.pem", tmp_path / f"{who}.key")
+    s, addr = scheduler(tls=files["scheduler"])
+    w = None
+    try:
+        assert addr.startswith("tls://")
+        w = worker(addr, "h1", tls=files["worker"])
+        srv = fault_server("count")
+        out, doc = loadgen(tmp_path, "--cluster", addr, "--cluster-tls", ",".join(map(str, files["client"])),
+                           "--port", str(srv.port), "--conns", "2", "--size", "100", *QUICK)
+        assert out.returncode == 0, out.stderr
+        assert _echoed(srv)[0] == doc["result"]["messages_total"] * 100
+        plain, _ = loadgen(tmp_path, "--cluster", "tcp://" + addr.split("://")[1], *QUICK)  # no plaintext way in
+        assert plain.returncode == 2 and "cannot reach the Dask scheduler" in plain.stderr
+    finally:
+        for p in (w, s):
+            if p is not None:
+                p.stop()
+
+
 def test_an_unreachable_scheduler_is_one_line(tmp_path):
     import socket
 
