@@ -36,6 +36,15 @@ EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3  # no server, server died, interrupted, connections failed
 
 
+def exit_code(res: dict) -> int:
+    """A result's exit code: incomplete 3, integrity failures or errors 1, else 0."""
+    if not res["complete"]:
+        return EXIT_INCOMPLETE
+    if res["integrity_failures"] or sum(res["errors"].values()):
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
 class RunError(Exception):
     """Refused before any traffic: one line for the user."""
 
@@ -214,14 +223,7 @@ class Runner:
 
                 shutil.rmtree(self.tls_dir, ignore_errors=True)
         doc = self._document(env, client_cpus, server_cpus, server_pid, host, port, fd_limit)
-        res = doc["result"]
-        if not res["complete"]:
-            code = EXIT_INCOMPLETE
-        elif res["integrity_failures"] or sum(res["errors"].values()):
-            code = EXIT_FAILURES
-        else:
-            code = EXIT_OK
-        return doc, code
+        return doc, exit_code(doc["result"])
 
     def start_instant(self, pipes) -> int:
         """The perf_counter_ns instant every worker starts at, once all are connected (a --cluster host agent
