@@ -520,7 +520,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     client_cpus, server_cpus = plan_cpus(replace(base, server=models[0]))
     if cluster:  # the load comes from the cluster's hosts; the server has this host to itself
         base = replace(base, cluster=cluster["address"], host=cluster["server_host"],
-                       cluster_workers=tuple(cluster["workers"]))
+                       cluster_workers=tuple(cluster["workers"]), max_clock_offset=cluster["max_clock_offset"])
         client_cpus = ()
         server_cpus = tuple(sorted(os.sched_getaffinity(0)))
     total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
@@ -649,6 +649,8 @@ def main(argv=None) -> int:
     p.add_argument("--cluster", metavar="ADDRESS", help="drive the matrix from the workers of this Dask scheduler "
                    "(tcp://HOST:8786), one client host per worker (loadgen/run.py --cluster)")
     p.add_argument("--cluster-workers", metavar="NAME[,NAME...]", help="--cluster: only these Dask workers")
+    p.add_argument("--max-clock-offset", type=float, default=0.010, metavar="SECONDS",
+                   help="--cluster: refuse a host whose clock is further off than this (default 0.01)")
     p.add_argument("--server-host", metavar="ADDR", help="--cluster: the address the servers listen on, which every "
                    "client host can reach (this host's address on their network)")
     a = p.parse_args(argv)
@@ -666,7 +668,7 @@ def main(argv=None) -> int:
             print("bench: error: --cluster needs --server-host: an address of this host the client hosts can reach",
                   file=sys.stderr)
             return 2
-        cluster = {"address": a.cluster, "server_host": a.server_host,
+        cluster = {"address": a.cluster, "server_host": a.server_host, "max_clock_offset": a.max_clock_offset,
                    "workers": [x for x in (a.cluster_workers or "").split(",") if x]}
     try:
         matrix = load_matrix(a.matrix)

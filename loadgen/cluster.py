@@ -41,14 +41,16 @@ from pathlib import Path
 from . import stats
 from .config import LoadConfig
 from .envinfo import environment
-from .runner import EXIT_INCOMPLETE, Runner, RunError, _interrupt, exit_code, session_certs
+from .runner import EXIT_INCOMPLETE, Runner, RunError, _interrupt, connect_budget_s, exit_code, session_certs
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("loadgen", "servers")  # what must be byte-identical on every host
 SCHEDULER_TIMEOUT_S = 10.0
 CLOCK_SAMPLES = 7
 CLOCK_SAMPLES_MAX = 50
-START_AHEAD_NS = 500_000_000  # the start instant is this far ahead when it is set: every host has it by then
+START_AHEAD_NS = 1_000_000_000  # the start instant is this far ahead when it is set: every host has it by then
+BEAT_TIMEOUT_S = 15.0  # a host stops on its own when the coordinator's heartbeat is older than this
+DASK_CALL_S = 30.0  # no single call to the scheduler may take longer
 AGENT_START_S = 60.0  # a host's agent: Python start-up and imports on a slow host, before it connects
 POLL_S = 0.25
 EXTRA = "pip install 'echobench[cluster]' (make venv installs it)"
@@ -105,26 +107,17 @@ def _probe():
 
 # -- on each client host ------------------------------------------------------------------------------------------
 
-def _die_with_parent() -> None:
-    """The host agent gets SIGTERM (a clean stop, results kept) when the Dask worker thread that started it dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def host_task(spec: dict) -> dict:
     """Runs in a Dask worker: start this host's agent, relay ready / start / stop, return its final report."""
     from distributed import Event, Queue, Variable
 
     names = spec["names"]
     ready_q, start_v, stop_e = Queue(names["ready"]), Variable(names["start"]), Event(names["stop"])
+    beat_v = Variable(names["beat"])
     err = tempfile.TemporaryFile()
+    # (no preexec_fn: this process is threaded; the agent arranges to die with us itself, after exec)
     proc = subprocess.Popen([sys.executable, "-m", "loadgen.hostagent"], cwd=str(ROOT), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
     watchdog = threading.Timer(spec["deadline_s"], proc.kill)  # whatever happens, the agent ends
     watchdog.daemon = True
     watchdog.start()
@@ -138,18 +131,26 @@ def host_task(spec: dict) -> dict:
             pass
 
     def watch_stop() -> None:
+        """Until the agent ends: the coordinator's stop event, and its heartbeat (a coordinator killed outright,
+        or cut off, sends no stop; its beat goes stale instead)."""
+        offset = spec["agent"]["offset_ns"]
         while not done.is_set() and proc.poll() is None:
             try:
                 if stop_e.wait(POLL_S * 2):
                     why = start_v.get(timeout=5)  # the coordinator says why in the start variable
                     send(why if why.get("kind") == "stop" else {"kind": "stop", "reason": "stopped by the coordinator"})
                     return
+                beat = beat_v.get(timeout=5)
             except Exception:  # noqa: BLE001 (the scheduler is gone: the agent's own deadlines end it)
+                return
+            silent_s = (time.time_ns() - offset - beat) / 1e9  # on the coordinator's clock
+            if silent_s > BEAT_TIMEOUT_S:
+                send({"kind": "stop", "reason": f"the coordinator went silent (no heartbeat for {silent_s:.0f} s)"})
                 return
 
     final = None
     try:
-        send(spec["agent"])
+        send({**spec["agent"], "parent_pid": os.getpid()})
         line = proc.stdout.readline()
         msg = json.loads(line) if line else None
         if msg is not None and msg["kind"] == "ready":
@@ -228,6 +229,29 @@ def _run_cluster(cfg: LoadConfig, log, Client) -> tuple[dict, int]:
             pass
 
 
+def _bounded(fn, *args, timeout: float = DASK_CALL_S, **kwargs):
+    """``fn(*args, **kwargs)`` (a blocking call to the Dask scheduler), or TimeoutError after ``timeout`` s: a
+    scheduler that is frozen rather than gone (stopped, a hung machine) still acknowledges TCP, and Dask's own
+    calls would wait for it forever. The call runs in a daemon thread, which an unanswered one leaves behind."""
+    box: dict = {}
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"the Dask scheduler did not answer within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -288,7 +312,7 @@ class Coordinator:
 
     def _check_identity(self, hosts: list[Host]) -> None:
         mine = identity()
-        got = self.client.run(_probe(), workers=[h.addr for h in hosts], on_error="return")
+        got = _bounded(self.client.run, _probe(), workers=[h.addr for h in hosts], on_error="return")
         for h in hosts:
             ident = got.get(h.addr)
             if isinstance(ident, BaseException):
@@ -313,7 +337,7 @@ class Coordinator:
             best = None
             for k in range(CLOCK_SAMPLES_MAX):
                 t0 = time.time_ns()
-                theirs = self.client.run(time.time_ns, workers=[h.addr])[h.addr]
+                theirs = _bounded(self.client.run, time.time_ns, workers=[h.addr])[h.addr]
                 t1 = time.time_ns()
                 if best is None or t1 - t0 < best[0]:
                     best = (t1 - t0, theirs - (t0 + t1) // 2)
@@ -351,7 +375,7 @@ class Coordinator:
         cfg = self.cfg
         extra = cfg.server_args
         if cfg.tls:
-            self.tls_dir, certs = session_certs()
+            self.tls_dir, certs = session_certs((cfg.host,))  # the address the client hosts verify
             extra = (*extra, "--tls-cert", certs.cert, "--tls-key", certs.key)
             self.cfg = cfg = replace(cfg, tls_ca=certs.ca)
         self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, cfg.server_cpus, extra,
@@ -366,15 +390,24 @@ class Coordinator:
         from distributed import Event, Queue, Variable
 
         cfg = self.cfg
-        hosts = self._hosts()
-        self._check_identity(hosts)
-        self._measure_clocks(hosts)
-        self._check_target(hosts)
+        names = {k: f"echobench-{self.run_id}-{k}" for k in ("ready", "start", "stop", "beat")}
+        try:  # before any traffic: whatever goes wrong is one line and exit 2
+            hosts = self._hosts()
+            self._check_identity(hosts)
+            self._measure_clocks(hosts)
+            self._check_target(hosts)
+            ready_q = _bounded(Queue, names["ready"], client=self.client)
+            start_v = _bounded(Variable, names["start"], client=self.client)
+            stop_e = _bounded(Event, names["stop"], client=self.client)
+            self.beat_v = _bounded(Variable, names["beat"], client=self.client)
+        except RunError:
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 (the scheduler or a worker went away mid-check)
+            raise RunError(f"--cluster {cfg.cluster}: the cluster failed before any traffic: {_one_line(exc)}") from None
         for i, h in enumerate(hosts):
             h.conn_ids = list(range(i, cfg.conns, len(hosts)))
-        names = {k: f"echobench-{self.run_id}-{k}" for k in ("ready", "start", "stop")}
-        ready_q, start_v, stop_e = Queue(names["ready"], client=self.client), Variable(names["start"], client=self.client), \
-            Event(names["stop"], client=self.client)
         old_term = signal.signal(signal.SIGTERM, _interrupt)
         env = environment()
         try:
@@ -415,21 +448,23 @@ class Coordinator:
         from .engine import drain_seconds
 
         for h in hosts:
-            connect_s = cfg.connect_timeout * max(1, len(h.conn_ids) / 256 / cfg.workers) + 10
+            h.connect_s = connect_budget_s(cfg, len(h.conn_ids))
+        # every host waits, once ready, as long as the coordinator may wait for the slowest to be ready, and more
+        start_wait_s = AGENT_START_S + max(h.connect_s for h in hosts) + 30
+        for h in hosts:
             agent_cfg = replace(cfg, cluster=None, json_path=None, hdr_path=None, quiet=True, server=None,
                                 server_pid=None, server_workers=None, server_args=(), tls_ca=None)
-            spec = {"addr": h.addr, "names": names, "start_wait_s": AGENT_START_S + connect_s + 30,
-                    "deadline_s": AGENT_START_S + connect_s + 30 + run_s + drain_seconds(cfg) + 60,
+            spec = {"addr": h.addr, "names": names, "start_wait_s": start_wait_s,
+                    "deadline_s": AGENT_START_S + start_wait_s + run_s + drain_seconds(cfg) + 60,
                     "agent": {"cfg": agent_cfg.as_dict(), "conn_ids": h.conn_ids, "offset_ns": h.offset_ns,
-                              "name": h.name, "tls_ca_pem": tls_pem}}
-            h.connect_s = connect_s
+                              "name": h.name, "tls_ca_pem": tls_pem, "start_wait_s": start_wait_s}}
             h.future = self.client.submit(host_task, spec, key=f"echobench-{self.run_id}-host-{h.name}",
                                           workers=[h.addr], allow_other_workers=False, retries=0, pure=False)
 
     def _workers(self) -> dict:
         """Every worker the scheduler knows now. (Not ``client.scheduler_info()``: it returns a cache that the
         client's own periodic refresh overwrites with a copy that lists no workers, so it can come back empty.)"""
-        return self.client.sync(self.client.scheduler.identity, n_workers=-1)["workers"]
+        return _bounded(self.client.sync, self.client.scheduler.identity, n_workers=-1)["workers"]
 
     def _members(self) -> set[str]:
         return set(self._workers())
@@ -470,7 +505,7 @@ class Coordinator:
                 self.incomplete = "not every client host connected in time: " + ", ".join(h.name for h in hosts if not h.ready)
                 break
             try:  # what is there now, without waiting (a timed get logs an error on the scheduler at each timeout)
-                got = ready_q.get(batch=True)
+                got = _bounded(ready_q.get, batch=True)
             except Exception as exc:  # noqa: BLE001 (the scheduler connection is gone)
                 self.incomplete = f"lost the Dask scheduler before the start: {_one_line(exc)}"
                 break
@@ -492,11 +527,18 @@ class Coordinator:
             self._stop_all(hosts, start_v, None, self.incomplete)
             self._collect(hosts, time.monotonic() + 30)
 
+    def _beat(self) -> None:
+        """The heartbeat every host watches (loadgen/cluster.py host_task): now, on this host's clock."""
+        try:
+            _bounded(self.beat_v.set, time.time_ns(), timeout=5)
+        except Exception:  # noqa: BLE001 (the scheduler is gone: noticed by the membership check)
+            pass
+
     def _stop_all(self, hosts, start_v, stop_e, reason: str) -> None:
         try:
-            start_v.set({"kind": "stop", "reason": f"stopped by the coordinator: {reason}"})
+            _bounded(start_v.set, {"kind": "stop", "reason": f"stopped by the coordinator: {reason}"}, timeout=5)
             if stop_e is not None:
-                stop_e.set()
+                _bounded(stop_e.set, timeout=5)
         except Exception:  # noqa: BLE001 (the scheduler is gone: every agent has its own deadline)
             pass
 
@@ -504,8 +546,9 @@ class Coordinator:
         from .engine import drain_seconds
 
         cfg = self.cfg
+        self._beat()
         t_start = time.time_ns() + START_AHEAD_NS
-        start_v.set({"kind": "start", "t_ns": t_start})
+        _bounded(start_v.set, {"kind": "start", "t_ns": t_start})
         self.log(f"every client host connected ({sum(len(h.conn_ids) for h in hosts):,} connections); all start "
                  f"{START_AHEAD_NS / 1e6:.0f} ms from now, warm-up {cfg.warmup:g} s, measuring {cfg.duration:g} s")
         warm_end = t_start + int(cfg.warmup * 1e9)
@@ -521,7 +564,7 @@ class Coordinator:
         finally:
             progress.stop()
         if self.server_cpu is not None and self.cpu1 is None and self.cpu0 is not None:
-            self.cpu1 = (self.server_cpu.sample(), time.time_ns())
+            self.cpu1 = (self.server_cpu.sample(), time.monotonic())
 
     def _traffic_loop(self, hosts, start_v, stop_e, t_start, warm_end, end, hard, progress) -> None:
         stopped = False
@@ -530,14 +573,15 @@ class Coordinator:
             now = time.time_ns()
             if now >= t_start and (now - t_start) // 10**9 >= shown and now < end:  # once a second
                 shown += 1
+                self._beat()
                 running = sum(h.result is None and h.lost is None for h in hosts)
                 progress.update(f"{(now - t_start) / 1e9:5.1f}/{progress.total_s:g} s  {running} of {len(hosts)} "
                                 f"client host{'s' if len(hosts) > 1 else ''} running")
             if self.server_cpu is not None:
                 if self.cpu0 is None and now >= warm_end:
-                    self.cpu0 = (self.server_cpu.sample(), now)
+                    self.cpu0 = (self.server_cpu.sample(), time.monotonic())
                 if self.cpu1 is None and now >= end:
-                    self.cpu1 = (self.server_cpu.sample(), now)
+                    self.cpu1 = (self.server_cpu.sample(), time.monotonic())
             if self.server is not None and not self.server.alive() and self.incomplete is None:
                 self.incomplete = (f"server {self.server.model} died mid-run (exit code {self.server.proc.returncode}): "
                                    f"{self.server.stderr_tail(3)}")
@@ -553,6 +597,7 @@ class Coordinator:
                     if h.result is None and h.lost is None:
                         h.lost = "no result before the deadline"
                 self.incomplete = self.incomplete or "not every client host finished before the deadline"
+                self._stop_all(hosts, start_v, stop_e, self.incomplete)  # no straggler keeps loading the server
                 break
             pending = [h.future for h in hosts if h.result is None and h.lost is None]
             nxt = [x for x in (warm_end, end) if x > now]
@@ -614,7 +659,7 @@ class Coordinator:
             from .target import cpu_delta
 
             (s0, t0), (s1, t1) = self.cpu0, self.cpu1
-            wall = (t1 - t0) / 1e9
+            wall = t1 - t0  # monotonic seconds
             s_total, s_busiest = cpu_delta(s0, s1)
             ncpu = len(self.cfg.server_cpus) if self.cfg.server_cpus else len(os.sched_getaffinity(0))
             server_side = stats.SideCpu(s_total, s_busiest, ncpu)
@@ -633,10 +678,7 @@ class Coordinator:
                    window_s=round(wall, 3),
                    note="loadgen_pct sums every host's processes (100 = one CPU); loadgen_busiest_pct is the busiest "
                         "process on any host")
-        h, side, w = max(sides, key=lambda x: x[1].utilisation(x[2]))
-        verdict, detail = stats.verdict(side, server_side, w)
-        res["verdict"] = verdict
-        res["verdict_detail"] = f"{detail} (the busiest client host, {h.name})" if len(sides) > 1 else detail
+        res["verdict"], res["verdict_detail"] = cluster_verdict(sides, server_side, socket.gethostname())
 
     def _host_entry(self, h: Host, n: int, doc: dict) -> dict:
         entry = {"address": h.addr, "name": h.name, "ip": h.ip,
@@ -663,6 +705,36 @@ class Coordinator:
                          incomplete_reason=r["incomplete_reason"] or h.lost,
                          errors=r["errors"], integrity_failures=r["integrity_failures"])
         return entry
+
+
+def cluster_verdict(sides: list, server: "stats.SideCpu | None", here: str) -> tuple[str, str]:
+    """The verdict of a cluster run, which must not flatter. ``sides``: (host, its load generator's SideCpu, its
+    window in s) per client host. Hosts on one machine (the same hostname: Dask workers started together, a
+    LocalCluster, network namespaces) share its CPUs, so they are judged together, as one side over the CPUs
+    they were pinned to. The busiest machine is the client side. A client host on the server's own machine (the
+    server runs here, on ``here``) competes with it for CPUs: such a cell is never ``server-bound``."""
+    machines: dict[str, list] = {}
+    for h, side, w in sides:
+        machines.setdefault((h.identity or {}).get("hostname") or h.addr, []).append((h, side, w))
+    judged = []
+    for name, group in machines.items():
+        cpus: set[int] = set()
+        for h, _s, _w in group:
+            cpus |= set((((h.result or {}).get("doc") or {}).get("pinning") or {}).get("loadgen_cpus") or ())
+        n_cpus = len(cpus) or sum(s.cpus for _h, s, _w in group)
+        side = stats.SideCpu(sum(s.seconds for _h, s, _w in group), max(s.busiest_process for _h, s, _w in group), n_cpus)
+        judged.append((name, [h.name for h, _s, _w in group], side, max(w for _h, _s, w in group)))
+    name, names, side, wall = max(judged, key=lambda x: x[2].utilisation(x[3]))
+    verdict, detail = stats.verdict(side, server, wall)
+    who = f"client host {names[0]}" if len(names) == 1 else f"client hosts {', '.join(names)}, one machine ({name})"
+    if len(sides) > 1 or len(names) > 1:
+        detail = f"{detail} (the busiest: {who})"
+    shared = [n for n, _names, _s, _w in judged if n == here]
+    if server is not None and shared and verdict == "server-bound":
+        verdict = "both-saturated"
+        detail += (f"; client hosts run on the server's own machine ({here}) and compete with it for its CPUs, so "
+                   "this is not ranked as server-bound")
+    return verdict, detail
 
 
 def _busy(h: Host) -> float:

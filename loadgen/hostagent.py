@@ -26,7 +26,7 @@ from .config import LoadConfig
 from .runner import EXIT_USAGE, Runner, RunError, _Abort, _send
 from .target import TargetError
 
-START_WAIT_S = 120.0  # ready, and no start (or stop) from the coordinator within this: give up on our own
+LATE_START_NS = 100_000_000  # a host that learns of the start instant this long after it is incomplete
 
 
 def _emit(obj: dict) -> None:
@@ -46,28 +46,43 @@ def config_from(d: dict) -> LoadConfig:
 
 
 class AgentRunner(Runner):
-    def __init__(self, cfg, log, conn_ids, offset_ns: int, starts: queue.Queue) -> None:
+    def __init__(self, cfg, log, conn_ids, offset_ns: int, starts: queue.Queue, start_wait_s: float) -> None:
         super().__init__(cfg, log, conn_ids=conn_ids)
         self.offset_ns = offset_ns  # this host's clock minus the coordinator's
         self.starts = starts
+        self.start_wait_s = start_wait_s
+        self.stop_event = threading.Event()
+        # coordinator's clock = perf_counter_ns + shift: fixed once, at the start, so that a step or slew of
+        # this host's wall clock during the run moves none of its times
+        self.shift_ns: int | None = None
+        self.late_ns = 0
 
     def start_instant(self, pipes) -> int:
         _emit({"kind": "ready", "conns": len(self.connect_ns), "pid": os.getpid()})
         try:
-            msg = self.starts.get(timeout=START_WAIT_S)
+            msg = self.starts.get(timeout=self.start_wait_s)
         except queue.Empty:
-            msg = {"kind": "stop", "reason": f"no start from the coordinator within {START_WAIT_S:.0f} s of ready"}
+            msg = {"kind": "stop", "reason": f"no start from the coordinator within {self.start_wait_s:.0f} s of ready"}
         if msg["kind"] != "start":
             self.incomplete = msg.get("reason") or "stopped by the coordinator before the start"
             for pp in pipes:
                 _send(pp, ("stop",))
             raise _Abort()
-        host_t = msg["t_ns"] + self.offset_ns  # the agreed instant on this host's clock
-        return time.perf_counter_ns() + (host_t - time.time_ns())
+        real, perf = time.time_ns(), time.perf_counter_ns()
+        self.shift_ns = real - perf - self.offset_ns
+        t0 = msg["t_ns"] - self.shift_ns  # the agreed instant on this host's perf_counter
+        self.late_ns = max(0, perf - t0)
+        if self.late_ns > LATE_START_NS:  # this host would measure a window of its own: say so, and stop
+            self.incomplete = (f"the start instant reached this host {self.late_ns / 1e6:.0f} ms after it had passed "
+                               f"(over {LATE_START_NS / 1e6:.0f} ms)")
+            for pp in pipes:
+                _send(pp, ("stop",))
+            raise _Abort()
+        return t0
 
     def merge_material(self) -> dict:
         """What the coordinator needs to merge this host exactly, every time on the coordinator's clock."""
-        shift = time.time_ns() - time.perf_counter_ns() - self.offset_ns
+        shift = self.shift_ns if self.shift_ns is not None else time.time_ns() - time.perf_counter_ns() - self.offset_ns
         intervals = [[i, w, {**rep, "t_ns": rep["t_ns"] + shift}]
                      for i, by_worker in sorted(self.intervals.items()) for w, rep in sorted(by_worker.items())]
         finals = [[w, {**f, "measured_end_ns": f["measured_end_ns"] + shift}] for w, f in sorted(self.finals.items())]
@@ -77,12 +92,12 @@ class AgentRunner(Runner):
             side = {"seconds": csid.seconds, "busiest_process": csid.busiest_process, "cpus": csid.cpus, "wall_s": wall}
         return {"intervals": intervals, "finals": finals, "connect_ns": self.connect_ns,
                 "warm_t_ns": None if self.warm_t_ns is None else self.warm_t_ns + shift,
-                "incomplete": self.incomplete, "client_cpu": side}
+                "incomplete": self.incomplete, "client_cpu": side, "start_late_us": round(self.late_ns / 1e3, 1)}
 
 
-def _read_commands(commands, starts: queue.Queue, finished: threading.Event, on_stop) -> None:
+def _read_commands(commands, starts: queue.Queue, on_stop) -> None:
     """stdin after the spec: the start instant goes to the runner; a stop (or the coordinator's end of input)
-    interrupts the run as Ctrl-C would (the runner turns SIGTERM into that), keeping what was measured."""
+    ends the run as Ctrl-C would, keeping what was measured (the runner checks for it; no signal is sent)."""
     for line in commands:
         msg = json.loads(line)
         starts.put(msg)
@@ -91,6 +106,19 @@ def _read_commands(commands, starts: queue.Queue, finished: threading.Event, on_
             return
     starts.put({"kind": "stop", "reason": "the coordinator went away"})
     on_stop("the coordinator went away")
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM (a clean stop) when the Dask worker thread that started this agent dies. Set here, after exec,
+    rather than in a preexec_fn of that threaded worker process."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the end of stdin still stops it
+        pass
+    if parent and os.getppid() != parent:  # the parent died before the prctl took effect
+        sys.exit(3)
 
 
 def main() -> int:
@@ -103,6 +131,7 @@ def main() -> int:
     os.close(null)
     sys.stdin = open(os.devnull)
     spec = json.loads(commands.readline())
+    _die_with_parent(spec.get("parent_pid", 0))
     cfg = config_from(spec["cfg"])
     tmp = None
     if spec.get("tls_ca_pem"):  # the authority the coordinator trusts for this run's server
@@ -112,29 +141,23 @@ def main() -> int:
             f.write(spec["tls_ca_pem"])
         cfg = cfg.__class__(**{**cfg.__dict__, "tls_ca": ca})
     starts: queue.Queue = queue.Queue()
-    finished = threading.Event()
-    runner = None
-
-    def on_stop(reason: str) -> None:
-        if finished.is_set() or runner is None:
-            return
-        runner.incomplete = runner.incomplete or reason  # said in this host's result instead of "interrupted"
-        os.kill(os.getpid(), signal.SIGTERM)
 
     def log(msg: str) -> None:
         print(f"loadgen[{spec.get('name', '?')}]: {msg}", file=sys.stderr, flush=True)
 
-    runner = AgentRunner(cfg, log, spec["conn_ids"], int(spec["offset_ns"]), starts)
-    threading.Thread(target=_read_commands, args=(commands, starts, finished, on_stop), daemon=True).start()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stop that comes once the run is over changes nothing
+    runner = AgentRunner(cfg, log, spec["conn_ids"], int(spec["offset_ns"]), starts, float(spec["start_wait_s"]))
+
+    def on_stop(reason: str) -> None:  # the runner acts on it while it connects or runs; afterwards it changes nothing
+        runner.stop_reason = runner.stop_reason or reason
+        runner.stop_event.set()
+
+    threading.Thread(target=_read_commands, args=(commands, starts, on_stop), daemon=True).start()
     try:
         try:
             doc, code = runner.execute()
         except (RunError, TargetError) as exc:
-            finished.set()
             _emit({"kind": "final", "error": str(exc), "code": EXIT_USAGE if isinstance(exc, RunError) else 3})
             return 0
-        finished.set()
         doc["result"].pop("histogram_uncorrected", None)  # merged from the intervals instead
         _emit({"kind": "final", "doc": doc, "code": code, "merge": runner.merge_material()})
         return 0

@@ -389,6 +389,9 @@ def main(argv=None) -> int:
     except (RunError, TargetError) as exc:
         print(f"loadgen/run.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, RunError) else 3
+    except KeyboardInterrupt:  # before a run had anything to report (a run itself turns Ctrl-C into a result)
+        print("loadgen/run.py: error: interrupted before any result", file=sys.stderr)
+        return 3
     output.render_table(doc)
     if doc.get("hosts"):
         output.render_hosts(doc)

@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 
 from . import stats
@@ -68,6 +69,11 @@ def plan_cpus(cfg: LoadConfig) -> tuple[tuple[int, ...], tuple[int, ...] | None]
         return usable, usable
     half = len(usable) // 2
     return usable[half:], usable[:half]
+
+
+def connect_budget_s(cfg: LoadConfig, conns: int) -> float:
+    """How long ``conns`` connections over ``cfg.workers`` processes may take to connect, all told."""
+    return cfg.connect_timeout * max(1, conns / 256 / cfg.workers) + 10
 
 
 def ensure_fds(cfg: LoadConfig, conns: int | None = None) -> int:
@@ -129,6 +135,9 @@ class Runner:
         # the connections this run opens: all of them, or one host's share of a --cluster run (loadgen/cluster.py)
         self.conn_ids = list(range(cfg.conns)) if conn_ids is None else list(conn_ids)
         self.client_side: tuple[stats.SideCpu, float] | None = None  # the load generator's CPU, the window (s)
+        # set from another thread to end the run as Ctrl-C would, saying why (a --cluster host's coordinator)
+        self.stop_event: threading.Event | None = None
+        self.stop_reason: str | None = None
         self.log = log  # one-line messages to stderr (silenced by --quiet)
         self.progress_sink = progress_sink
         self.tls_dir: str | None = None  # the session certificates of a --tls --server run
@@ -225,19 +234,25 @@ class Runner:
         doc = self._document(env, client_cpus, server_cpus, server_pid, host, port, fd_limit)
         return doc, exit_code(doc["result"])
 
+    def _check_stop(self) -> None:
+        if self.stop_event is not None and self.stop_event.is_set():
+            self.incomplete = self.incomplete or self.stop_reason or "stopped"
+            raise KeyboardInterrupt
+
     def start_instant(self, pipes) -> int:
         """The perf_counter_ns instant every worker starts at, once all are connected (a --cluster host agent
         waits for the instant all hosts agreed on instead: loadgen/hostagent.py)."""
         return time.perf_counter_ns() + START_DELAY_NS
 
     def _connect_phase(self, pipes) -> None:
-        deadline = time.monotonic() + self.cfg.connect_timeout * max(1, self.cfg.conns / 256 / self.cfg.workers) + 10
+        deadline = time.monotonic() + connect_budget_s(self.cfg, len(self.conn_ids))
         ready = set()
         while len(ready) < len(pipes):
+            self._check_stop()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RunError("workers did not finish connecting in time")
-            for pp in multiprocessing.connection.wait([p for p in pipes if id(p) not in ready], left):
+            for pp in multiprocessing.connection.wait([p for p in pipes if id(p) not in ready], min(left, 0.2)):
                 try:
                     kind, idx, data = pp.recv()
                 except EOFError:
@@ -263,6 +278,7 @@ class Runner:
         hard_deadline = time.monotonic() + (end - time.perf_counter_ns()) / 1e9 + drain_seconds(cfg) + 10
         open_pipes = list(pipes)
         while open_pipes:
+            self._check_stop()
             now = time.perf_counter_ns()
             if self.cpu_start is None and now >= warm_end:
                 self.cpu_start = (client.sample(), server.sample() if server else None, client.waits())
@@ -461,7 +477,7 @@ class _Abort(Exception):
     """Raised inside execute() to end the run early with self.incomplete set."""
 
 
-def session_certs():
+def session_certs(extra_names: tuple[str, ...] = ()):
     """(temporary folder, servers.tls.SessionCerts) for a --tls --server run."""
     # a fresh authority and server certificate (servers.tls, trustme) in a private temporary folder
     import tempfile
@@ -474,7 +490,7 @@ def session_certs():
 
     d = tempfile.mkdtemp(prefix="echobench-tls-")
     try:
-        c = tls.make_session_certs(d)
+        c = tls.make_session_certs(d, extra_names)
     except Exception as exc:  # noqa: BLE001 (disk full, a cryptography error: one line, the folder removed)
         shutil.rmtree(d, ignore_errors=True)
         raise RunError(f"--tls: cannot make the session certificate: {exc}") from None

@@ -36,12 +36,13 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def make_session_certs(directory: str) -> SessionCerts:
-    """A fresh authority and a server certificate for the loopback names, written into ``directory``."""
+def make_session_certs(directory: str, extra_names: tuple[str, ...] = ()) -> SessionCerts:
+    """A fresh authority and a server certificate for the loopback names (and ``extra_names``: the address a
+    --cluster run's server listens on), written into ``directory``."""
     import trustme
 
     ca = trustme.CA()
-    leaf = ca.issue_cert(*IDENTITIES)
+    leaf = ca.issue_cert(*IDENTITIES, *(n for n in extra_names if n not in IDENTITIES))
     paths = SessionCerts(os.path.join(directory, "ca.pem"), os.path.join(directory, "server.pem"),
                          os.path.join(directory, "server.key"))
     ca.cert_pem.write_to_path(paths.ca)

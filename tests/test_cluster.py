@@ -33,6 +33,9 @@ except ImportError:  # in CI (CI=true) the extra is installed by make venv: a mi
     pytest.skip("Dask distributed is not installed (pip install 'echobench[cluster]')", allow_module_level=True)
 
 TESTS = ROOT_DIR / "tests"
+# Every host here is this machine, so their clocks are one clock; a loaded machine can still make every round trip
+# through the scheduler slow, and the default 10 ms bound would then refuse a host (tested on its own below).
+CLOCK = ["--max-clock-offset", "1"]
 
 
 def _echoed(server) -> tuple[int, dict[str, int]]:
@@ -131,12 +134,38 @@ def test_merged_percentiles_equal_one_histogram_fed_every_sample():
     assert r["complete"] is True and r["duration_s"] == 3.0
 
 
+def _host(name: str, machine: str, cpus: list[int]):
+    from loadgen.cluster import Host
+
+    h = Host(f"tcp://{name}:1", {"name": name})
+    h.identity = {"hostname": machine}
+    h.result = {"doc": {"pinning": {"loadgen_cpus": cpus}}}
+    return h
+
+
+def test_client_hosts_on_one_machine_are_judged_together_and_never_flatter_the_server():
+    from loadgen.cluster import cluster_verdict
+
+    half = stats.SideCpu(1.0, 0.5, 2)  # two processes at 50% over 2 CPUs: this host alone has headroom
+    busy_server = stats.SideCpu(0.95, 0.95, 1)
+    apart = [(_host("a", "m1", [0, 1]), half, 1.0), (_host("b", "m2", [0, 1]), half, 1.0)]
+    assert cluster_verdict(apart, busy_server, "srv")[0] == "server-bound"
+    together = [(_host("a", "m1", [0, 1]), half, 1.0), (_host("b", "m1", [0, 1]), half, 1.0)]
+    verdict, detail = cluster_verdict(together, busy_server, "srv")  # 2 CPU-seconds a second on 2 CPUs
+    assert verdict == "both-saturated" and "one machine (m1)" in detail
+    light = stats.SideCpu(0.2, 0.1, 2)
+    beside = [(_host("a", "srv", [0, 1]), light, 1.0), (_host("b", "m2", [0, 1]), light, 1.0)]
+    verdict, detail = cluster_verdict(beside, busy_server, "srv")  # a client host on the server's machine
+    assert verdict == "both-saturated" and "server's own machine" in detail
+    assert cluster_verdict(beside, None, "srv")[0] == "neither"
+
+
 # -- runs on a cluster -------------------------------------------------------------------------------------------
 
 def test_a_local_cluster_run_counts_what_the_server_echoed(tmp_path, local_cluster, fault_server):
     s = fault_server("count")
     out, doc = loadgen(tmp_path, "--cluster", local_cluster, "--port", str(s.port), "--conns", "8", "--size", "100",
-                       *QUICK)
+                       *QUICK, *CLOCK)
     assert out.returncode == 0, out.stderr
     echoed, peers = _echoed(s)
     r = doc["result"]
@@ -151,7 +180,8 @@ def test_a_local_cluster_run_counts_what_the_server_echoed(tmp_path, local_clust
         assert h["complete"] and h["connections"] == {"requested": 4, "established": 4}
         assert h["messages"] > 0 and h["cpu"]["loadgen_us_per_msg"] > 0
         assert h["verdict"] in ("headroom", "client-bound") and h["echobench"]["code"]
-        assert abs(h["clock_offset_us"]) <= 10_000
+        # one machine, one clock: the offset found is within the half round trip it claims as its uncertainty
+        assert abs(h["clock_offset_us"]) <= h["clock_uncertainty_us"] + 0.1
     assert r["fairness"]["connections"] == 8
     assert r["cpu"]["loadgen_cpu_s"] == pytest.approx(sum(h["cpu"]["loadgen_cpu_s"] for h in hosts), abs=0.002)
     assert "client hosts" in out.stdout
@@ -159,7 +189,7 @@ def test_a_local_cluster_run_counts_what_the_server_echoed(tmp_path, local_clust
 
 def test_a_cluster_run_starts_its_own_tls_server_and_ships_its_authority(tmp_path, local_cluster):
     out, doc = loadgen(tmp_path, "--cluster", local_cluster, "--server", "asyncio-protocol", "--tls", "--conns", "4",
-                       *QUICK)
+                       *QUICK, *CLOCK)
     assert out.returncode == 0, out.stderr
     r = doc["result"]
     assert r["complete"] and r["integrity_failures"] == 0 and r["messages"] > 0
@@ -205,7 +235,7 @@ def test_a_tls_scheduler_and_workers_carry_the_run(tmp_path, fault_server):
         w = worker(addr, "h1", tls=files["worker"])
         srv = fault_server("count")
         out, doc = loadgen(tmp_path, "--cluster", addr, "--cluster-tls", ",".join(map(str, files["client"])),
-                           "--port", str(srv.port), "--conns", "2", "--size", "100", *QUICK)
+                           "--port", str(srv.port), "--conns", "2", "--size", "100", *QUICK, *CLOCK)
         assert out.returncode == 0, out.stderr
         assert _echoed(srv)[0] == doc["result"]["messages_total"] * 100
         plain, _ = loadgen(tmp_path, "--cluster", "tcp://" + addr.split("://")[1], *QUICK)  # no plaintext way in
@@ -280,7 +310,7 @@ def test_a_killed_client_host_ends_the_run_incomplete_with_the_others_results(tm
     addr, (w1, w2) = dask_cluster(workers=2)
     s = fault_server("count")
     path = tmp_path / "r.json"
-    run = DaskProc([*RUN, "--cluster", addr, "--port", str(s.port), "--conns", "8", "--size", "100",
+    run = DaskProc([*RUN, "--cluster", addr, "--port", str(s.port), "--conns", "8", "--size", "100", *CLOCK,
                     "--warmup", "0.5", "--duration", "60", "--json", str(path)])
     try:
         run.wait_for(r"loadgen: +[1-9]\d*\.\d/60\.5 s", timeout=90)  # measuring: a progress line past 1 s
@@ -302,6 +332,24 @@ def test_a_killed_client_host_ends_the_run_incomplete_with_the_others_results(tm
     assert not alive
     echoed, _ = _echoed(s)
     assert echoed >= r["messages_total"] * 100  # the dead host's echoes are not in the merged counts
+
+
+def test_hosts_stop_on_their_own_when_the_coordinator_is_killed(tmp_path, dask_cluster, fault_server):
+    addr, (w1,) = dask_cluster(workers=1)
+    s = fault_server("count")
+    run = DaskProc([*RUN, "--cluster", addr, "--port", str(s.port), "--conns", "2", *CLOCK, "--warmup", "0.5",
+                    "--duration", "120"])
+    try:
+        run.wait_for(r"loadgen: +[1-9]\d*\.\d/120\.5 s", timeout=90)
+        agents = psutil.Process(w1.proc.pid).children(recursive=True)
+        assert agents
+        run.proc.kill()  # no stop, no goodbye: only its heartbeat stops
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    # the heartbeat goes stale after 15 s; the run would otherwise go on for two minutes
+    _gone, alive = psutil.wait_procs(agents, timeout=90)
+    assert not alive
 
 
 # -- three hosts of their own: network namespaces -----------------------------------------------------------------
@@ -335,7 +383,7 @@ def test_two_client_hosts_drive_a_server_on_a_third(tmp_path, netns_hosts):
         procs.append(worker(addr, f"client{i + 1}", host=ip, netns=ns))
     path = tmp_path / "r.json"
     out = subprocess.run(["ip", "netns", "exec", hosts.server, *RUN, "--cluster", addr, "--host", hosts.server_ip,
-                          "--port", str(s.port), "--conns", "8", "--size", "100", *QUICK, "--json", str(path)],
+                          "--port", str(s.port), "--conns", "8", "--size", "100", *QUICK, *CLOCK, "--json", str(path)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT_DIR)
     assert out.returncode == 0, out.stderr
     doc = json.loads(path.read_text())
@@ -372,7 +420,7 @@ conns = 2
 size = 1024
 """)
     out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results",
-                          str(tmp_path / "results"), "--cluster", local_cluster, "--server-host", "127.0.0.1"],
+                          str(tmp_path / "results"), "--cluster", local_cluster, "--server-host", "127.0.0.1", *CLOCK],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = (tmp_path / "results" / "latest").resolve()
@@ -400,7 +448,7 @@ def test_a_lost_scheduler_ends_the_run_incomplete_in_one_line(tmp_path, fault_se
         workers = [worker(addr, f"h{i}") for i in (1, 2)]
         srv = fault_server("count")
         path = tmp_path / "r.json"
-        run = DaskProc([*RUN, "--cluster", addr, "--port", str(srv.port), "--conns", "4", "--warmup", "0.5",
+        run = DaskProc([*RUN, "--cluster", addr, "--port", str(srv.port), "--conns", "4", "--warmup", "0.5", *CLOCK,
                         "--duration", "60", "--json", str(path)])
         run.wait_for(r"loadgen: +[1-9]\d*\.\d/60\.5 s", timeout=90)
         s.proc.kill()
