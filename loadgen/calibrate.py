@@ -32,10 +32,16 @@ from .runner import plan_cpus
 from .target import CpuSampler, ManagedServer, cpu_delta
 
 
-def run_loadgen(model: str, conns: int, size: int, duration: float, warmup: float, engine: str = "auto") -> dict:
+def run_loadgen(model: str, conns: int, size: int, duration: float, warmup: float, engine: str = "auto",
+                server=None, client_cpus=None) -> dict:
+    """One run.py run: it starts ``model`` itself, or drives the already running ``server`` (a ManagedServer)
+    from ``client_cpus``."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "r.json")
-        cmd = [sys.executable, str(ROOT / "loadgen" / "run.py"), "--server", model, "--conns", str(conns),
+        where = (["--server", model] if server is None else
+                 ["--host", server.addr[0], "--port", str(server.addr[1]), "--server-pid", str(server.pid),
+                  "--cpus", ",".join(map(str, client_cpus))])
+        cmd = [sys.executable, str(ROOT / "loadgen" / "run.py"), *where, "--conns", str(conns),
                "--size", str(size), "--duration", str(duration), "--warmup", str(warmup), "--json", path, "--quiet",
                "--engine", engine]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
@@ -51,8 +57,11 @@ def run_loadgen(model: str, conns: int, size: int, duration: float, warmup: floa
 
 
 def run_cref(binary, model: str, conns: int, size: int, duration: float, warmup: float,
-             client_cpus, server_cpus) -> dict:
-    server = ManagedServer(model, "127.0.0.1", None, server_cpus)
+             client_cpus, server_cpus, server=None) -> dict:
+    """The C reference client against a fresh ``model`` server, or against the running ``server``."""
+    own = server is None
+    if own:
+        server = ManagedServer(model, "127.0.0.1", None, server_cpus)
     try:
         sampler = CpuSampler([server.pid], children=True)
         proc = subprocess.Popen([str(binary), server.addr[0], str(server.addr[1]), str(conns), str(size), str(duration), str(warmup)],
@@ -75,7 +84,8 @@ def run_cref(binary, model: str, conns: int, size: int, duration: float, warmup:
                 "server_pct": server_s / (t1 - t0) * 100,
                 "events_per_wait": r["epoll_events"] / r["epoll_waits"] if r.get("epoll_waits") else None}
     finally:
-        server.stop()
+        if own:
+            server.stop()
 
 
 def _median(rs: list[dict]) -> dict:
@@ -97,6 +107,10 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--paired", type=int, metavar="ROUNDS",
+                   help="instead: ROUNDS rounds against one running server per model, each round every client "
+                        "back to back (order alternating), and the medians of each round's ratios; a drift or a "
+                        "change of the machine's speed between rounds then cancels within a round")
     p.add_argument("--json", dest="json_path")
     a = p.parse_args(argv)
     binary, reason = cref.build()
@@ -108,6 +122,8 @@ def main(argv=None) -> int:
     models = [a.model] + ([a.versus] if a.versus and a.versus != a.model else [])
     client_cpus, server_cpus = plan_cpus(LoadConfig(server=a.model))
     conns_list = [int(c) for c in a.conns.split(",")]
+    if a.paired:
+        return paired(a, binary, clients, models, conns_list, client_cpus, server_cpus)
     rows: dict[tuple[str, int, str], list[dict]] = {}
     total = len(conns_list) * a.trials * len(clients) * len(models)
     done = 0
@@ -166,6 +182,84 @@ def main(argv=None) -> int:
             json.dump({"env": env, "config": vars(a),
                        "rows": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in rows.items()},
                        "summary": summary, "ranking": ranking}, f, indent=2)
+    return 0
+
+
+def _q(xs: list[float]) -> str:
+    """median [min-max] of per-round ratios"""
+    xs = sorted(xs)
+    return f"{statistics.median(xs):.3f} [{xs[0]:.2f}-{xs[-1]:.2f}]"
+
+
+def paired(a, binary, clients, models, conns_list, client_cpus, server_cpus) -> int:
+    """--paired: every client back to back against the same running server, round after round; each round's
+    ratios (engine vs C; one model vs the other, per client) are taken within the round, then their median."""
+    servers = {m: ManagedServer(m, "127.0.0.1", None, server_cpus) for m in models}
+    rows: dict[tuple, list[dict]] = {}
+    try:
+        total = a.paired * len(conns_list) * len(models) * len(clients)
+        done = 0
+        for rnd in range(a.paired):
+            for conns in conns_list:
+                for model in models:
+                    order = clients if rnd % 2 == 0 else list(reversed(clients))
+                    for client in order:
+                        done += 1
+                        print(f"bench-loadgen: [{done}/{total}] round {rnd + 1}, {model}, {conns} conns, {client}",
+                              file=sys.stderr, flush=True)
+                        srv = servers[model]
+                        if client == "C":
+                            r = run_cref(binary, model, conns, a.size, a.duration, a.warmup, client_cpus, server_cpus,
+                                         server=srv)
+                        else:
+                            r = run_loadgen(model, conns, a.size, a.duration, a.warmup, engine=client, server=srv,
+                                            client_cpus=client_cpus)
+                        rows.setdefault((model, conns, client), []).append(r)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    env = environment()
+    print(f"\nbench-loadgen --paired: {a.size} B, closed loop depth 1, {a.paired} rounds of {a.duration:g} s runs "
+          f"(one running server per model), server CPUs {','.join(map(str, server_cpus))}, client CPUs "
+          f"{','.join(map(str, client_cpus))}; per-round ratios: median [min-max]")
+    print(f"{env['cpu_model']}, kernel {env['kernel']}, Python {env['python']}, commit {(env['git_commit'] or '?')[:12]}\n")
+    out = {"env": env, "config": vars(a), "rows": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in rows.items()}, "pairs": []}
+    for model in models:
+        for conns in conns_list:
+            c = rows.get((model, conns, "C"))
+            for client in clients:
+                rs = rows[(model, conns, client)]
+                line = (f"{model:<18} {conns:>5} {client:<7} msgs/s median {statistics.median(r['msgs_per_s'] for r in rs):>9,.0f}"
+                        f"  client us/msg {statistics.median(r['client_us_per_msg'] for r in rs):5.2f}")
+                entry = {"model": model, "conns": conns, "client": client}
+                if c and client != "C":
+                    msgs = [x["msgs_per_s"] / y["msgs_per_s"] for x, y in zip(rs, c)]
+                    cus = [x["client_us_per_msg"] / y["client_us_per_msg"] for x, y in zip(rs, c)]
+                    sus = [x["server_us_per_msg"] / y["server_us_per_msg"] for x, y in zip(rs, c)]
+                    line += f"   vs C: msgs/s {_q(msgs)}  client us/msg {_q(cus)}  server us/msg {_q(sus)}"
+                    entry.update(msgs_vs_c=statistics.median(msgs), client_us_vs_c=statistics.median(cus),
+                                 server_us_vs_c=statistics.median(sus))
+                print(line)
+                out["pairs"].append(entry)
+        print()
+    if len(models) == 2:
+        print(f"ranking: {models[0]} / {models[1]} msgs/s within each round, as each client measured it")
+        for conns in conns_list:
+            ratios = {cl: [x["msgs_per_s"] / y["msgs_per_s"] for x, y in zip(rows[(models[0], conns, cl)],
+                                                                                 rows[(models[1], conns, cl)])]
+                      for cl in clients}
+            text = "  ".join(f"{cl} {_q(r)}" for cl, r in ratios.items())
+            agree = ""
+            if "C" in ratios and "native" in ratios:
+                off = statistics.median(ratios["native"]) / statistics.median(ratios["C"]) - 1
+                agree = f"   native vs C: {off:+.1%} ({'within' if abs(off) <= 0.05 else 'OUTSIDE'} 5%)"
+            print(f"{conns:>6} conns: {text}{agree}")
+            out.setdefault("ranking", []).append({"conns": conns, **{f"ratio_{cl}": statistics.median(r)
+                                                                     for cl, r in ratios.items()}})
+        print()
+    if a.json_path:
+        with open(a.json_path, "w") as f:
+            json.dump(out, f, indent=2)
     return 0
 
 

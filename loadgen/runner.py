@@ -109,6 +109,11 @@ class Progress:
         self.live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
         self.live.start()
 
+    @property
+    def shows(self) -> bool:
+        """Whether an update is seen (with --quiet nothing is: the line is then not even computed)."""
+        return self.sink is not None or self.plain or self.live is not None
+
     def update(self, text: str) -> None:
         if self.sink is not None:
             self.sink(text)
@@ -333,7 +338,7 @@ class Runner:
         elif kind == "interval":
             self.intervals.setdefault(data["i"], {})[idx] = data
             got = self.intervals[data["i"]]
-            if progress is not None and len(got) == self.cfg.workers:
+            if progress is not None and progress.shows and len(got) == self.cfg.workers:
                 span = max(r["span_ns"] for r in got.values()) / 1e9
                 msgs = sum(r["msgs"] for r in got.values()) / span if span > 0 else 0
                 h = stats.merge([r["hist"] for r in got.values()])

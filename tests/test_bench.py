@@ -352,3 +352,19 @@ def test_ranking_tables_give_each_model_relative_to_the_go_reference():
     (title, header, rows), = ranking_tables(suite)
     assert "us/msg vs go" not in header and all(len(r) == len(header) for r in rows)
 
+
+
+def test_calibrate_paired_runs_every_client_against_one_running_server(tmp_path):
+    out_json = tmp_path / "pairs.json"
+    out = subprocess.run([sys.executable, "-m", "loadgen.calibrate", "--paired", "2", "--conns", "2", "--duration", "0.3",
+                          "--warmup", "0.1", "--model", "asyncio-protocol", "--versus", "", "--json", str(out_json)],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out_json.read_text())
+    clients = {p["client"] for p in doc["pairs"]}
+    assert "python" in clients
+    for key, runs in doc["rows"].items():
+        assert len(runs) == 2 and all(r["msgs_per_s"] > 0 for r in runs)
+    if "C" in clients:  # built where a C compiler is (CI has one): each engine's ratios to it, round by round
+        assert all(p["msgs_vs_c"] > 0 for p in doc["pairs"] if p["client"] != "C")
+    assert "per-round ratios" in out.stdout
