@@ -679,6 +679,7 @@ class Coordinator:
                    note="loadgen_pct sums every host's processes (100 = one CPU); loadgen_busiest_pct is the busiest "
                         "process on any host")
         res["verdict"], res["verdict_detail"] = cluster_verdict(sides, server_side, socket.gethostname())
+        self.machine_busy = {n: side.utilisation(w) for _m, names, side, w in machines_of(sides) for n in names}
 
     def _host_entry(self, h: Host, n: int, doc: dict) -> dict:
         entry = {"address": h.addr, "name": h.name, "ip": h.ip,
@@ -691,39 +692,50 @@ class Coordinator:
         hd = (h.result or {}).get("doc")
         if hd is not None:
             r = hd["result"]
+            machine = getattr(self, "machine_busy", {}).get(h.name)
+            saturated = r["verdict"] in stats.CLIENT_SATURATED or (machine is not None and machine >= stats.BUSY)
             duration = doc["result"]["duration_s"]
             entry.update(connections=r["connections"], messages=r["messages"],
                          msgs_per_s=round(r["messages"] / duration, 1) if duration else None,
                          loadgen_cpus=hd["pinning"]["loadgen_cpus"], engine=hd["config"]["engine"],
                          cpu={k: r["cpu"].get(k) for k in ("loadgen_pct", "loadgen_busiest_pct", "loadgen_us_per_msg",
                                                             "loadgen_cpu_s", "loadgen_wait_pct", "window_s")},
-                         verdict="client-bound" if r["verdict"] in stats.CLIENT_SATURATED else "headroom",
+                         verdict="client-bound" if saturated else "headroom",
                          verdict_detail=(f"the load generator on this host was {_busy(h):.0%} busy"
+                                         + (f", its machine {machine:.0%} with the hosts beside it" if machine is not None
+                                            and abs(machine - _busy(h)) > 0.005 else "")
                                          + (": this host's share measures the load generator, not the server"
-                                            if r["verdict"] in stats.CLIENT_SATURATED else "")),
+                                            if saturated else "")),
                          complete=r["complete"],
                          incomplete_reason=r["incomplete_reason"] or h.lost,
                          errors=r["errors"], integrity_failures=r["integrity_failures"])
         return entry
 
 
-def cluster_verdict(sides: list, server: "stats.SideCpu | None", here: str) -> tuple[str, str]:
-    """The verdict of a cluster run, which must not flatter. ``sides``: (host, its load generator's SideCpu, its
-    window in s) per client host. Hosts on one machine (the same hostname: Dask workers started together, a
-    LocalCluster, network namespaces) share its CPUs, so they are judged together, as one side over the CPUs
-    they were pinned to. The busiest machine is the client side. A client host on the server's own machine (the
-    server runs here, on ``here``) competes with it for CPUs: such a cell is never ``server-bound``."""
+def machines_of(sides: list) -> list[tuple[str, list[str], "stats.SideCpu", float]]:
+    """(machine, its hosts' names, one SideCpu for them all, window) per machine. Hosts on one machine (the same
+    hostname: Dask workers started together, a LocalCluster, network namespaces) share its CPUs, so they are
+    one side, over the CPUs they were pinned to."""
     machines: dict[str, list] = {}
     for h, side, w in sides:
         machines.setdefault((h.identity or {}).get("hostname") or h.addr, []).append((h, side, w))
-    judged = []
+    out = []
     for name, group in machines.items():
         cpus: set[int] = set()
         for h, _s, _w in group:
             cpus |= set((((h.result or {}).get("doc") or {}).get("pinning") or {}).get("loadgen_cpus") or ())
         n_cpus = len(cpus) or sum(s.cpus for _h, s, _w in group)
         side = stats.SideCpu(sum(s.seconds for _h, s, _w in group), max(s.busiest_process for _h, s, _w in group), n_cpus)
-        judged.append((name, [h.name for h, _s, _w in group], side, max(w for _h, _s, w in group)))
+        out.append((name, [h.name for h, _s, _w in group], side, max(w for _h, _s, w in group)))
+    return out
+
+
+def cluster_verdict(sides: list, server: "stats.SideCpu | None", here: str) -> tuple[str, str]:
+    """The verdict of a cluster run, which must not flatter. ``sides``: (host, its load generator's SideCpu, its
+    window in s) per client host. The busiest machine (``machines_of``) is the client side. A client host on the
+    server's own machine (the server runs here, on ``here``) competes with it for CPUs: such a cell is never
+    ``server-bound``."""
+    judged = machines_of(sides)
     name, names, side, wall = max(judged, key=lambda x: x[2].utilisation(x[3]))
     verdict, detail = stats.verdict(side, server, wall)
     who = f"client host {names[0]}" if len(names) == 1 else f"client hosts {', '.join(names)}, one machine ({name})"
