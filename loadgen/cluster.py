@@ -72,7 +72,7 @@ def identity() -> dict:
     h = hashlib.sha256()
     for d in CODE_DIRS:
         for p in sorted((ROOT / d).rglob("*")):
-            if p.suffix in (".py", ".c", ".toml") and p.is_file() and "__pycache__" not in p.parts:
+            if p.suffix in (".py", ".c") and p.is_file() and "__pycache__" not in p.parts:  # code, not matrices
                 h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
     try:
         version = importlib.metadata.version("echobench")
@@ -318,7 +318,7 @@ class Coordinator:
             if isinstance(ident, BaseException):
                 raise RunError(f"--cluster: worker {h.name} ({h.addr}) refused: its probe failed ({_one_line(ident)})")
             if "error" in ident:
-                raise RunError(f"--cluster: worker {h.name} ({h.addr}) refused: {ident['error']}; {EXTRA} there")
+                raise RunError(f"--cluster: worker {h.name} ({h.addr}) refused: {ident['error']}; install it there: {EXTRA}")
             for key in ("version", "code"):
                 if ident[key] != mine[key]:
                     raise RunError(
