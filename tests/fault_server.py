@@ -6,7 +6,7 @@ Modes:
   count    echo correctly; on SIGTERM print "echoed BYTES" to stdout
   corrupt  flip one byte in every N (default 1,000,000) of each connection's stream
   drop     drop one byte in every N of each connection's stream
-  reorder  swap two consecutive messages of --size bytes once per connection, after N bytes
+  reorder  swap two consecutive messages of --size bytes once per connection: the first two after N bytes
   stall    stop reading every connection for 0.5 s once, --after-s seconds after the first byte
   die      exit abruptly (code 9) after --after-s seconds of traffic
   reset    reset every connection (SO_LINGER 0) after --after-s seconds of traffic
@@ -40,6 +40,7 @@ class Fault(asyncio.Protocol):
         self.seen = 0  # bytes of this connection's stream so far
         self.held = b""
         self.reordered = False
+        self.holding = False  # reorder: holding back the two messages to swap
         self.partial = b""  # paced: the bytes of a message not yet whole
 
     def connection_made(self, transport) -> None:
@@ -87,7 +88,15 @@ class Fault(asyncio.Protocol):
             else:
                 data = data[:i] + data[i + 1:]
                 s.echoed -= 1
-        elif mode == "reorder" and not self.reordered and self.seen > every:
+        elif mode == "reorder" and not self.reordered and self.seen > -(-every // s.size) * s.size:
+            # the two messages after the first message boundary at or past `every` bytes: the same messages
+            # however the stream was cut into reads (a boundary taken from a read's start would depend on it)
+            if not self.holding:
+                self.holding = True
+                cut = -(-every // s.size) * s.size - start
+                if cut > 0:
+                    self.t.write(data[:cut])
+                data = data[cut:]
             self.held += data
             if len(self.held) < 2 * s.size:
                 return
