@@ -553,7 +553,6 @@ class Coordinator:
                  f"{START_AHEAD_NS / 1e6:.0f} ms from now, warm-up {cfg.warmup:g} s, measuring {cfg.duration:g} s")
         warm_end = t_start + int(cfg.warmup * 1e9)
         end = warm_end + int(cfg.duration * 1e9)
-        self.window = (warm_end, end)
         self.cpu0 = self.cpu1 = None
         hard = time.monotonic() + (end - time.time_ns()) / 1e9 + drain_seconds(cfg) + 60
         from .runner import Progress
