@@ -185,10 +185,51 @@ def main(argv=None) -> int:
     return 0
 
 
-def _q(xs: list[float]) -> str:
-    """median [min-max] of per-round ratios"""
+def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median of ``xs``: the order statistics x(j) and x(n+1-j)
+    with the largest j whose coverage 1 - 2 P(B < j), B ~ Binomial(n, 1/2), is still >= ``level``; with too few
+    values for that, the whole range and its coverage. Returns (low, high, coverage). No assumption about the
+    ratios' distribution, and no resampling: the same rounds always give the same interval."""
     xs = sorted(xs)
-    return f"{statistics.median(xs):.3f} [{xs[0]:.2f}-{xs[-1]:.2f}]"
+    n = len(xs)
+    if n == 0:
+        raise ValueError("no values")
+    best = None
+    cdf, pmf = 0.0, 0.5 ** n  # P(B <= j - 2), P(B = j - 1)
+    for j in range(1, n // 2 + 1):  # the interval [x(j), x(n + 1 - j)], 1-based
+        cdf += pmf
+        cover = 1 - 2 * cdf
+        if cover < level:
+            break
+        best = (xs[j - 1], xs[n - j], cover)
+        pmf = pmf * (n - j + 1) / j
+    if best is None:
+        best = (xs[0], xs[-1], max(0.0, 1 - 2 * 0.5 ** n) if n > 1 else 0.0)
+    return best
+
+
+def _q(xs: list[float]) -> str:
+    """median [confidence interval of the median; the range] of per-round ratios"""
+    lo, hi, cover = median_ci(xs)
+    s = sorted(xs)
+    return f"{statistics.median(s):.3f} [{cover:.0%} CI {lo:.3f}-{hi:.3f}; range {s[0]:.2f}-{s[-1]:.2f}]"
+
+
+def judge(xs: list[float], low: float | None = None, high: float | None = None) -> str:
+    """Whether per-round ratios meet a target (>= low, <= high, or both), judged on the median's confidence
+    interval: ``met`` when the whole interval meets it, ``missed`` when none of it does, else ``not told apart``
+    (the rounds cannot say: more rounds, or a quieter machine); ``too few rounds`` below the 6 that a 95%
+    interval needs."""
+    lo, hi, cover = median_ci(xs)
+    if cover < 0.95:
+        return "too few rounds"  # 6 at least
+    ok_lo = low is None or lo >= low
+    ok_hi = high is None or hi <= high
+    if ok_lo and ok_hi:
+        return "met"
+    if (low is not None and hi < low) or (high is not None and lo > high):
+        return "missed"
+    return "not told apart"
 
 
 def paired(a, binary, clients, models, conns_list, client_cpus, server_cpus) -> int:
@@ -221,26 +262,47 @@ def paired(a, binary, clients, models, conns_list, client_cpus, server_cpus) -> 
     env = environment()
     print(f"\nbench-loadgen --paired: {a.size} B, closed loop depth 1, {a.paired} rounds of {a.duration:g} s runs "
           f"(one running server per model), server CPUs {','.join(map(str, server_cpus))}, client CPUs "
-          f"{','.join(map(str, client_cpus))}; per-round ratios: median [min-max]")
+          f"{','.join(map(str, client_cpus))}; per-round ratios: median [confidence interval of the median; range]")
     print(f"{env['cpu_model']}, kernel {env['kernel']}, Python {env['python']}, commit {(env['git_commit'] or '?')[:12]}\n")
-    out = {"env": env, "config": vars(a), "rows": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in rows.items()}, "pairs": []}
+    out = {"env": env, "config": vars(a), "rows": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in rows.items()}, "pairs": [],
+           "targets": []}
+    targets = out["targets"]
+
+    def target(what: str, model: str, conns: int, xs: list[float], **bound) -> None:
+        verdict = judge(xs, **bound)
+        lo, hi, cover = median_ci(xs)
+        targets.append({"target": what, "model": model, "conns": conns, "verdict": verdict,
+                        "median": statistics.median(xs), "ci": [lo, hi], "coverage": cover, "rounds": len(xs)})
+
     for model in models:
         for conns in conns_list:
             c = rows.get((model, conns, "C"))
             for client in clients:
                 rs = rows[(model, conns, client)]
                 line = (f"{model:<18} {conns:>5} {client:<7} msgs/s median {statistics.median(r['msgs_per_s'] for r in rs):>9,.0f}"
-                        f"  client us/msg {statistics.median(r['client_us_per_msg'] for r in rs):5.2f}")
-                entry = {"model": model, "conns": conns, "client": client}
+                        f"  client us/msg {statistics.median(r['client_us_per_msg'] for r in rs):5.2f}"
+                        f"  client CPU {statistics.median(r['client_pct'] for r in rs):3.0f}%"
+                        f"  server CPU {statistics.median(r['server_pct'] for r in rs):3.0f}%")
+                entry = {"model": model, "conns": conns, "client": client,
+                         "client_pct": statistics.median(r["client_pct"] for r in rs)}
                 if c and client != "C":
                     msgs = [x["msgs_per_s"] / y["msgs_per_s"] for x, y in zip(rs, c)]
                     cus = [x["client_us_per_msg"] / y["client_us_per_msg"] for x, y in zip(rs, c)]
                     sus = [x["server_us_per_msg"] / y["server_us_per_msg"] for x, y in zip(rs, c)]
-                    line += f"   vs C: msgs/s {_q(msgs)}  client us/msg {_q(cus)}  server us/msg {_q(sus)}"
+                    line += f"\n{'':<33}vs C: msgs/s {_q(msgs)}  client us/msg {_q(cus)}  server us/msg {_q(sus)}"
                     entry.update(msgs_vs_c=statistics.median(msgs), client_us_vs_c=statistics.median(cus),
-                                 server_us_vs_c=statistics.median(sus))
+                                 server_us_vs_c=statistics.median(sus), msgs_vs_c_ci=list(median_ci(msgs)[:2]),
+                                 client_us_vs_c_ci=list(median_ci(cus)[:2]))
+                    if client == "native" and model == models[0]:
+                        target("native msgs/s >= 1.00x C", model, conns, msgs, low=1.0)
+                        target("native client us/msg <= C", model, conns, cus, high=1.0)
                 print(line)
                 out["pairs"].append(entry)
+            if c:
+                busy = statistics.median(r["client_pct"] for r in c)
+                targets.append({"target": "C client < 90% busy (the headroom a server-bound verdict needs)",
+                                "model": model, "conns": conns, "verdict": "met" if busy < 90 else "missed",
+                                "median": busy, "rounds": len(c)})
         print()
     if len(models) == 2:
         print(f"ranking: {models[0]} / {models[1]} msgs/s within each round, as each client measured it")
@@ -248,14 +310,22 @@ def paired(a, binary, clients, models, conns_list, client_cpus, server_cpus) -> 
             ratios = {cl: [x["msgs_per_s"] / y["msgs_per_s"] for x, y in zip(rows[(models[0], conns, cl)],
                                                                                  rows[(models[1], conns, cl)])]
                       for cl in clients}
-            text = "  ".join(f"{cl} {_q(r)}" for cl, r in ratios.items())
-            agree = ""
-            if "C" in ratios and "native" in ratios:
-                off = statistics.median(ratios["native"]) / statistics.median(ratios["C"]) - 1
-                agree = f"   native vs C: {off:+.1%} ({'within' if abs(off) <= 0.05 else 'OUTSIDE'} 5%)"
-            print(f"{conns:>6} conns: {text}{agree}")
+            print(f"{conns:>6} conns: " + "  ".join(f"{cl} {_q(r)}" for cl, r in ratios.items()))
+            if "C" in ratios and "native" in ratios:  # round by round: the native engine's ratio over the C client's
+                agree = [x / y for x, y in zip(ratios["native"], ratios["C"])]
+                print(f"{'':<14}native's ratio / C's, per round: {_q(agree)}")
+                target("ranking: native's ratio within 5% of C's", f"{models[0]} / {models[1]}", conns, agree,
+                       low=0.95, high=1.05)
             out.setdefault("ranking", []).append({"conns": conns, **{f"ratio_{cl}": statistics.median(r)
                                                                      for cl, r in ratios.items()}})
+        print()
+    if targets:
+        print("the issue's targets, judged on the 95% confidence interval of the median over rounds "
+              "(met / missed / not told apart / too few rounds):")
+        for t in targets:
+            value = (f"{t['median']:.3f} [{t['ci'][0]:.3f}-{t['ci'][1]:.3f}]" if "ci" in t
+                     else f"{t['median']:.0f}% busy")
+            print(f"  {t['verdict']:<15} {t['target']}: {t['model']}, {t['conns']} conns: {value}")
         print()
     if a.json_path:
         with open(a.json_path, "w") as f:
