@@ -76,8 +76,7 @@ report: $(STAMP)
 
 # Load generator vs the C reference client, side by side (builds build/echo_client with cc): paired rounds
 # against one running server per model, judged on the confidence interval of the median over rounds.
-# CALIBRATE_ARGS="--trials 3" gives the older interleaved trials against a fresh server each.
-CALIBRATE_ARGS ?= --paired 10 --duration 2 --warmup 0.5
+# CALIBRATE_ARGS="--trials 3" gives interleaved trials against a fresh server each instead.
 bench-loadgen: $(STAMP)
 	$(PY) -m loadgen.calibrate $(CALIBRATE_ARGS)
 

@@ -16,7 +16,6 @@ ratio; the native engine's must agree with the C client's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -26,7 +25,7 @@ import tempfile
 import time
 
 from . import cref
-from .config import LoadConfig, parse_size
+from .config import LoadConfig, OneLineParser, parse_size
 from .envinfo import ROOT, environment
 from .runner import plan_cpus
 from .target import CpuSampler, ManagedServer, cpu_delta
@@ -99,20 +98,30 @@ def _median(rs: list[dict]) -> dict:
 def main(argv=None) -> int:
     from .engine import native
 
-    p = argparse.ArgumentParser(prog="python -m loadgen.calibrate", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m loadgen.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="uvloop-protocol")
     p.add_argument("--versus", default="asyncio-protocol", help="second model for the ranking check ('' to skip)")
     p.add_argument("--conns", default="10,100", help="comma-separated connection counts (default 10,100)")
     p.add_argument("--size", type=parse_size, default=1024)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--trials", type=int, default=3)
-    p.add_argument("--paired", type=int, metavar="ROUNDS",
-                   help="instead: ROUNDS rounds against one running server per model, each round every client "
-                        "back to back (order alternating), and the medians of each round's ratios; a drift or a "
-                        "change of the machine's speed between rounds then cancels within a round")
+    p.add_argument("--duration", type=float, help="seconds measured per run (default 2 paired, 5 with --trials)")
+    p.add_argument("--warmup", type=float, help="seconds of warm-up per run (default 0.5 paired, 1 with --trials)")
+    p.add_argument("--paired", type=int, metavar="ROUNDS", default=10,
+                   help="ROUNDS rounds against one running server per model, each round every client back to back "
+                        "(order alternating); each ratio is taken within a round, and judged on the confidence "
+                        "interval of its median over rounds: a drift or a change of the machine's speed between "
+                        "rounds then cancels (default 10)")
+    p.add_argument("--trials", type=int,
+                   help="instead: TRIALS interleaved trials, a fresh server per run, and the medians of each client")
     p.add_argument("--json", dest="json_path")
     a = p.parse_args(argv)
+    if a.trials is not None:
+        a.paired = None
+    if a.duration is None:
+        a.duration = 2.0 if a.paired else 5.0
+    if a.warmup is None:
+        a.warmup = 0.5 if a.paired else 1.0
+    if (a.paired is not None and a.paired < 1) or (a.trials is not None and a.trials < 1) or a.duration <= 0 or a.warmup < 0:
+        p.error("--paired and --trials take a positive count, --duration a positive and --warmup a non-negative time")
     binary, reason = cref.build()
     if binary is None:
         print(f"bench-loadgen: C reference client skipped: {reason}", file=sys.stderr)

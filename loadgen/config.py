@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import asdict, dataclass
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parse_size(text: str) -> int:

@@ -19,12 +19,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from loadgen.config import LoadConfig, parse_cpus, parse_size  # noqa: E402
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from loadgen.config import LoadConfig, OneLineParser, parse_cpus, parse_size  # noqa: E402
 
 
 def _typed(fn, what):
@@ -67,7 +62,7 @@ def _rate(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from servers import registry
 
-    p = _OneLineParser(prog="loadgen/run.py", description="Drive an echo server and report throughput, latency and CPU cost honestly.",
+    p = OneLineParser(prog="loadgen/run.py", description="Drive an echo server and report throughput, latency and CPU cost honestly.",
                        epilog="Exit codes: 0 ok, 1 integrity failures or errors, 2 usage, 3 incomplete run.")
     g = p.add_argument_group("target")
     g.add_argument("--transport", choices=["tcp", "udp", "unix"], default="tcp",

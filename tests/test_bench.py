@@ -391,3 +391,11 @@ def test_judge_says_met_only_when_the_whole_interval_meets_the_target():
     assert judge([0.90, 0.95, 0.97, 0.99, 1.01, 1.02, 1.05, 1.10], low=1.0) == "not told apart"
     assert judge([0.96, 0.97, 0.98, 1.0, 1.01, 1.02, 1.03, 1.04], low=0.95, high=1.05) == "met"
     assert judge([1.10, 1.20, 1.30], low=1.0) == "too few rounds"  # 3 rounds cannot give a 95% interval
+
+
+@pytest.mark.parametrize("args", [["--paired", "0"], ["--trials", "-1"], ["--duration", "0"], ["--paired", "x"]])
+def test_calibrate_refuses_bad_counts_in_one_line(args):
+    out = subprocess.run([sys.executable, "-m", "loadgen.calibrate", *args], cwd=ROOT_DIR, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "error" in out.stderr
