@@ -11,6 +11,7 @@ import tempfile
 
 import psutil
 
+from servers.cli import PARENT_ENV
 from servers.net import read_ready_line
 
 from .envinfo import ROOT
@@ -40,9 +41,10 @@ class ManagedServer:
             argv += ["--workers", str(workers)]
         self.stderr = tempfile.TemporaryFile()
         pin = (lambda: os.sched_setaffinity(0, set(cpus))) if cpus else None
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}  # it stops when we die, even by SIGKILL
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
-            preexec_fn=pin, start_new_session=True,
+            preexec_fn=pin, start_new_session=True, env=env,
         )
         self.model = model
         self.addr = self._wait_ready()

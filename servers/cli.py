@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 
 from . import net, registry
@@ -16,6 +18,7 @@ from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+PARENT_ENV = "ECHOBENCH_STOP_WITH_PID"  # set by the load generator that started this server (loadgen/target.py)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -152,7 +155,27 @@ def list_models() -> str:
     return "\n".join(lines)
 
 
+def stop_with_parent() -> bool:
+    """When the process that started this server asked for it (``ECHOBENCH_STOP_WITH_PID``, its PID), SIGTERM
+    (a clean stop) as soon as that process dies, however it dies: a load generator killed outright must not leave
+    a pinned server behind. Set here, after exec, not in a fork hook of a possibly threaded parent; survives the
+    exec of the Go server. The variable is removed so a server's own children do not inherit the request. False
+    when the parent is already gone."""
+    want = os.environ.pop(PARENT_ENV, None)
+    if not want or not want.isdigit():
+        return True
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own stop() is all there is
+        return True
+    return os.getppid() == int(want)  # else the parent died before the prctl took effect
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not stop_with_parent():
+        return EXIT_FAILURE
     config = parse_config(argv)
     if config is None:
         print(list_models())

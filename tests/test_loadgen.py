@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import MODEL_PARAMS, ROOT_DIR
+from conftest import MODEL_PARAMS, ROOT_DIR, model_params
 
 from servers import registry
 
@@ -401,3 +402,34 @@ def test_bad_capacity_arguments(tmp_path, args, fragment):
     assert out.returncode == 2
     assert_one_line_error(out)
     assert fragment in out.stderr
+
+
+@pytest.mark.parametrize("model", model_params(["asyncio-protocol", "reuseport", "go"]))
+def test_a_load_generator_killed_outright_leaves_no_server_behind(model):
+    """SIGKILL gives run.py no chance to stop the server it started: the server stops itself when its parent dies
+    (the Go binary too, exec'd by ``python -m servers``; reuseport's workers with their parent)."""
+    import queue
+    import threading
+
+    import psutil
+
+    proc = subprocess.Popen([*RUN, "--server", model, "--conns", "2", "--duration", "60", "--warmup", "0"],
+                            cwd=ROOT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr] and None, daemon=True).start()
+    server = None
+    try:
+        deadline = time.monotonic() + 60
+        while server is None:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if m := re.search(rf"started {re.escape(model)} \(pid (\d+)\)", line):
+                server = psutil.Process(int(m.group(1)))
+        family = [server] + server.children(recursive=True)
+        assert len(family) >= (2 if model == "reuseport" else 1)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    gone, alive = psutil.wait_procs(family, timeout=20)
+    for p in alive:
+        p.kill()
+    assert not alive, f"still running after the load generator was killed: {[p.pid for p in alive]}"
