@@ -1,12 +1,18 @@
 """``make bench-loadgen``: how close does the load generator get to a C client, and does it rank servers alike?
 
-In one run, against a fresh pinned server per measurement, it drives the same
-server model with ``loadgen/run.py`` on each of its engines (native and
-python; one worker process) and with the C reference client (``loadgen/cref``),
-interleaved trial by trial, and prints msgs/s, server CPU us/message and
-client CPU us/message for each, and the ratios to the C client. The C client
-is the calibration reference, not the load generator: it tells how much of
-the machine's capacity each engine reaches.
+In one run it drives the same server model with ``loadgen/run.py`` on each of
+its engines (native and python; one worker process) and with the C reference
+client (``loadgen/cref``), and prints msgs/s, server CPU us/message and client
+CPU us/message for each, and the ratios to the C client. The C client is the
+calibration reference, not the load generator: it tells how much of the
+machine's capacity each engine reaches.
+
+By default (``--paired ROUNDS``) one server per model stays up and each round
+runs every client against it back to back; each ratio is taken within a round
+and judged on a distribution-free confidence interval for its median over the
+rounds, so a change of the machine's speed between rounds cancels. With
+``--trials N`` instead: interleaved trials, a fresh pinned server per run,
+medians per client.
 
 Ranking truth: it does the same against a second model (``--versus``,
 default asyncio-protocol) and prints, per client, the ratio of the two
