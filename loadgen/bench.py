@@ -275,6 +275,16 @@ def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str
     return models, skipped, cells
 
 
+def cell_workers(base: LoadConfig, conns: int) -> int:
+    """Load-generator processes for a cell: one per CPU the load generator is given, never more than connections.
+    On a 2-core machine (one CPU each side) that is 1; on a larger one the load generator uses the cores it has,
+    so the fastest servers are not measured against a single client core. Across a cluster: 1 per host."""
+    if base.cluster:
+        return 1
+    client_cpus, _ = plan_cpus(replace(base, server=base.server or "asyncio-protocol"))
+    return max(1, min(len(client_cpus), conns))
+
+
 def cell_models(matrix: dict, models: list[str], transport: str) -> list[str]:
     """The models that run a cell of ``transport``: all for TCP; for the others, those that claim it
     (and, if ``[transports] models`` lists some, only those)."""
@@ -386,7 +396,7 @@ def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[
         start = max(capacity.MIN_RATE, closed * cap["start"]) if closed else 1000.0
         extra = tuple(matrix["run"].get("server_args", {}).get(model, ()))
         cfg = replace(base, server=model, conns=conns, size=size, server_args=extra, duration=float(cap["duration"]),
-                      warmup=float(cap["warmup"]))
+                      warmup=float(cap["warmup"]), workers=cell_workers(base, conns))
         n = [0]
 
         def measure(rate: float, model=model, cfg=cfg, n=n) -> capacity.Step:
@@ -557,6 +567,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                     display.cell(f"{model} {conns} conns {output.human_size(size)}{over} (trial {trial + 1}/{trials})")
                     extra = tuple(run.get("server_args", {}).get(model, ()))
                     cfg = replace(base, server=model, conns=conns, size=size, server_args=extra,
+                                  workers=cell_workers(base, conns),
                                   transport="tcp" if transport in TLS_CELLS else transport,
                                   tls=transport == "tls",
                                   timeout=1.0 if transport == "udp" else base.timeout,

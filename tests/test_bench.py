@@ -399,3 +399,19 @@ def test_calibrate_refuses_bad_counts_in_one_line(args):
                          text=True, timeout=60)
     assert out.returncode == 2 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and "error" in out.stderr
+
+
+def test_cell_workers_use_every_cpu_given_to_the_load_generator(monkeypatch):
+    from dataclasses import replace
+
+    from loadgen import bench
+    from loadgen.config import LoadConfig
+
+    base = LoadConfig()
+    monkeypatch.setattr(bench.plan_cpus.__globals__["os"], "sched_getaffinity", lambda pid: set(range(16)))
+    assert bench.cell_workers(base, 10) == 8  # the upper half of 16 CPUs
+    assert bench.cell_workers(base, 3) == 3  # never more processes than connections
+    assert bench.cell_workers(base, 1) == 1
+    assert bench.cell_workers(replace(base, cluster="tcp://127.0.0.1:8786"), 10) == 1  # per host, across a cluster
+    monkeypatch.setattr(bench.plan_cpus.__globals__["os"], "sched_getaffinity", lambda pid: {0, 1})
+    assert bench.cell_workers(base, 1000) == 1  # one CPU each side: one process, as before
