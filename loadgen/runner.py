@@ -404,8 +404,9 @@ class Runner:
                        loadgen_us_per_msg=stats.per_msg_us(c_total, messages),
                        loadgen_busiest_pct=round(c_busiest / wall * 100, 1))
             w0, w1 = self.cpu_start[2], self.cpu_end[2]
-            if w0 and w1 and set(w0) == set(w1):  # time the load generator was runnable but waited for a CPU
-                cpu["loadgen_wait_pct"] = round(sum(w1[p] - w0[p] for p in w1) / wall * 100, 1)
+            wait = stats.wait_pct(w0, w1, wall)
+            if wait is not None:
+                cpu["loadgen_wait_pct"] = wait
             verdict, detail = stats.verdict(csid, ssid, wall)
             self.client_side = (csid, wall)
         timeline = []

@@ -207,6 +207,16 @@ def verdict(client: SideCpu, server: SideCpu | None, wall_s: float) -> tuple[str
 CLIENT_SATURATED = ("client-bound", "both-saturated")  # verdicts whose throughput says nothing about the server alone
 
 
+def wait_pct(before: dict, after: dict, wall: float) -> float | None:
+    """The longest any one process was runnable but waited for a CPU, in % of ``wall`` seconds, from two samples
+    of each process's schedstat run delay (seconds, keyed by PID). The longest, not the sum: a starved worker
+    offers its connections' load late, while a sum would grow with --workers though none of them waited. None
+    when the samples do not cover the same processes (or there are none)."""
+    if not before or not after or set(before) != set(after) or wall <= 0:
+        return None
+    return round(max(after[p] - before[p] for p in after) / wall * 100, 1)
+
+
 def per_msg_us(cpu_seconds: float, messages: int) -> float | None:
     return None if messages <= 0 else round(cpu_seconds / messages * 1e6, 3)
 

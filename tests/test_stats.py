@@ -140,3 +140,12 @@ def test_ring_memory_is_bounded_for_large_messages():
     m = MessageMaker(0, 4 << 20)
     assert len(m.ring) * (4 << 20) <= 17 << 20
     assert len({m.message(s) for s in range(4)}) == 4
+
+
+def test_wait_pct_is_the_longest_wait_of_one_process_not_the_sum():
+    before = {1: 0.0, 2: 1.0, 3: 5.0}
+    after = {1: 0.02, 2: 1.03, 3: 5.01}  # each waited 1-3% of a 1 s window: 6% in all
+    assert stats.wait_pct(before, after, 1.0) == 3.0
+    assert stats.wait_pct(before, {1: 0.5, 2: 1.0, 3: 5.0}, 2.0) == 25.0
+    assert stats.wait_pct(before, {1: 0.1}, 1.0) is None  # a process came or went: not comparable
+    assert stats.wait_pct({}, {}, 1.0) is None
