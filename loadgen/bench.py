@@ -275,13 +275,11 @@ def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str
     return models, skipped, cells
 
 
-def cell_workers(base: LoadConfig, conns: int) -> int:
-    """Load-generator processes for a cell: one per CPU the load generator is given, never more than connections.
-    On a 2-core machine (one CPU each side) that is 1; on a larger one the load generator uses the cores it has,
-    so the fastest servers are not measured against a single client core. Across a cluster: 1 per host."""
-    if base.cluster:
-        return 1
-    client_cpus, _ = plan_cpus(replace(base, server=base.server or "asyncio-protocol"))
+def cell_workers(client_cpus: tuple[int, ...], conns: int) -> int:
+    """Load-generator processes for a cell: one per CPU the load generator is given (``client_cpus``, as
+    run_suite planned them), never more than connections. On a 2-core machine (one CPU each side) that is 1; on
+    a larger one the load generator uses the cores it has, so the fastest servers are not measured against a
+    single client core. Across a cluster (no local client CPUs): 1 per host."""
     return max(1, min(len(client_cpus), conns))
 
 
@@ -373,7 +371,7 @@ def section_models(matrix: dict, section: str, models: list[str]) -> list[str]:
 
 
 def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[dict], out_dir: Path,
-                 display: "SuiteDisplay", holder: dict) -> None:
+                 display: "SuiteDisplay", holder: dict, client_cpus: tuple[int, ...] = ()) -> None:
     """The capacity at the matrix's SLO for every model: one open-loop search each (loadgen/capacity.py), started
     at ``start`` times the model's closed-loop msgs/s at this load in the same run, then the optional sweep at
     fractions of the capacity found. Each step's document goes to ``capacity/``. The section is put in
@@ -396,7 +394,7 @@ def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[
         start = max(capacity.MIN_RATE, closed * cap["start"]) if closed else 1000.0
         extra = tuple(matrix["run"].get("server_args", {}).get(model, ()))
         cfg = replace(base, server=model, conns=conns, size=size, server_args=extra, duration=float(cap["duration"]),
-                      warmup=float(cap["warmup"]), workers=cell_workers(base, conns))
+                      warmup=float(cap["warmup"]), workers=cell_workers(client_cpus, conns))
         n = [0]
 
         def measure(rate: float, model=model, cfg=cfg, n=n) -> capacity.Step:
@@ -567,7 +565,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                     display.cell(f"{model} {conns} conns {output.human_size(size)}{over} (trial {trial + 1}/{trials})")
                     extra = tuple(run.get("server_args", {}).get(model, ()))
                     cfg = replace(base, server=model, conns=conns, size=size, server_args=extra,
-                                  workers=cell_workers(base, conns),
+                                  workers=cell_workers(client_cpus, conns),
                                   transport="tcp" if transport in TLS_CELLS else transport,
                                   tls=transport == "tls",
                                   timeout=1.0 if transport == "udp" else base.timeout,
@@ -610,7 +608,8 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
             if "section" in conn_holder:
                 conn_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
         try:
-            run_capacity(matrix, models, base, _summary(cells, matrix, models, docs, fails), out_dir, display, cap_holder)
+            run_capacity(matrix, models, base, _summary(cells, matrix, models, docs, fails), out_dir, display, cap_holder,
+                         client_cpus)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # the matrix's measurements are kept: the capacity section says what stopped it

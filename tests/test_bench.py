@@ -401,17 +401,12 @@ def test_calibrate_refuses_bad_counts_in_one_line(args):
     assert len(out.stderr.strip().splitlines()) == 1 and "error" in out.stderr
 
 
-def test_cell_workers_use_every_cpu_given_to_the_load_generator(monkeypatch):
-    from dataclasses import replace
-
+def test_cell_workers_use_every_cpu_given_to_the_load_generator():
     from loadgen import bench
-    from loadgen.config import LoadConfig
 
-    base = LoadConfig()
-    monkeypatch.setattr(bench.plan_cpus.__globals__["os"], "sched_getaffinity", lambda pid: set(range(16)))
-    assert bench.cell_workers(base, 10) == 8  # the upper half of 16 CPUs
-    assert bench.cell_workers(base, 3) == 3  # never more processes than connections
-    assert bench.cell_workers(base, 1) == 1
-    assert bench.cell_workers(replace(base, cluster="tcp://127.0.0.1:8786"), 10) == 1  # per host, across a cluster
-    monkeypatch.setattr(bench.plan_cpus.__globals__["os"], "sched_getaffinity", lambda pid: {0, 1})
-    assert bench.cell_workers(base, 1000) == 1  # one CPU each side: one process, as before
+    upper_half = tuple(range(8, 16))  # what run_suite plans on 16 CPUs
+    assert bench.cell_workers(upper_half, 10) == 8
+    assert bench.cell_workers(upper_half, 3) == 3  # never more processes than connections
+    assert bench.cell_workers(upper_half, 1) == 1
+    assert bench.cell_workers((), 10) == 1  # per host, across a cluster (no local client CPUs)
+    assert bench.cell_workers((1,), 1000) == 1  # one CPU each side: one process, as before
