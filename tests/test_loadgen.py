@@ -140,9 +140,10 @@ def test_open_loop_latency_shows_a_stall_that_closed_timing_hides(tmp_path, faul
     # how fast the client catches up, i.e. on machine load: not asserted)
     assert uncorrected["p999"] < corrected["p999"], (uncorrected, corrected)
     assert uncorrected["max"] >= 400_000  # the one message caught in the stall
-    # never more than the schedule, however the catch-up went: 3,000 due in the window, plus the one message
-    # (1 connection x depth 1) that may have been in flight when the window opened and completed inside it
-    assert 0 < r["messages"] <= 3000 + 1
+    # never ahead of the schedule, however the catch-up went: 1,000/s over warm-up and window (3.5 s) puts 3,500
+    # messages due before the end. (The window alone may see more than its 3,000 when messages due in the warm-up
+    # were sent late, after it opened: how many depends on machine load, so it is not asserted.)
+    assert 0 < r["messages"] <= r["messages_total"] <= 3500, (r["messages"], r["messages_total"])
 
 
 # -- faults -------------------------------------------------------------------------------------
