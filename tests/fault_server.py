@@ -52,7 +52,6 @@ class Fault(asyncio.Protocol):
             self.hog = bytearray(self.s.per_conn_bytes)
             self.hog[::4096] = b"\x01" * len(range(0, self.s.per_conn_bytes, 4096))
         self.s.conns.add(self)
-        self.s.on_traffic()
         if self.s.stalled:
             transport.pause_reading()
 
@@ -65,6 +64,8 @@ class Fault(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         s, mode, every = self.s, self.s.mode, self.s.every
+        if not s.started:  # --after-s counts from the first byte, not the first connection: a client slow to
+            s.on_traffic()  # start sending (a loaded machine) still meets the fault where its test expects it
         if mode == "paced":
             data = self.partial + data
             whole = len(data) - len(data) % s.size

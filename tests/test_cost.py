@@ -17,6 +17,9 @@ from loadgen import cost
 
 MODELS = "asyncio-protocol,selectors"
 SMALL = ["--n1", "300", "--n2", "900"]
+# pytest-timeout counts a fixture's setup against the test that first needs it: the module's callgrind runs took
+# 107 s here, too close to the suite's 180 s for a machine in a slow spell (each run still has its own 600 s)
+pytestmark = pytest.mark.timeout(1200)
 # The injection sits behind the same hook in baseline and injected runs (--burn-loop=1: one iteration), so the
 # difference is exactly the extra loop iterations per message: ~93 instructions each here, 5 of them ~2% of
 # asyncio-protocol's ~25,000 and ~3% of selectors' ~15,600.

@@ -304,15 +304,32 @@ def test_run_py_typed_with_a_bare_python_reruns_under_the_venv_or_says_how(tmp_p
 
 # -- capacity at a latency SLO (the search itself is tested on model servers in test_capacity.py) ----------------
 
+def _disturbed(step: dict) -> bool:
+    """A step the machine's load can spoil, labelled as such: the client could not offer the rate (it waited for
+    its CPU, its timers ran late), or under 99% of the rate came back (a stall at the window's end is enough)."""
+    return (not step["valid"] and step["reason"].startswith("client cannot offer")) or \
+        (step["valid"] and step["meets"] is False and (step["note"] or "").startswith("the server fell behind"))
+
+
 def test_find_capacity_end_to_end_reports_every_step_and_the_capacity(tmp_path):
-    # a generous SLO (p99 <= 1 s at 500-1,000 msgs/s holds on any machine) and max_rate bound the search to two steps
-    out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--find-capacity", "--slo", "p99=1s", "--start-rate", "500",
-                       "--max-rate", "1000", "--max-steps", "4", "--duration", "0.5", "--warmup", "0.2", "--quiet")
+    # a generous SLO (p99 <= 1 s at 500-1,000 msgs/s holds on any machine) and max_rate bound the search to two
+    # steps. A loaded machine can still spoil a 0.5 s step (see _disturbed); such a run must say so, and is tried
+    # again, up to three times in all: the answer is asserted on the first undisturbed run
+    for attempt in range(3):
+        out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--find-capacity", "--slo", "p99=1s", "--start-rate",
+                           "500", "--max-rate", "1000", "--max-steps", "4", "--duration", "0.5", "--warmup", "0.2",
+                           "--quiet")
+        cap = doc["result"]["capacity"]
+        assert cap["slos"] == ["p99=1s"] and doc["config"]["find_capacity"] and doc["config"]["slos"] == ["p99=1s"]
+        if not any(_disturbed(st) for st in cap["steps"]):
+            break
+        assert out.returncode in (0, 3), out.stderr  # labelled: a lower bound or an incomplete search, said so
+        assert out.returncode == 0 or "capacity search incomplete" in out.stderr, out.stderr
+    else:
+        pytest.fail(f"three runs in a row were disturbed by the machine's load: {cap['steps']}")
     assert out.returncode == 0, out.stderr
-    cap = doc["result"]["capacity"]
     assert cap["complete"] and cap["msgs_per_s"] == 1000 and "still holds at max_rate" in cap["stopped"]
     assert [s["rate"] for s in cap["steps"]] == [500, 1000] and all(s["valid"] and s["meets"] for s in cap["steps"])
-    assert cap["slos"] == ["p99=1s"] and doc["config"]["find_capacity"] and doc["config"]["slos"] == ["p99=1s"]
     assert "capacity 1,000 msgs/s" in out.stdout
 
 
@@ -321,9 +338,14 @@ def test_find_capacity_when_no_rate_meets_the_slo(tmp_path):
                        "--max-steps", "2", "--duration", "0.3", "--warmup", "0.1", "--quiet")
     assert out.returncode == 3, out.stderr  # stopped by max_steps, said in one line
     cap = doc["result"]["capacity"]
-    assert cap["msgs_per_s"] is None and not cap["complete"] and len(cap["steps"]) == 2
-    assert [s["phase"] for s in cap["steps"]] == ["ramp", "descend"]
-    assert "capacity search incomplete" in out.stderr and "no rate met the SLO" in out.stdout
+    assert cap["msgs_per_s"] is None and not cap["complete"]
+    assert "capacity search incomplete" in out.stderr
+    first = cap["steps"][0]
+    if not first["valid"]:  # a loaded machine can spoil the first step (the client waited for its CPU): that
+        assert len(cap["steps"]) == 1 and first["reason"] in cap["stopped"]  # ends the search, with the reason
+        return
+    assert len(cap["steps"]) == 2 and [s["phase"] for s in cap["steps"]] == ["ramp", "descend"]
+    assert "no rate met the SLO" in out.stdout
 
 
 def test_sweep_runs_every_rate_and_judges_each_step(tmp_path):
@@ -368,10 +390,9 @@ def test_the_search_finds_a_known_capacity_and_sweeps_fractions_of_it(tmp_path, 
     assert lo >= rate * 0.5 and lo >= closed_rate * 0.5  # loose: a stall can only make a step break early
     over = [st for st in cap["steps"] if st["rate"] > rate * 1.02 and st["valid"]]
     assert all(st["meets"] is False and st["overload"] for st in over)  # beyond the server: it fell behind
-    if not over:  # a step beyond the server was not valid: on a loaded machine the client's own timers ran late
-        # there, so it could not offer the rate; the search must then have taken it as a ceiling, not a capacity
-        assert any(not st["valid"] and "client cannot offer" in st["reason"] for st in cap["steps"]
-                   if st["rate"] > rate * 1.02), cap["steps"]
+    # the bracket's top is a step that ran, was valid and broke (beyond the server, or below it when a stall broke
+    # it early); a step beyond the server that was not valid (the client's timers late) is a ceiling, never a break
+    assert any(st["rate"] == hi and st["valid"] and st["meets"] is False for st in cap["steps"]), cap["steps"]
     sw = doc["result"]["sweep"]
     assert sw["of_capacity"] == [0.5, 1.5] and sw["capacity_msgs_per_s"] == lo
     assert [st["rate"] for st in sw["steps"]] == [pytest.approx(0.5 * lo), pytest.approx(1.5 * lo)]

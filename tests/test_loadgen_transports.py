@@ -123,9 +123,10 @@ def test_dropped_datagrams_are_counted_lost_after_the_deadline(tmp_path, fault_u
     u = r["udp"]
     dropped = affected(s)
     assert dropped > 0
-    # a pause of either process over 0.2 s adds a loss whose echo then comes back late: lost - late is exactly
-    # what never came back, the server's drops
-    assert u["lost"] - u["late"] == dropped and u["duplicated"] == 0
+    # a pause of either process over 0.2 s adds a loss whose echo then comes back late, counted late; only during
+    # the final drain can such an echo come back after its connection closed, at most one per connection (4 x
+    # depth 1): what never came back is the server's drops, plus at most those
+    assert 0 <= u["lost"] - u["late"] - dropped <= 4 and u["duplicated"] == 0, (u, dropped)
     assert u["sent"] == u["delivered"] + u["lost"] and u["unresolved"] == 0
     assert 0 <= u["lost_in_window"] <= u["lost"]
     assert r["integrity_failures"] == 0
