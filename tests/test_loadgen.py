@@ -315,7 +315,7 @@ def test_find_capacity_end_to_end_reports_every_step_and_the_capacity(tmp_path):
     # a generous SLO (p99 <= 1 s at 500-1,000 msgs/s holds on any machine) and max_rate bound the search to two
     # steps. A loaded machine can still spoil a 0.5 s step (see _disturbed); such a run must say so, and is tried
     # again, up to three times in all: the answer is asserted on the first undisturbed run
-    for attempt in range(3):
+    for _ in range(3):
         out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--find-capacity", "--slo", "p99=1s", "--start-rate",
                            "500", "--max-rate", "1000", "--max-steps", "4", "--duration", "0.5", "--warmup", "0.2",
                            "--quiet")
