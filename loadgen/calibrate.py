@@ -34,6 +34,7 @@ from . import cref
 from .config import LoadConfig, OneLineParser, parse_size
 from .envinfo import ROOT, environment
 from .runner import plan_cpus
+from .suite.paired import judge, median_ci
 from .target import CpuSampler, ManagedServer, cpu_delta
 
 
@@ -200,51 +201,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """A distribution-free confidence interval for the median of ``xs``: the order statistics x(j) and x(n+1-j)
-    with the largest j whose coverage 1 - 2 P(B < j), B ~ Binomial(n, 1/2), is still >= ``level``; with too few
-    values for that, the whole range and its coverage. Returns (low, high, coverage). No assumption about the
-    ratios' distribution, and no resampling: the same rounds always give the same interval."""
-    xs = sorted(xs)
-    n = len(xs)
-    if n == 0:
-        raise ValueError("no values")
-    best = None
-    cdf, pmf = 0.0, 0.5 ** n  # P(B <= j - 2), P(B = j - 1)
-    for j in range(1, n // 2 + 1):  # the interval [x(j), x(n + 1 - j)], 1-based
-        cdf += pmf
-        cover = 1 - 2 * cdf
-        if cover < level:
-            break
-        best = (xs[j - 1], xs[n - j], cover)
-        pmf = pmf * (n - j + 1) / j
-    if best is None:
-        best = (xs[0], xs[-1], max(0.0, 1 - 2 * 0.5 ** n) if n > 1 else 0.0)
-    return best
-
-
 def _q(xs: list[float]) -> str:
     """median [confidence interval of the median; the range] of per-round ratios"""
     lo, hi, cover = median_ci(xs)
     s = sorted(xs)
     return f"{statistics.median(s):.3f} [{cover:.0%} CI {lo:.3f}-{hi:.3f}; range {s[0]:.2f}-{s[-1]:.2f}]"
-
-
-def judge(xs: list[float], low: float | None = None, high: float | None = None) -> str:
-    """Whether per-round ratios meet a target (>= low, <= high, or both), judged on the median's confidence
-    interval: ``met`` when the whole interval meets it, ``missed`` when none of it does, else ``not told apart``
-    (the rounds cannot say: more rounds, or a quieter machine); ``too few rounds`` below the 6 that a 95%
-    interval needs."""
-    lo, hi, cover = median_ci(xs)
-    if cover < 0.95:
-        return "too few rounds"  # 6 at least
-    ok_lo = low is None or lo >= low
-    ok_hi = high is None or hi <= high
-    if ok_lo and ok_hi:
-        return "met"
-    if (low is not None and hi < low) or (high is not None and lo > high):
-        return "missed"
-    return "not told apart"
 
 
 def paired(a, binary, clients, models, conns_list, client_cpus, server_cpus) -> int:

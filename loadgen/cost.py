@@ -79,10 +79,10 @@ def tools_missing() -> str | None:
     return None
 
 
-def _fixed_env(home: str) -> dict[str, str]:
+def _fixed_env(home: str, root: Path = ROOT) -> dict[str, str]:
     """The measured process's whole environment: the same on every run (its size moves the stack)."""
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-            "LC_ALL": "C", "HOME": home, "PYTHONPATH": str(ROOT)}
+            "LC_ALL": "C", "HOME": home, "PYTHONPATH": str(root)}
 
 
 def _echo(sock: socket.socket, msg: bytes, buf: bytearray, what: str) -> None:
@@ -128,8 +128,10 @@ def _drive(addr, transport: str, conns: int, size: int, n: int, socks: list, con
 
 
 def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu: int,
-                 server_args: tuple[str, ...], workdir: Path, annotate: bool) -> tuple[int, dict[str, tuple]]:
-    """One server process under callgrind, ``n`` messages: (user-space instructions, inclusive per function)."""
+                 server_args: tuple[str, ...], workdir: Path, annotate: bool,
+                 root: Path = ROOT) -> tuple[int, dict[str, tuple]]:
+    """One server process under callgrind, ``n`` messages: (user-space instructions, inclusive per function).
+    The server's code is imported from ``root`` (another commit's worktree, for an A/B run)."""
     out_dir = Path(tempfile.mkdtemp(prefix=f"cg-{model}-{n}-", dir=workdir))
     argv = ["setarch", platform.machine(), "-R", "taskset", "-c", str(cpu),
             "valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out_dir}/cg.%p",
@@ -144,7 +146,7 @@ def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu:
     if registry.get(model).multiprocess:
         argv += ["--workers", "1"]
     argv += list(server_args)
-    proc = subprocess.Popen(argv, cwd=ROOT, env=_fixed_env(str(workdir)), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, cwd=root, env=_fixed_env(str(workdir), root), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     socks: list[socket.socket] = []
     try:
@@ -246,20 +248,23 @@ def read_profile(path: Path, annotate: bool = True) -> tuple[int, dict[str, tupl
     return total, {k: (own.get(k, 0), incl.get(k, 0)) for k in set(own) | set(incl)}
 
 
-def measure_model(model: str, a, cpu: int, workdir: Path, log) -> dict:
-    """Instructions per message for one model: ``repeats`` pairs of runs, each pair N1 then N2."""
+def measure_model(model: str, a, cpu: int, workdir: Path, log, root: Path = ROOT, every_function: bool = False,
+                  label: str = "") -> dict:
+    """Instructions per message for one model: ``repeats`` pairs of runs, each pair N1 then N2. The servers run
+    from ``root``; ``every_function`` keeps every function above half an instruction per message (an A/B diff
+    needs both sides' full tables), not only the report's top lists."""
     extra = tuple(a.server_args)
     per_msg, tops = [], []
     for r in range(a.repeats):
         annotate = r == 0  # where the instructions go: from the first pair (the counts repeat)
-        t1, f1 = measure_once(model, a.n1, a.transport, a.conns, a.size, cpu, extra, workdir, annotate)
-        t2, f2 = measure_once(model, a.n2, a.transport, a.conns, a.size, cpu, extra, workdir, annotate)
+        t1, f1 = measure_once(model, a.n1, a.transport, a.conns, a.size, cpu, extra, workdir, annotate, root)
+        t2, f2 = measure_once(model, a.n2, a.transport, a.conns, a.size, cpu, extra, workdir, annotate, root)
         dn = a.n2 - a.n1
         per_msg.append((t2 - t1) / dn)
         if annotate:
             tops.append({k: ((f2.get(k, (0, 0))[0] - f1.get(k, (0, 0))[0]) / dn,
                              (f2.get(k, (0, 0))[1] - f1.get(k, (0, 0))[1]) / dn) for k in set(f1) | set(f2)})
-        log(f"cost: {model}: repeat {r + 1}/{a.repeats}: {per_msg[-1]:,.1f} instructions/message")
+        log(f"cost: {label}{model}: repeat {r + 1}/{a.repeats}: {per_msg[-1]:,.1f} instructions/message")
     mean = statistics.fmean(per_msg)
     spread = (max(per_msg) - min(per_msg)) / mean if mean else None
     # The functions on the call stack when the counts are dumped (main, the interpreter's outermost frame, the
@@ -269,7 +274,7 @@ def measure_model(model: str, a, cpu: int, workdir: Path, log) -> dict:
     costs = {k: v for k, v in tops[0].items() if max(v) < 0.95 * mean}
     by_self = sorted(costs, key=lambda k: -costs[k][0])[:TOP * 2]
     by_incl = sorted(costs, key=lambda k: -costs[k][1])[:TOP * 2]
-    keep = [k for k in dict.fromkeys(by_self + by_incl) if max(costs[k]) > 0.5]
+    keep = [k for k in (costs if every_function else dict.fromkeys(by_self + by_incl)) if max(costs[k]) > 0.5]
     return {"instructions_per_msg": round(mean, 2), "runs": [round(x, 2) for x in per_msg],
             "spread": round(spread, 6) if spread is not None else None, "server_args": list(extra),
             "functions": [{"function": k, "self_per_msg": round(costs[k][0], 1),

@@ -27,7 +27,9 @@ class ManagedServer:
     """``python -m servers MODEL --port 0`` in its own session (Ctrl-C is ours to handle), pinned."""
 
     def __init__(self, model: str, host: str, workers: int | None, cpus: tuple[int, ...] | None,
-                 extra: tuple[str, ...] = (), transport: str = "tcp", path: str | None = None) -> None:
+                 extra: tuple[str, ...] = (), transport: str = "tcp", path: str | None = None,
+                 root=None) -> None:
+        """``root``: the tree whose ``servers`` package runs (default this checkout; an A/B run's base or head)."""
         self.tmpdir = None
         if transport == "unix":
             if path is None:  # a private folder: nobody else's file can be in the way
@@ -42,8 +44,10 @@ class ManagedServer:
         self.stderr = tempfile.TemporaryFile()
         pin = (lambda: os.sched_setaffinity(0, set(cpus))) if cpus else None
         env = {**os.environ, PARENT_ENV: str(os.getpid())}  # it stops when we die, even by SIGKILL
+        if root is not None:
+            env["PYTHONPATH"] = str(root)
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
+            argv, cwd=root or ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
             preexec_fn=pin, start_new_session=True, env=env,
         )
         self.model = model
