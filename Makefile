@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: go-build test bench bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test bench bench-ab bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,16 @@ bench-conns: $(STAMP) go-build
 bench-tls: $(STAMP) go-build
 	$(PY) -m loadgen.bench --matrix tls $(BENCH_ARGS)
 
+# The regression gate: the change beside its base, measured in the same job (loadgen/suite/ab.py). The base's
+# servers run from a temporary git worktree of BASE on this interpreter; cost (instructions per message) and paired
+# wall-clock rounds per model; results/<stamp>-ab/ab.md, results/latest-ab. Exit 1 on a regression.
+#   make bench-ab BASE=origin/main        AB_ARGS="--models uvloop-protocol --only wall --rounds 30"
+BASE ?= HEAD
+bench-ab: $(STAMP) go-build
+	$(PY) -m loadgen ab --base $(BASE) $(AB_ARGS)
+
+# History, not the gate: a short suite compared with the committed baseline, measured on another day and
+# machine (compare refuses a different Python build or host unless --allow-env-mismatch).
 # A short suite with enough trials for statistics (loadgen/matrices/ci.toml), then the gate:
 # compare it with the committed baseline; exit 1 on a regression. Report: results/compare.md
 BASELINE ?= results/baseline

@@ -45,6 +45,13 @@ reference model in both runs, the change relative to the reference agrees), ``un
 interval is within it, ``too noisy`` otherwise. A search says nothing about run-to-run noise: a small
 difference in capacity is never a verdict.
 
+Documents from different environments are refused (exit 2, one line naming what differs): for cost, a
+different Python version, implementation or build, or different versions of a model's library (uvloop, gevent,
+greenlet, trio); for wall clock, a different CPU model or kernel as well. Instruction counts move with the
+interpreter build (3.12.1 counts 15-22% more per message than 3.11.7 for the same commit) and wall-clock ratios
+with the host, so such a comparison judges the environment, not the change: measure both sides in one job
+(``make bench-ab``). ``--allow-env-mismatch`` judges anyway, and the report's first line says so.
+
 Exit status: 1 if anything regressed, 0 otherwise, 2 on bad input.
 """
 
@@ -86,6 +93,49 @@ class Verdict:
     normalised: bool
     n_base: int
     n_cur: int
+
+
+BUILD_KEYS = ("implementation", "build", "compiler", "optimizations", "lto", "debug", "free_threading")
+
+
+def env_mismatch(base_env: dict | None, cur_env: dict | None, wall_clock: bool) -> list[str]:
+    """What differs between two documents' environments that makes their figures incomparable: [] when nothing
+    does. A field one of the documents did not record (made by an older echobench) is not held against it."""
+    b, c = base_env or {}, cur_env or {}
+    out = []
+
+    def differ(label: str, x, y) -> None:
+        if x is not None and y is not None and x != y:
+            out.append(f"{label} {x} vs {y}")
+
+    differ("Python", b.get("python"), c.get("python"))
+    differ("Python implementation", b.get("python_implementation"), c.get("python_implementation"))
+    bb, cb = b.get("python_build") or {}, c.get("python_build") or {}
+    for k in BUILD_KEYS:
+        differ(f"Python build {k}", bb.get(k), cb.get(k))
+    bl, cl = dict(b.get("libraries") or {}), dict(c.get("libraries") or {})
+    bl.setdefault("uvloop", b.get("uvloop"))
+    cl.setdefault("uvloop", c.get("uvloop"))
+    for lib in sorted(set(bl) & set(cl)):
+        differ(lib, bl[lib], cl[lib])
+    if wall_clock:
+        differ("CPU", b.get("cpu_model"), c.get("cpu_model"))
+        differ("kernel", b.get("kernel"), c.get("kernel"))
+    return out
+
+
+def check_env(base: dict, cur: dict, wall_clock: bool, allow: bool) -> str | None:
+    """CompareError (one line) when the two documents' environments differ, unless ``allow``: then the sentence
+    the report opens with. None when they agree."""
+    diff = env_mismatch(base.get("env"), cur.get("env"), wall_clock)
+    if not diff:
+        return None
+    what = "; ".join(diff)
+    if not allow:
+        raise CompareError(f"the runs come from different environments ({what}): their difference would judge the "
+                           "environment, not the change; measure both in one job (make bench-ab BASE=REF), or "
+                           "--allow-env-mismatch to judge anyway")
+    return f"**Judged despite different environments** ({what}): a difference below may be the environment's."
 
 
 def load_suite(path: str) -> dict:
@@ -432,6 +482,7 @@ def main_cost(a) -> int:
             base, cur = load_cost(a.baseline), load_cost(a.current)
         except ValueError as exc:
             raise CompareError(str(exc)) from None
+        warning = check_env(base, cur, False, a.allow_env_mismatch)
         try:
             verdicts = compare_cost(base, cur, a.threshold)
         except (KeyError, TypeError, ValueError) as exc:  # a hand-edited or truncated document
@@ -440,6 +491,8 @@ def main_cost(a) -> int:
         print(f"python -m loadgen.compare: error: {exc}", file=sys.stderr)
         return 2
     md = cost_markdown(verdicts, base, cur, a.threshold)
+    if warning:
+        md = warning + "\n\n" + md
     if a.md:
         Path(a.md).write_text(md)
     else:
@@ -466,6 +519,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", dest="json_path", help="write the verdicts as JSON here")
     p.add_argument("--threshold", type=float, default=0.01,
                    help="cost runs: smallest change in instructions per message that counts (default 0.01 = 1%%)")
+    p.add_argument("--allow-env-mismatch", action="store_true",
+                   help="judge documents from different environments (Python build, model libraries; for wall clock "
+                        "also CPU and kernel) anyway; the report's first line says so")
     p.error = lambda msg: (sys.stderr.write(f"python -m loadgen.compare: error: {msg}\n"), sys.exit(2))  # one line
     a = p.parse_args(argv)
     if _is_cost(a.current) or Path(a.baseline).name == "cost.json":  # the baseline folder may hold both kinds
@@ -474,6 +530,7 @@ def main(argv=None) -> int:
         if not 0 < a.min_effect < 1 or not 0 < a.alpha < 1:
             raise CompareError("--min-effect and --alpha must be between 0 and 1")
         base, cur = load_suite(a.baseline), load_suite(a.current)
+        warning = check_env(base, cur, True, a.allow_env_mismatch)
         verdicts = compare(base, cur, a.reference, a.min_effect, a.alpha, not a.raw)
         try:
             cap_verdicts, cap_skipped = compare_capacity(base, cur, a.reference, a.min_effect)
@@ -483,6 +540,8 @@ def main(argv=None) -> int:
         print(f"python -m loadgen.compare: error: {exc}", file=sys.stderr)
         return 2
     md = markdown(verdicts, base, cur, a) + capacity_markdown(cap_verdicts, cur, cap_skipped)
+    if warning:
+        md = warning + "\n\n" + md
     if cap_skipped:
         print(f"python -m loadgen.compare: note: {cap_skipped}", file=sys.stderr)
     if a.md:

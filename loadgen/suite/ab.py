@@ -41,7 +41,7 @@ from servers import registry
 from .. import output
 from ..config import LoadConfig, OneLineParser, parse_size
 from ..cost import CostError
-from ..envinfo import ROOT, environment, git_commit
+from ..envinfo import ROOT, environment
 from . import worktree
 from .paired import Change, ab_verdict, run_slice, slice_order, summary
 
@@ -86,6 +86,7 @@ class AbConfig:
     base_args: tuple[str, ...] = ()
     head_args: tuple[str, ...] = ()
     results: str = str(ROOT / "results")
+    repo: str = str(ROOT)  # the git repository whose BASE and working tree are compared
     quiet: bool = False
 
 
@@ -379,14 +380,15 @@ def load_ab(path: str) -> dict:
 
 # -- the command -----------------------------------------------------------------------------------------------
 
-def run(cfg: AbConfig, log, repo: Path = ROOT) -> tuple[Path, dict]:
+def run(cfg: AbConfig, log) -> tuple[Path, dict]:
     t0 = time.monotonic()
+    repo = Path(cfg.repo)
     with worktree.ab_folder(repo, log) as folder:
         trees, sides = {}, {}
         try:
             trees["base"], base_commit = worktree.add_worktree(repo, folder, "base", cfg.base)
             if cfg.head is None:
-                trees["head"], head_commit = worktree.snapshot(repo, folder, "head"), git_commit() or "unknown"
+                trees["head"], head_commit = worktree.snapshot(repo, folder, "head"), worktree.working_tree_commit(repo)
             else:
                 trees["head"], head_commit = worktree.add_worktree(repo, folder, "head", cfg.head)
         except worktree.WorktreeError as exc:
@@ -423,6 +425,13 @@ def run(cfg: AbConfig, log, repo: Path = ROOT) -> tuple[Path, dict]:
     out_dir.mkdir(parents=True, exist_ok=False)
     output.write_json(doc, str(out_dir / "ab.json"))
     (out_dir / "ab.md").write_text(markdown(doc))
+    latest = Path(cfg.results) / "latest-ab"  # what CI posts; best effort on a filesystem without links
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(out_dir.name)
+    except OSError:
+        pass
     return out_dir, doc
 
 
@@ -480,6 +489,8 @@ def parse_config(argv=None, prog: str = "python -m loadgen ab") -> AbConfig:
     p.add_argument("--head-arg", dest="head_args", action="append", default=[], metavar="ARG",
                    help="an extra argument for the head's servers: a known cost on one side, to check the gate")
     p.add_argument("--results", default=str(ROOT / "results"), help="where the run folder goes (default results/)")
+    p.add_argument("--repo", default=str(ROOT), help="the git repository whose ref and working tree are compared "
+                   "(default: this checkout; its load generator drives both sides either way)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     a = p.parse_args(argv)
     if a.n2 <= a.n1:
@@ -490,7 +501,7 @@ def parse_config(argv=None, prog: str = "python -m loadgen ab") -> AbConfig:
                     threshold=a.threshold, wall_threshold=a.wall_threshold, p99_threshold=a.p99_threshold,
                     rounds=a.rounds, slice_s=a.slice_s, warmup_s=a.warmup_s, conns=a.conns, size=a.size, n1=a.n1,
                     n2=a.n2, repeats=a.repeats, jobs=a.jobs, base_args=tuple(a.base_args),
-                    head_args=tuple(a.head_args), results=a.results, quiet=a.quiet)
+                    head_args=tuple(a.head_args), results=a.results, repo=a.repo, quiet=a.quiet)
 
 
 def _interrupt(signum, frame):

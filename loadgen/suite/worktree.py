@@ -50,6 +50,13 @@ def resolve(repo: Path, ref: str) -> str:
     return out.stdout.strip()
 
 
+def working_tree_commit(repo: Path) -> str:
+    """The commit a working tree is on, with ``-dirty`` when it has uncommitted changes to tracked files."""
+    commit = resolve(repo, "HEAD")
+    dirty = _git(repo, "status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return commit + ("-dirty" if dirty else "")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
