@@ -98,14 +98,41 @@ def _echo(sock: socket.socket, msg: bytes, buf: bytearray, what: str) -> None:
         raise CostError(f"the echo of {what} differs from what was sent")
 
 
-def _drive(addr, transport: str, conns: int, size: int, n: int, socks: list, connected) -> None:
+def server_tasks(pid: int) -> list[str]:
+    """``/proc`` stat files of every thread of ``pid`` and of its descendants (a multi-process server's workers)."""
+    pids = [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    return [f"/proc/{p}/task/{t}/stat" for p in pids for t in os.listdir(f"/proc/{p}/task")]
+
+
+def wait_idle(pid: int, timeout: float = IO_TIMEOUT_S) -> None:
+    """Return once every thread of the server is asleep (state S: blocked in its next receive or poll), seen on
+    two reads in a row. The server then has finished all the work of the last message, and does the next one's
+    from the same place: without this, whether a model's next receive finds the message already there (gevent
+    and trio try the socket before they yield to their hub) or a count is dumped mid-iteration depends on the
+    timing of the two processes, and so does the count (gevent's repeats were ~3% apart)."""
+    deadline = time.monotonic() + timeout
+    files = server_tasks(pid)
+    calm = 0
+    while calm < 2:
+        try:
+            states = [open(f).read().rsplit(")", 1)[1].split()[0] for f in files]
+        except (OSError, IndexError):  # a thread came or went (a thread-per-connection server): list them again
+            files, states = server_tasks(pid), ["R"]
+        calm = calm + 1 if all(st in "SDI" for st in states) else 0
+        if time.monotonic() > deadline:
+            raise CostError(f"the server (pid {pid}) did not go idle within {timeout:g} s after an echo")
+        if calm < 2:
+            time.sleep(0.0002)  # a poll with a deadline; the server runs on its own CPU meanwhile
+
+
+def _drive(addr, transport: str, conns: int, size: int, n: int, socks: list, connected, idle=None) -> None:
     """The deterministic workload: ``n`` messages, one in flight in all, round robin over ``conns`` connections.
 
     Connections are opened one at a time, each with one echo before the next connects, so the server accepts
     them one by one in every run (accepting several per wake-up, as timing allows, would vary the count). They
     are left open in ``socks``: the caller stops the server first (closing them first would race the server's
     EOF handling against its shutdown, a different amount of work each run). ``connected()`` is called when
-    every connection is up, before the measured messages."""
+    every connection is up, before the measured messages; ``idle()`` after each echo, before the next message."""
     makers = [MessageMaker(c, size) for c in range(conns)]
     buf = bytearray(size)
     for c in range(conns):
@@ -124,6 +151,8 @@ def _drive(addr, transport: str, conns: int, size: int, n: int, socks: list, con
     # timing (and so its instruction count) varies from run to run; an event loop does the same work either way
     for i in range(n):
         c = i * conns // n
+        if idle is not None:
+            idle()
         _echo(socks[c], makers[c].message(1 + i), buf, f"message {i} on connection {c}")
 
 
@@ -167,7 +196,9 @@ def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu:
                     raise CostError(f"callgrind_control could not dump {model} (pid {pid}): {r.stdout.strip()[-200:]}")
 
         try:
-            _drive((host, port), transport, conns, size, n, socks, lambda: dump("connected"))
+            idle = lambda: wait_idle(proc.pid)  # noqa: E731
+            _drive((host, port), transport, conns, size, n, socks, lambda: (idle(), dump("connected")), idle)
+            idle()
             dump("workload")
         except (OSError, psutil.Error, subprocess.TimeoutExpired) as exc:
             raise CostError(f"{model} under valgrind: {type(exc).__name__}: {exc}; stderr: {_tail(proc)}") from None
