@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: go-build test bench bench-ab bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test bench bench-ab bench-ab-check bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ bench-tls: $(STAMP) go-build
 BASE ?= HEAD
 bench-ab: $(STAMP) go-build
 	$(PY) -m loadgen ab --base $(BASE) $(AB_ARGS)
+
+# bench-ab's wall-clock verdicts end to end (tests/benchmarks/test_ab_gate.py): A/A runs stay quiet and a known
+# extra cost on one side is caught. Asserts what timings conclude, so a benchmark, not a test (~40 min here).
+bench-ab-check: $(STAMP) go-build
+	$(PY) -m pytest tests/benchmarks/test_ab_gate.py -s $(PYTEST_ARGS)
 
 # History, not the gate: a short suite compared with the committed baseline, measured on another day and
 # machine (compare refuses a different Python build or host unless --allow-env-mismatch).

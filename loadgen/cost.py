@@ -255,10 +255,14 @@ def _annotate(path: Path, inclusive: bool) -> dict[str, int]:
             started = True
             continue
         m = _ANNOTATE_LINE.match(line) if started else None
-        if not m or "PROGRAM TOTALS" in line or "???" in line:
+        if not m or "PROGRAM TOTALS" in line:
             continue
         where = m.group(2)
         name = where.split(":", 1)[1] if ":" in where else where
+        # an object without debug information gives "???:crc32_z [libz.so]": the file is unknown, the function is
+        # not (it was dropped with the rest once, so work in libz or libc never showed); an address is no name
+        if name.startswith(("???", "0x")):
+            continue
         cost = int(m.group(1).replace(",", ""))
         # the same function can be listed per source file or object: self costs add up, inclusive ones overlap
         funcs[name] = max(funcs.get(name, 0), cost) if inclusive else funcs.get(name, 0) + cost

@@ -26,6 +26,7 @@ from .output import SCHEMA_VERSION, where as _where
 from .config import LoadConfig
 from .engine import UDP_COUNTS, drain_seconds, native, worker_main
 from .envinfo import environment
+from .procs import pid_exists as _pid_exists
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
 
 START_DELAY_NS = 50_000_000  # all workers start 50 ms after the parent says go
@@ -510,14 +511,6 @@ def _send(pipe, msg) -> None:
         pass
 
 
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fmt(cpus) -> str:

@@ -85,8 +85,8 @@ class AbConfig:
     warmup_s: float = 0.2
     conns: int = 10
     size: int = 1024
-    n1: int = 1000
-    n2: int = 3000
+    n1: int = 500  # fewer than make bench-cost's 1,000/3,000: both sides run the same N, and the counts are exact
+    n2: int = 1500
     repeats: int = 2
     jobs: int = 1  # cost: callgrind runs at once (instruction counts do not depend on the other core's load)
     base_args: tuple[str, ...] = ()
@@ -216,9 +216,12 @@ def measure_cost(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) 
             finally:
                 free.append(slot)
 
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
             for (m, side), r in pool.map(one, tasks):
                 out[m][side] = r
+        finally:  # on an error or Ctrl-C: start nothing more; the runs under way end within their own timeouts
+            pool.shutdown(wait=True, cancel_futures=True)
     return {m: {**cost_verdict(v["base"], v["head"], cfg.threshold), "runs": {s: v[s]["runs"] for s in v}}
             for m, v in out.items()}
 
@@ -340,7 +343,8 @@ def markdown(doc: dict) -> str:
         for m, c in sorted(doc["cost"].items()):
             lo, hi = c["interval"]
             iv = "" if hi - lo < 1e-5 else f" [{lo:+.2%}, {hi:+.2%}]"
-            lines.append(f"| {m} | {c['base']:,.1f} | {c['head']:,.1f} | {c['change']:+.3%}{iv} | "
+            delta = "0 (identical)" if c["change"] == 0 else f"{c['change']:+.3%}"
+            lines.append(f"| {m} | {c['base']:,.1f} | {c['head']:,.1f} | {delta}{iv} | "
                          f"{_v(c['verdict'])}{'' if c['verdict'] != NOT_GATEABLE else ': ' + c['why']} |")
     w = doc.get("wall")
     if w is not None:
@@ -357,7 +361,7 @@ def markdown(doc: dict) -> str:
             busy = r.get("client_pct") or {}
             note = "/".join(f"{busy[k]:.0f}%" for k in ("base", "head") if k in busy)
             if busy and max(busy.values()) >= 90:
-                note += " (client-bound: msgs/s and p99 say little)"
+                note += " (client >= 90% busy: msgs/s and p99 are partly the client's)"
             sb = "-" if s.get("base_median") is None else f"{s['base_median'] / 1000:.2f}"
             sh = "-" if s.get("head_median") is None else f"{s['head_median'] / 1000:.2f}"
             lines.append(f"| {m} | {sb} | {sh} | {_ratio(s)} | {_v(s['verdict'])} | {_ratio(t)} | {_v(t['verdict'])} | "
@@ -414,19 +418,24 @@ def run(cfg: AbConfig, log) -> tuple[Path, dict]:
         log(f"bench-ab: base {base_commit[:12]} ({cfg.base}) vs head {head_commit[:12]} "
             f"({cfg.head or 'working tree'}); models: {', '.join(models)}")
         cost_doc = wall_doc = None
+        phases = {}
         if cfg.cost:
+            t = time.monotonic()
             py = [m for m in models if m in info["head"]["python"] and m in info["base"]["python"]]
             cost_doc = measure_cost(cfg, py, trees, log) if py else {}
+            phases["cost_s"] = round(time.monotonic() - t, 1)
         if cfg.wall:
+            t = time.monotonic()
             if any(registry.get(m).external for m in models):
                 for side in ("base", "head"):
                     build_go(trees[side], log)
             wall_doc = measure_wall(cfg, models, trees, log)
+            phases["wall_s"] = round(time.monotonic() - t, 1)
     cfg_doc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
     doc = {"kind": KIND, "schema_version": AB_SCHEMA_VERSION,
            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "env": environment(), "config": cfg_doc, "sides": sides, "models": models, "left_out": left_out,
-           "cost": cost_doc, "wall": wall_doc, "elapsed_s": round(time.monotonic() - t0, 1)}
+           "cost": cost_doc, "wall": wall_doc, "elapsed_s": round(time.monotonic() - t0, 1), **phases}
     doc["regressions"] = regressions(doc)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(cfg.results) / f"{stamp}-ab"
@@ -487,8 +496,8 @@ def parse_config(argv=None, prog: str = "python -m loadgen ab") -> AbConfig:
                    "start of each slice (default 0.2)")
     p.add_argument("--conns", type=_count, default=10)
     p.add_argument("--size", type=parse_size, default=1024)
-    p.add_argument("--n1", type=_count, default=1000, help="cost: messages in the short run (default 1000)")
-    p.add_argument("--n2", type=_count, default=3000, help="cost: messages in the long run (default 3000)")
+    p.add_argument("--n1", type=_count, default=500, help="cost: messages in the short run (default 500)")
+    p.add_argument("--n2", type=_count, default=1500, help="cost: messages in the long run (default 1500)")
     p.add_argument("--repeats", type=_count, default=2, help="cost: pairs of runs per side, for the spread (default 2)")
     p.add_argument("--jobs", type=_count, default=min(2, len(os.sched_getaffinity(0))),
                    help="cost: callgrind runs at once, one per CPU (default: 2 where there are 2 CPUs)")

@@ -17,6 +17,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..procs import pid_exists
+
 PREFIX = "echobench-ab-"
 OWNER = "owner"
 GIT_TIMEOUT_S = 120.0
@@ -57,16 +59,6 @@ def working_tree_commit(repo: Path) -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def ours(repo: Path) -> list[Path]:
     """The worktrees of ``repo`` that an A/B run made (they live in a folder named ``echobench-ab-*``)."""
     out = _git(repo, "worktree", "list", "--porcelain", check=False)
@@ -93,7 +85,7 @@ def prune_stale(repo: Path, log) -> list[Path]:
             owner = int((folder / OWNER).read_text().strip())
         except (OSError, ValueError):
             owner = None
-        if owner is not None and owner != os.getpid() and _alive(owner):
+        if owner is not None and owner != os.getpid() and pid_exists(owner):
             continue  # another A/B run's, still going
         _remove_folder(repo, folder)
         log(f"bench-ab: removed {folder}, left by an earlier run that did not finish (pid {owner})")
