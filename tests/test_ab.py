@@ -91,9 +91,11 @@ def test_a_against_a_gives_exact_zero_cost_deltas_and_paired_wall_clock_ratios(t
             lo, hi = w[key]["ci"]
             assert lo <= w[key]["median"] <= hi
             assert w[key]["verdict"] in ("slower", "faster", "no change", "not told apart")
+        split = w["split_us_per_msg"]
+        assert split["base"]["user"] + split["base"]["kernel"] > 0 and split["head"]["user"] + split["head"]["kernel"] > 0
     assert all(": wall clock " in line for line in doc["regressions"])  # never the cost: it is exact
     md = (tmp_path / "results" / "latest-ab" / "ab.md").read_text()
-    assert "### Cost" in md and "### Wall clock" in md and "| asyncio-protocol |" in md and "| selectors |" in md
+    assert "### Cost" in md and "### Wall clock" in md and "| user base | user head |" in md and "| asyncio-protocol |" in md and "| selectors |" in md
     assert out.stdout == md  # the report on stdout is the file, ready to post
     assert_nothing_left(repo, before)
 

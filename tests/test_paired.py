@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from loadgen.suite import ab
-from loadgen.suite.paired import Change, ab_verdict, judge, median_ci, process_cpu_ns, slice_order
+from loadgen.suite.paired import (Change, ab_verdict, judge, median_ci, process_cpu_ns, process_user_kernel_s,
+                                   slice_order)
 
 
 def test_median_ci_is_the_order_statistics_of_the_binomial_table():
@@ -78,6 +79,8 @@ def test_process_cpu_clock_counts_threads_that_already_ended():
         assert seen >= own  # our reading came later: it can only be larger
         main_thread = int(open(f"/proc/{p.pid}/schedstat").read().split()[0])
         assert main_thread < 200_000_000 <= seen  # the main thread alone did not do that work
+        user, kernel = process_user_kernel_s(p.pid)  # ticks: sampled, but 200 ms of burning shows
+        assert user > 0 and kernel >= 0
     finally:
         p.stdin.close()
         p.wait(30)

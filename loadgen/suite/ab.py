@@ -286,6 +286,10 @@ def wall_verdicts(base: list, head: list, cfg: AbConfig) -> dict:
                     "head_median": statistics.median(h for _, h in pairs if h is not None)}
     out["client_pct"] = {side: statistics.median(s.client_pct for s in xs if s.client_pct is not None)
                          for side, xs in (("base", base), ("head", head)) if any(s.client_pct is not None for s in xs)}
+    # where each side's server CPU went, summed over its slices (tick-sampled: a split, not a paired ratio)
+    out["split_us_per_msg"] = {side: {"user": sum(s.server_user_s for s in xs) / n * 1e6,
+                                      "kernel": sum(s.server_kernel_s for s in xs) / n * 1e6}
+                               for side, xs in (("base", base), ("head", head)) if (n := sum(s.messages for s in xs))}
     return out
 
 
@@ -366,6 +370,16 @@ def markdown(doc: dict) -> str:
             sh = "-" if s.get("head_median") is None else f"{s['head_median'] / 1000:.2f}"
             lines.append(f"| {m} | {sb} | {sh} | {_ratio(s)} | {_v(s['verdict'])} | {_ratio(t)} | {_v(t['verdict'])} | "
                          f"{_ratio(p)} | {_v(p['verdict'])} | {note} |")
+    if w is not None and any(r.get("split_us_per_msg") for r in w["models"].values()):
+        lines += ["", "Where each side's server CPU went, us per message summed over its slices (user: the model's "
+                      "own code, which the cost table counts; kernel: system calls and TCP, most of an echo; "
+                      "sampled at the clock tick, so a split, not a paired ratio):", "",
+                  "| model | user base | user head | kernel base | kernel head |", "|---|---|---|---|---|"]
+        for m, r in sorted(w["models"].items()):
+            sp = r.get("split_us_per_msg") or {}
+            if "base" in sp and "head" in sp:
+                lines.append(f"| {m} | {sp['base']['user']:.2f} | {sp['head']['user']:.2f} | "
+                             f"{sp['base']['kernel']:.2f} | {sp['head']['kernel']:.2f} |")
     moved = [(m, c) for m, c in sorted((doc.get("cost") or {}).items())
              if c["verdict"] not in (Change.NO_CHANGE.value,) and c["functions"]]
     if moved:

@@ -123,6 +123,26 @@ def process_cpu_ns(pid: int, children: bool = True) -> int:
     return total
 
 
+def process_user_kernel_s(pid: int) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of ``pid`` and its live descendants, from ``/proc/PID/stat``: clock ticks,
+    sampled (the split is good summed over seconds, not for one short slice; the total is :func:`process_cpu_ns`)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(pid) from None
+    user = kernel = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        user, kernel = user + t.user, kernel + t.system
+    return user, kernel
+
+
 @dataclass(frozen=True)
 class Slice:
     """One slice of load against one running server."""
@@ -133,6 +153,8 @@ class Slice:
     messages: int  # echoed over the whole slice (warm-up included), the divisor of server_ns_per_msg
     client_pct: float | None  # the load generator's CPU use in the window (a saturated client caps msgs/s)
     errors: int
+    server_user_s: float = 0.0  # the server's user and kernel CPU over the slice (ticks: sum them over slices)
+    server_kernel_s: float = 0.0
 
 
 class SliceError(Exception):
@@ -149,9 +171,9 @@ def run_slice(cfg, pid: int, addr: tuple[str, int]) -> Slice:
     from ..runner import Runner
 
     cfg = replace(cfg, host=addr[0], port=addr[1], server=None, server_pid=pid, quiet=True)
-    before = process_cpu_ns(pid)
+    split0, before = process_user_kernel_s(pid), process_cpu_ns(pid)
     doc, code = Runner(cfg, log=lambda msg: None).execute()
-    after = process_cpu_ns(pid)
+    after, split1 = process_cpu_ns(pid), process_user_kernel_s(pid)
     res = doc["result"]
     errors = sum(res["errors"].values()) + res["integrity_failures"]
     if code != 0 or not res["complete"] or errors:
@@ -162,7 +184,8 @@ def run_slice(cfg, pid: int, addr: tuple[str, int]) -> Slice:
         raise SliceError(f"a slice against pid {pid} echoed nothing")
     lat = res.get("latency_us") or {}
     return Slice(msgs_per_s=res["msgs_per_s"], p99_us=lat.get("p99"), server_ns_per_msg=(after - before) / n,
-                 messages=n, client_pct=res["cpu"].get("loadgen_pct"), errors=errors)
+                 messages=n, client_pct=res["cpu"].get("loadgen_pct"), errors=errors,
+                 server_user_s=split1[0] - split0[0], server_kernel_s=split1[1] - split0[1])
 
 
 def summary(xs: list[float]) -> dict:
