@@ -147,11 +147,12 @@ def load(path: str) -> dict:
     return doc
 
 
-def point_latest(results_root, out_dir) -> None:
-    """``results/latest`` -> the newest run folder (best effort: a filesystem without links keeps the folder)."""
+def point_latest(results_root, out_dir, name: str = "latest") -> None:
+    """``results/latest`` (or ``name``) -> the newest run folder (best effort: a filesystem without links keeps
+    the folder)."""
     from pathlib import Path
 
-    latest = Path(results_root) / "latest"
+    latest = Path(results_root) / name
     try:
         if latest.is_symlink() or latest.exists():
             latest.unlink()

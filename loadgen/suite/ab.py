@@ -41,6 +41,7 @@ from servers import registry
 from .. import output
 from ..config import LoadConfig, OneLineParser, parse_size
 from ..cost import CostError
+from ..cost import _positive as _count
 from ..envinfo import ROOT, environment
 from . import worktree
 from .paired import Change, ab_verdict, run_slice, slice_order, summary
@@ -456,13 +457,7 @@ def run(cfg: AbConfig, log) -> tuple[Path, dict]:
     out_dir.mkdir(parents=True, exist_ok=False)
     output.write_json(doc, str(out_dir / "ab.json"))
     (out_dir / "ab.md").write_text(markdown(doc))
-    latest = Path(cfg.results) / "latest-ab"  # what CI posts; best effort on a filesystem without links
-    try:
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(out_dir.name)
-    except OSError:
-        pass
+    output.point_latest(Path(cfg.results), out_dir, "latest-ab")  # what CI posts
     return out_dir, doc
 
 
@@ -471,13 +466,6 @@ def _fraction(text: str) -> float:
     if not 0 < x < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0.01 = 1%), got {text}")
     return x
-
-
-def _count(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
 
 
 def _seconds(text: str) -> float:
