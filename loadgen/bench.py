@@ -40,6 +40,7 @@ except ModuleNotFoundError:  # Python 3.10
 MATRICES = Path(__file__).with_name("matrices")
 SUITE_SCHEMA_VERSION = 1
 RUN_OVERHEAD_S = 1.0  # server start, connects, drain, stop: for the time-left estimate
+SLICE_OVERHEAD_S = 0.1  # a paired slice's connects, fork and drain (0.08 s at 10 connections, 0.17 s at 1,000 here)
 
 
 class MatrixError(Exception):
@@ -60,6 +61,7 @@ def load_matrix(name_or_path: str) -> dict:
     for key, typ in (("trials", int), ("duration", (int, float)), ("warmup", (int, float))):
         if not isinstance(run.get(key), typ):
             raise MatrixError(f"{path}: [run] needs {key}")
+    _check_paired(run, path)
     if not m.get("sweep") and not m.get("connections") and not m.get("tls"):
         raise MatrixError(f"{path}: no [[sweep]] (nor [connections], nor [tls])")
     m.setdefault("sweep", [])
@@ -85,6 +87,25 @@ def load_matrix(name_or_path: str) -> dict:
         _check_connections(conn, path)
     m["path"] = str(path)
     return m
+
+
+MODES = ("paired", "trials")
+PAIRED_KEYS = {"rounds": (int, 2), "slice": ((int, float), 0.0), "slice_warmup": ((int, float), -1e-9),
+               "instances": (int, 0)}  # [run] key -> (type, the value it must exceed)
+
+
+def _check_paired(run: dict, path) -> None:
+    """``[run] mode``: "paired" (rounds, slice, slice_warmup, instances) or "trials" (the default)."""
+    mode = run.get("mode", "trials")
+    if mode not in MODES:
+        raise MatrixError(f"{path}: [run] mode: \"paired\" or \"trials\"")
+    for key, (typ, above) in PAIRED_KEYS.items():
+        v = run.get(key)
+        if v is None and mode == "paired" and key != "instances":
+            raise MatrixError(f"{path}: [run] mode = \"paired\" needs {key}")
+        if v is not None and (not isinstance(v, typ) or isinstance(v, bool) or v <= above):
+            raise MatrixError(f"{path}: [run] {key}: " + {"rounds": "an integer >= 3", "instances": "an integer >= 1"}
+                              .get(key, "seconds > 0" if key == "slice" else "seconds >= 0"))
 
 
 CONNECTIONS_KEYS = {"levels": list, "hold": (int, float), "trickle": (int, float), "models": (list, str),
@@ -491,6 +512,102 @@ class SuiteDisplay:
             self.progress.stop()
 
 
+SERVER_POOLS = {"tcp": "tcp", "tcp-py": "tcp", "unix": "unix", "udp": "udp", "tls": "tls"}  # cell transport -> pool
+
+
+def paired_plan(matrix: dict, models: list[str], cells: list[tuple[str, int, int]]) -> list[tuple[str, list]]:
+    """The matrix's cells grouped by the servers they need (one pool of running servers per group, in the order
+    TCP, Unix, UDP, TLS), each cell with its models: [(pool, [(transport, conns, size, models), ...]), ...]."""
+    out: dict[str, list] = {}
+    for t, c, s in cells:
+        ms = cell_models(matrix, models, t)
+        if ms:
+            out.setdefault(SERVER_POOLS[t], []).append((t, c, s, ms))
+    return [(k, out[k]) for k in ("tcp", "unix", "udp", "tls") if k in out]
+
+
+def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]], base: LoadConfig,
+               client_cpus: tuple[int, ...], server_cpus: tuple[int, ...], out_dir: Path, display: "SuiteDisplay",
+               summary: list[dict], info: dict) -> None:
+    """The matrix's closed-loop cells in paired rounds (loadgen/suite/rounds.py): per pool, every model's servers
+    started once (``instances`` each, apart), one discarded slice per instance, then each cell's rounds. Each
+    finished cell's per-model summaries are appended to ``summary`` as they come (Ctrl-C keeps them); each
+    model's slices and merged latency histogram go to ``cells/<key>.json``; the idle check and the notes go to
+    ``info``."""
+    from servers.tls import unavailable_reason as tls_unavailable
+
+    from .runner import session_certs
+    from .suite import rounds as rd
+    from .target import ManagedServer
+
+    run = matrix["run"]
+    reference = run.get("reference", "asyncio-protocol")
+    n_rounds, instances = run["rounds"], run.get("instances", 2)
+    info.update(rounds=n_rounds, instances=instances, slice_s=run["slice"], slice_warmup_s=run["slice_warmup"],
+                reference=reference, idle={}, notes=[], instance_spread={})
+    children = {m: registry.get(m).multiprocess for m in models}
+    for pool_name, pool_cells in paired_plan(matrix, models, cells):
+        tls_dir, extra_tls, ca = None, (), None
+        pool_models = list(dict.fromkeys(m for *_x, ms in pool_cells for m in ms))
+        if pool_name == "tls":
+            if why := tls_unavailable():
+                info["notes"].append(f"TLS cells not run: {why}")
+                continue
+            tls_dir, certs = session_certs()
+            extra_tls, ca = ("--tls-cert", certs.cert, "--tls-key", certs.key), certs.ca
+
+        def start(m, pool_name=pool_name, extra_tls=extra_tls):
+            extra = tuple(run.get("server_args", {}).get(m, ())) + extra_tls
+            transport = "tcp" if pool_name == "tls" else pool_name
+            return ManagedServer(m, "127.0.0.1", None, server_cpus, extra, transport=transport)
+
+        pool = rd.ServerPool(start, pool_models, instances, display.log)
+        try:
+            display.cell(f"starting {instances} x {len(pool_models)} {pool_name} servers")
+            first = True
+            for transport, conns, size, ms in pool_cells:
+                for m, note in pool.ensure().items():
+                    info["notes"].append(f"{cell_key(m, conns, size, transport)}: {note}")
+                    display.log(f"bench: {m} ({pool_name}): {note}")
+                cfg = rd.slice_config(replace(base, cpus=client_cpus, server_cpus=server_cpus), transport, conns, size,
+                                      cell_workers(client_cpus, conns), float(run["slice"]), float(run["slice_warmup"]),
+                                      tls_ca=ca)
+                over = {"tcp": "", "tls": " over TLS", "tcp-py": " plain (Python engine)"}.get(transport, f" over {transport}")
+                label = f"{conns} conns {output.human_size(size)}{over}"
+                display.cell(label)
+
+                def tick(m, r):
+                    display.live(f"round {r + 1}/{n_rounds}, {m}")
+                    display.advance()
+
+                runs, idle, wall = rd.measure_cell(cfg, ms, pool, n_rounds, children, on_slice=tick, warm=first)
+                first = False
+                cell_key_ = cell_key("paired", conns, size, transport)
+                info["idle"][cell_key_] = {**idle.as_dict(), "wall_s": round(wall, 2)}
+                ref = reference if reference in ms else ms[0]
+                for c in rd.summarise(runs, ref, instances, transport, conns, size):
+                    hist = c.pop("histogram")
+                    key = cell_key(c["model"], conns, size, transport)
+                    slices = [None if x is None else {k: v for k, v in asdict(x).items() if k != "histogram"}
+                              for x in runs[c["model"]].slices]
+                    output.write_json({"schema_version": output.SCHEMA_VERSION, "kind": "echobench-paired-cell",
+                                       "bench": {"model": c["model"], "transport": transport, "conns": conns,
+                                                 "size": size, "mode": "paired", "rounds": n_rounds},
+                                       "result": {"complete": c["status"] == "ok", "histogram_unit": "ns",
+                                                  "histogram": hist, "note": "latency of every slice's measured "
+                                                  "window, merged"},
+                                       "slices": slices}, str(out_dir / "cells" / f"{key}.json"))
+                    if c["failures"]:
+                        display.log(f"bench: {key}: {c['failures'][0]['reason']}")
+                    summary.append(c)
+        finally:
+            pool.stop()
+            if tls_dir is not None:
+                import shutil
+
+                shutil.rmtree(tls_dir, ignore_errors=True)
+
+
 class _MatrixDone(Exception):
     """A --cluster suite ends after the matrix (the sections that follow run on one host only)."""
 
@@ -531,8 +648,13 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                        cluster_workers=tuple(cluster["workers"]), max_clock_offset=cluster["max_clock_offset"])
         client_cpus = ()
         server_cpus = tuple(sorted(os.sched_getaffinity(0)))
-    total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
-    per_run = base.duration + base.warmup + RUN_OVERHEAD_S
+    paired = run.get("mode", "trials") == "paired" and not cluster
+    if paired:
+        total = run["rounds"] * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
+        per_run = run["slice"] + run["slice_warmup"] + SLICE_OVERHEAD_S
+    else:
+        total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
+        per_run = base.duration + base.warmup + RUN_OVERHEAD_S
     cap = matrix.get("capacity")
     cap_runs = len(section_models(matrix, "capacity", models)) * (CAPACITY_STEPS_GUESS + len(cap.get("sweep", []))) if cap else 0
     cap_s = cap_runs * (cap["duration"] + cap["warmup"] + RUN_OVERHEAD_S) if cap else 0.0
@@ -545,7 +667,9 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                     "Unix-socket cells, connection scale and capacity searches do not run across hosts and are left out")
     if engine_note:
         display.log(f"bench: the load generator uses its Python engine: {engine_note}")
-    display.log(f"bench: {len(models)} models, {len(cells)} loads, {trials} trials: {total} runs, "
+    how = (f"paired rounds: {run['rounds']} rounds x {run.get('instances', 2)} servers per model, slices of "
+           f"{run['slice_warmup']:g} + {run['slice']:g} s: {total} slices" if paired else f"{trials} trials: {total} runs")
+    display.log(f"bench: {len(models)} models, {len(cells)} loads, {how}, "
                 f"~{(total * per_run + cap_s) / 60:.1f} min"
                 + (f" with ~{cap_runs} capacity steps" if cap_runs else "") + f"; server CPUs {','.join(map(str, server_cpus))}, "
                 f"load generator CPUs {','.join(map(str, client_cpus))}; writing {out_dir}")
@@ -555,8 +679,12 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     cap_holder: dict = {}
     conn_holder: dict = {}
     t_start = time.monotonic()
+    paired_cells: list[dict] = []
+    paired_info: dict = {}
     try:
-        for trial in range(trials):  # interleaved: trial 1 of every cell and model, then trial 2, ...
+        if paired:
+            run_paired(matrix, models, cells, base, client_cpus, server_cpus, out_dir, display, paired_cells, paired_info)
+        for trial in range(0 if paired else trials):  # interleaved: trial 1 of every cell and model, then trial 2, ...
             for transport, conns, size in cells:
                 for model in cell_models(matrix, models, transport):
                     key = cell_key(model, conns, size, transport)
@@ -608,8 +736,8 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
             if "section" in conn_holder:
                 conn_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
         try:
-            run_capacity(matrix, models, base, _summary(cells, matrix, models, docs, fails), out_dir, display, cap_holder,
-                         client_cpus)
+            run_capacity(matrix, models, base, paired_cells if paired else _summary(cells, matrix, models, docs, fails),
+                         out_dir, display, cap_holder, client_cpus)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # the matrix's measurements are kept: the capacity section says what stopped it
@@ -623,7 +751,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         display.log("bench: interrupted; writing the report for the finished measurements")
     finally:
         display.stop()
-    summary = _summary(cells, matrix, models, docs, fails)
+    summary = paired_cells if paired else _summary(cells, matrix, models, docs, fails)
     suite = {
         "schema_version": SUITE_SCHEMA_VERSION,
         "kind": "echobench-suite",
@@ -635,11 +763,14 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         "cluster": cluster,
         "models": models,
         "skipped": skipped,
+        "mode": "paired" if paired else "trials",
+        "paired": paired_info or None,
         "cells": summary,
         "capacity": cap_holder.get("section"),
         "connections": conn_holder.get("section"),
         "runs_planned": total,
-        "runs_done": sum(len(v) for v in docs.values()) + sum(1 for v in fails.values() for f in v if f["doc"] is None),
+        "runs_done": (sum(c["trials"] for c in paired_cells) if paired else
+                      sum(len(v) for v in docs.values()) + sum(1 for v in fails.values() for f in v if f["doc"] is None)),
         "complete": not interrupted,
         "elapsed_s": round(time.monotonic() - t_start, 1),
     }
@@ -653,6 +784,10 @@ def main(argv=None) -> int:
     p.add_argument("--matrix", default="default", help="default, full, or a path to a TOML matrix")
     p.add_argument("--results", default=str(ROOT / "results"), help="where run folders go (default results/)")
     p.add_argument("--models", help="comma-separated subset of the matrix's models")
+    p.add_argument("--mode", choices=MODES, help="closed-loop cells in paired rounds (every model's servers running, "
+                   "short slices in rotated order, ratios within each round) or in fresh trials (a new server per "
+                   "trial, trials interleaved); default: the matrix's [run] mode")
+    p.add_argument("--rounds", type=int, metavar="N", help="paired mode: rounds per cell (default: the matrix's)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--engine", choices=["auto", "native", "python"],
                    help="the load generator's engine for stream cells (default: the matrix's, else auto)")
@@ -682,6 +817,11 @@ def main(argv=None) -> int:
                    "workers": [x for x in (a.cluster_workers or "").split(",") if x]}
     try:
         matrix = load_matrix(a.matrix)
+        if a.mode:
+            matrix["run"]["mode"] = a.mode
+        if a.rounds is not None:
+            matrix["run"]["rounds"] = a.rounds
+        _check_paired(matrix["run"], matrix["path"])
         out_dir, suite = run_suite(matrix, Path(a.results), a.models.split(",") if a.models else None, a.quiet, a.engine,
                                    cluster)
     except MatrixError as exc:

@@ -149,6 +149,10 @@ def load_suite(path: str) -> dict:
         raise CompareError(f"{p}: not an echobench suite (kind {suite.get('kind')!r})")
     if suite.get("schema_version") != 1:
         raise CompareError(f"{p}: suite schema_version {suite.get('schema_version')!r}; this compare reads version 1")
+    if suite.get("mode") == "paired":
+        raise CompareError(f"{p}: a paired-rounds run (make bench): its ratios are within its own rounds; compare "
+                           "judges fresh-trial runs (make bench-ci, or --mode trials), and make bench-ab compares "
+                           "two commits in one job")
     for c in suite["cells"]:
         if "per_trial" not in c:
             raise CompareError(f"{p}: cells carry no per-trial values (made by an older echobench); re-run the suite")

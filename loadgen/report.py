@@ -471,8 +471,9 @@ def slo_text(cap: dict) -> str:
 
 
 def capacity_text(cap: dict | None, model: str) -> str:
-    """A model's capacity at the SLO for a table cell: the rate, ``>= rate`` when the search stopped short (a lower
-    bound), ``none`` when no rate met it, ``-`` when not searched."""
+    """A model's capacity at the SLO for a table cell: the rate with the bracket it was found in (the highest rate
+    that held, the lowest that broke), ``>= rate`` when the search stopped short (a lower bound), ``unstable`` when
+    the rate found broke on its confirmation run, ``none`` when no rate met it, ``-`` when not searched."""
     e = (cap or {}).get("models", {}).get(model)
     if e is None:
         return "-"
@@ -480,7 +481,12 @@ def capacity_text(cap: dict | None, model: str) -> str:
     hi = (e.get("bracket") or [None, None])[1]
     if v is None:  # none: a valid step broke the SLO and none met it; otherwise nothing was measured
         return f"none (< {hi:,.0f})" if hi is not None else "not measured"
-    return (f"{v:,.0f}" if e.get("complete") else f">= {v:,.0f}")
+    text = f"{v:,.0f}" if e.get("complete") else f">= {v:,.0f}"
+    if hi is not None:  # the bracket: held at v, broke at hi
+        text += f" (< {hi:,.0f})"
+    if e.get("confirmed") is False:  # held once, broke when run again: the capacity is not a stable figure
+        text += " unstable"
+    return text
 
 
 def transport_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | None:
@@ -594,7 +600,9 @@ def summary_lines(suite: dict) -> list[str]:
     out = []
     load = main_load(suite)
     cap = suite.get("capacity")
-    if load:
+    if load and suite.get("mode") == "paired":  # the main load is the report's answer (loadgen/suite/answer.py)
+        pass
+    elif load:
         conns, size = load
         cells = [c for c in _cells(suite, conns=conns, size=size) if c["median"]["msgs_per_s"]]
         where = f"{conns} connections x {human_size(size)} (closed loop, {suite['matrix']['run']['trials']} trials each)"
@@ -737,8 +745,12 @@ def env_rows(suite) -> list[tuple[str, str]]:
             f"load from every worker of the Dask cluster {suite['cluster']['address']} (one client host each; "
             "per-host detail in each cell's hosts list)" if suite.get("cluster")
             else f"load generator CPUs {pin['loadgen_cpus']}")),
-        ("matrix", f"{Path(suite['matrix']['path']).name}: {run['trials']} trials x ({run['warmup']} s warm-up + "
-                   f"{run['duration']} s), depth {run.get('depth', 1)}, trials interleaved across models, fresh server per run"),
+        ("matrix", f"{Path(suite['matrix']['path']).name}: " + (
+            f"paired rounds: {run['rounds']} rounds x ({run['slice_warmup']} s warm-up + {run['slice']} s) per cell, "
+            f"{run.get('instances', 2)} running servers per model, depth {run.get('depth', 1)}"
+            if suite.get("mode") == "paired" else
+            f"{run['trials']} trials x ({run['warmup']} s warm-up + {run['duration']} s), depth {run.get('depth', 1)}, "
+            "trials interleaved across models, fresh server per run")),
         ("when", f"{suite['timestamp']}, {suite['elapsed_s'] / 60:.1f} min, {suite['runs_done']}/{suite['runs_planned']} runs"),
     ]
 
@@ -747,7 +759,23 @@ def write_report(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     suite, docs = load_run(run_dir)
     plots = plot_all(suite, docs, run_dir)
-    tables = ranking_tables(suite)
+    paired = suite.get("mode") == "paired"
+    answer_text, answer_plot, answer_narrow, cost, paired_notes = None, None, None, None, []
+    if paired:
+        from .suite import answer
+
+        cost = answer.cost_at_commit(run_dir.parent, suite["env"].get("git_commit"))
+        load = main_load(suite)
+        main_cells = _cells(suite, conns=load[0], size=load[1]) if load else []
+        if load:
+            answer_text = answer.answer(suite, main_cells, load[0], load[1], cost)
+            ref_ = (suite.get("paired") or {}).get("reference")
+            answer_plot = answer.plot_cost_split(main_cells, load[0], load[1], ref_, run_dir, _subtitle(suite))
+            answer_narrow = answer.plot_cost_split(main_cells, load[0], load[1], ref_, run_dir, "", narrow=True)
+        tables = answer.ranking_tables(suite, cost, capacity_text)
+        paired_notes = answer.notes(suite, cost, main_cells)
+    else:
+        tables = ranking_tables(suite)
     ref = suite["matrix"]["run"].get("reference", "asyncio-protocol")
     captions = {
         "throughput_vs_conns": "Throughput vs connections",
@@ -764,11 +792,16 @@ def write_report(run_dir: Path) -> dict:
     tls_tabs = tls_tables(suite)
     # markdown
     md = [f"# echobench report: {run_dir.name}", ""]
+    if answer_text:
+        md += ["## The answer", "", answer_text, ""]
+        if answer_plot:
+            md += [f"![Server CPU per message, user and kernel, with 95% intervals]({answer_plot})", ""]
     short = summary_lines(suite)
     if short:
         md += ["## In short", ""] + [f"- {x}" for x in short] + [""]
     md += ["## Environment", "", _md_table(["", ""], [[k, v] for k, v in env_rows(suite)]), ""]
-    md += [f"## Ranking by load (ratios to `{ref}`, measured in the same run)", ""]
+    md += [f"## Ranking by load (ratios to `{ref}`, " + ("taken within each round; [95% intervals])" if paired
+                                                           else "measured in the same run)"), ""]
     for title, header, rows in tables:
         md += [f"### {title}", "", _md_table(header, rows), ""]
     if ttable:
@@ -777,19 +810,31 @@ def write_report(run_dir: Path) -> dict:
         md += [f"## {ctable[0]}", "", _md_table(ctable[1], ctable[2]), ""]
     for tab in tls_tabs:
         md += [f"## {tab[0]}", "", _md_table(tab[1], tab[2]), ""]
-    md += ["## Notes", ""] + [f"- {x}" for x in notes(suite)] + [""]
+    md += ["## Notes", ""] + [f"- {x}" for x in paired_notes + notes(suite)] + [""]
     md += ["## Plots", ""]
     for key, fname in plots.items():
         md += [f"### {captions[key]}", "", f"![{captions[key]}]({fname})", ""]
     (run_dir / "report.md").write_text("\n".join(md))
     # html (self-contained: images embedded)
-    h = ["<!doctype html><html><head><meta charset='utf-8'><title>echobench report</title><style>",
+    h = ["<!doctype html><html><head><meta charset='utf-8'><title>echobench report</title>"
+         "<meta name='viewport' content='width=device-width, initial-scale=1'><style>",
          "body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}",
          "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}",
          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}",
          "th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:.5em 0 1.5em}",
-         "code{background:#f4f4f4;padding:0 3px}.env td{text-align:left}</style></head><body>",
+         "code{background:#f4f4f4;padding:0 3px}.env td{text-align:left}",
+         "@media (max-width:700px){h1{font-size:1.3em;overflow-wrap:anywhere}p,li{font-size:15px}"
+         "body{margin:1em auto;padding:0 .5em}table{font-size:11px;display:block;"
+         "overflow-x:auto}td,th{padding:2px 4px}}</style></head><body>",
          f"<h1>echobench report: {html.escape(run_dir.name)}</h1>"]
+    if answer_text:
+        h += [f"<h2>The answer</h2><p>{_md_inline(answer_text)}</p>"]
+        if answer_plot:  # a narrower drawing of the same figure where the page is a phone's width
+            data = base64.b64encode((run_dir / answer_plot).read_bytes()).decode()
+            small = base64.b64encode((run_dir / answer_narrow).read_bytes()).decode() if answer_narrow else data
+            h += [f"<picture><source media='(max-width:700px)' srcset='data:image/png;base64,{small}'>"
+                  f"<img alt='Server CPU per message, user and kernel, with 95% intervals' "
+                  f"src='data:image/png;base64,{data}'></picture>"]
     if short:
         h += ["<h2>In short</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in short] + ["</ul>"]
     h += ["<h2>Environment</h2><table class='env'>"]
@@ -805,7 +850,7 @@ def write_report(run_dir: Path) -> dict:
             h += [f"<h2>{html.escape(tab[0])}</h2><table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in tab[1]) + "</tr>"]
             h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>" for r in tab[2]]
             h += ["</table>"]
-    h += ["<h2>Notes</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in notes(suite)] + ["</ul><h2>Plots</h2>"]
+    h += ["<h2>Notes</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in paired_notes + notes(suite)] + ["</ul><h2>Plots</h2>"]
     for key, fname in plots.items():
         data = base64.b64encode((run_dir / fname).read_bytes()).decode()
         h += [f"<h3>{html.escape(captions[key])}</h3><img alt='{html.escape(captions[key])}' src='data:image/png;base64,{data}'>"]
@@ -814,6 +859,8 @@ def write_report(run_dir: Path) -> dict:
     main_title, main_header, main_rows = next(((t, hd, r) for t, hd, r in tables if t.startswith("10 connections, 1 KiB")),
                                               tables[0] if tables else ("", [], []))
     summary = f"{main_title}\n{_md_table(main_header, main_rows)}" if main_rows else "(no finished measurements)"
+    if answer_text:
+        summary = f"{answer_text}\n\n{summary}"
     if not main_rows and ctable:
         summary = f"{ctable[0]}\n{_md_table(ctable[1], ctable[2])}"
     if ttable:

@@ -302,6 +302,92 @@ def test_a_tls_table_runs_plain_and_tls_on_the_python_engine_and_reports_the_cos
     assert len(rows) == 1 + len(tls_models) and "TLS cost us/msg" in rows[0], md  # the header, one row per model
 
 
+PAIRED = """
+[run]
+mode = "paired"
+rounds = 6
+slice = 0.1
+slice_warmup = 0.05
+trials = 1
+duration = 0.1
+warmup = 0.05
+models = {models}
+reference = "asyncio-protocol"
+spectrum_load = {{ conns = 2, size = 1024 }}
+
+[[sweep]]
+name = "connections"
+conns = [1, 2]
+sizes = [1024]
+
+[transports]
+compare = ["tcp", "unix", "udp"]
+conns = 2
+size = 1024
+models = "all"
+
+[tls]
+conns = 2
+sizes = [1024]
+"""
+
+
+def test_paired_rounds_measure_every_model_in_the_same_rounds_and_the_report_leads_with_the_answer(tmp_path):
+    from servers import tls
+
+    matrix = tmp_path / "paired.toml"
+    matrix.write_text(PAIRED.format(models=json.dumps(MODELS)) + CAPACITY.split("[connections]")[0])
+    results = tmp_path / "results"
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(results)],
+                         cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run = (results / "latest").resolve()
+    suite = json.loads((run / "suite.json").read_text())
+    tls_models = [m for m in MODELS if registry.get(m).tls] if tls.unavailable_reason() is None else []
+    # 2 TCP loads + Unix + UDP for both models, plain and TLS for those that serve it: 6 rounds each
+    assert suite["mode"] == "paired" and suite["complete"]
+    assert suite["runs_done"] == suite["runs_planned"] == 6 * (4 * len(MODELS) + 2 * len(tls_models))
+    assert {(c["transport"], c["model"]) for c in suite["cells"] if c["transport"] in ("tls", "tcp-py")} == {
+        (t, m) for t in ("tls", "tcp-py") for m in tls_models}
+    for c in suite["cells"]:
+        assert c["status"] == "ok" and c["trials_ok"] == c["rounds"] == 6, c
+        assert c["ci"]["server_us_per_msg"]["ci"][0] <= c["median"]["server_us_per_msg"] <= c["ci"]["server_us_per_msg"]["ci"][1]
+        others = {x["model"] for x in suite["cells"] if (x["transport"], x["conns"], x["size"]) ==
+                  (c["transport"], c["conns"], c["size"])} - {c["model"]}
+        assert set(c["pairs"].get("server_ns_per_msg", {})) == others  # every pair's per-round ratio interval
+        if c["model"] != "asyncio-protocol":
+            r = c["vs_reference"]["server_ns_per_msg"]
+            assert r["n"] == 6 and r["ci"][0] <= r["median"] <= r["ci"][1]
+        if c["split"]:
+            assert c["split"]["user_us_per_msg"] + c["split"]["kernel_us_per_msg"] == pytest.approx(
+                c["median"]["server_us_per_msg"])
+    assert suite["paired"]["rounds"] == 6 and suite["paired"]["instances"] == 2 and suite["paired"]["idle"]
+    docs = sorted((run / "cells").glob("*.json"))
+    assert len(docs) == len(suite["cells"])  # one document per model and cell: its slices, its merged latencies
+    doc = json.loads(docs[0].read_text())
+    assert doc["kind"] == "echobench-paired-cell" and len(doc["slices"]) == 6 and doc["result"]["histogram"]
+    assert suite["capacity"]["complete"] and set(suite["capacity"]["models"]) == set(MODELS)
+    md = (run / "report.md").read_text()
+    assert md.startswith(f"# echobench report: {run.name}\n\n## The answer\n\nAt 2 connections x 1 KiB")
+    first_screen = md.split("## In short")[0]
+    assert "95% intervals" in first_screen and "![Server CPU per message" in first_screen
+    assert (run / "cost_split.png").stat().st_size > 5000 and (run / "cost_split.svg").exists()
+    assert "| model | tier | server us/msg | user us/msg | kernel us/msg |" in md
+    assert "**How this was measured**" in md and "Idle servers" in md
+    html = (run / "report.html").read_text()
+    assert html.index("The answer") < html.index("In short") and "name='viewport'" in html
+    assert "At 2 connections x 1 KiB" in out.stdout
+
+
+def test_a_paired_run_needs_rounds_and_says_so_in_one_line(tmp_path):
+    matrix = tmp_path / "tiny.toml"
+    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[1]"))
+    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path),
+                          "--mode", "paired"], cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == "" and out.stderr.count("\n") == 1
+    assert "needs rounds" in out.stderr and not list(tmp_path.glob("*-*"))
+
+
 def test_tiers_tie_models_within_each_others_noise():
     from loadgen.report import tiers
 
@@ -328,13 +414,16 @@ def test_the_summary_ranks_only_cells_where_the_client_had_headroom():
                        cell("slow", 100e3, 98e3, 102e3, 9.0), cell("threads", 150e3, 140e3, 160e3, 6.0, cb=2)],
              "capacity": {"slos": ["p99=1ms"], "conns": 10, "size": 1024, "precision": 0.1,
                           "models": {"fast": {"msgs_per_s": 150e3, "bracket": [150e3, 160e3], "complete": True, "steps": [1]},
-                                     "slow": {"msgs_per_s": 60e3, "bracket": [60e3, 66e3], "complete": True, "steps": [1]},
+                                     "slow": {"msgs_per_s": 60e3, "bracket": [60e3, 66e3], "complete": True, "steps": [1],
+                                              "confirmed": False},
                                      "threads": {"msgs_per_s": None, "bracket": [None, 1e3], "complete": False,
                                                  "steps": [1]}}}}
     text = "\n".join(summary_lines(suite))
     assert "first: `fast`, `also-fast` (tied); then `slow`" in text
     assert "Not ranked" in text and "`threads`" in text.split("Not ranked")[1].split("\n")[0]
-    assert "`fast` 150,000, `slow` 60,000" in text and "No rate met p99 <= 1ms for: `threads`" in text
+    # each capacity with the bracket it was found in; one that broke when run again is marked unstable
+    assert "`fast` 150,000 (< 160,000), `slow` 60,000 (< 66,000) unstable" in text
+    assert "No rate met p99 <= 1ms for: `threads`" in text
     assert "**Where the load generator was the limit**" in text and "`threads` at 10x1 KiB" in text
 
 

@@ -155,13 +155,20 @@ class Slice:
     errors: int
     server_user_s: float = 0.0  # the server's user and kernel CPU over the slice (ticks: sum them over slices)
     server_kernel_s: float = 0.0
+    p50_us: float | None = None  # in the measured window
+    client_us_per_msg: float | None = None  # the load generator's CPU per message in the window
+    verdict: str | None = None  # the load generator's verdict on the window (server-bound, client-bound, ...)
+    server_ns: int = 0  # the server's CPU over the whole slice (process clock), the numerator of server_ns_per_msg
+    histogram: str | None = None  # the window's latency histogram, encoded (loadgen.stats.encode)
+    loss_pct: float | None = None  # UDP: datagrams not echoed in time
+    jain: float | None = None  # how evenly the connections were served
 
 
 class SliceError(Exception):
     """A slice that did not run cleanly (errors, a wrong echo, a server that died): one line."""
 
 
-def run_slice(cfg, pid: int, addr: tuple[str, int]) -> Slice:
+def run_slice(cfg, pid: int, addr: tuple, children: bool = True) -> Slice:
     """One closed-loop run of the load generator (``cfg``: a LoadConfig with conns, size, warm-up, duration,
     CPUs) against the running server ``pid`` at ``addr``, in this process (no interpreter start per slice).
 
@@ -170,11 +177,14 @@ def run_slice(cfg, pid: int, addr: tuple[str, int]) -> Slice:
     a comparison alike, and the idle server between slices costs nothing."""
     from ..runner import Runner
 
-    cfg = replace(cfg, host=addr[0], port=addr[1], server=None, server_pid=pid, quiet=True)
-    split0, before = process_user_kernel_s(pid), process_cpu_ns(pid)
+    where = {"path": addr[0]} if cfg.transport == "unix" else {"host": addr[0], "port": addr[1]}
+    cfg = replace(cfg, **where, server=None, server_pid=pid, quiet=True)
+    split0, before = process_user_kernel_s(pid), process_cpu_ns(pid, children)
     doc, code = Runner(cfg, log=lambda msg: None).execute()
-    after, split1 = process_cpu_ns(pid), process_user_kernel_s(pid)
+    after, split1 = process_cpu_ns(pid, children), process_user_kernel_s(pid)
     res = doc["result"]
+    if res["incomplete_reason"] == "interrupted":  # Ctrl-C or SIGTERM reached the load generator: the caller's
+        raise KeyboardInterrupt
     errors = sum(res["errors"].values()) + res["integrity_failures"]
     if code != 0 or not res["complete"] or errors:
         why = res["incomplete_reason"] or (f"{errors} errors {res['errors']}" if errors else f"exit {code}")
@@ -185,7 +195,10 @@ def run_slice(cfg, pid: int, addr: tuple[str, int]) -> Slice:
     lat = res.get("latency_us") or {}
     return Slice(msgs_per_s=res["msgs_per_s"], p99_us=lat.get("p99"), server_ns_per_msg=(after - before) / n,
                  messages=n, client_pct=res["cpu"].get("loadgen_pct"), errors=errors,
-                 server_user_s=split1[0] - split0[0], server_kernel_s=split1[1] - split0[1])
+                 server_user_s=split1[0] - split0[0], server_kernel_s=split1[1] - split0[1],
+                 p50_us=lat.get("p50"), client_us_per_msg=res["cpu"].get("loadgen_us_per_msg"), verdict=res["verdict"],
+                 server_ns=after - before, histogram=res.get("histogram"),
+                 loss_pct=(res.get("udp") or {}).get("loss_pct"), jain=(res.get("fairness") or {}).get("jain"))
 
 
 def summary(xs: list[float]) -> dict:
