@@ -91,7 +91,16 @@ def load_matrix(name_or_path: str) -> dict:
 
 MODES = ("paired", "trials")
 PAIRED_KEYS = {"rounds": (int, 2), "slice": ((int, float), 0.0), "slice_warmup": ((int, float), -1e-9),
-               "instances": (int, 0)}  # [run] key -> (type, the value it must exceed)
+               "instances": (int, 0), "rounds_main": (int, 2)}  # [run] key -> (type, the value it must exceed)
+
+
+def cell_rounds(run: dict, transport: str, conns: int, size: int) -> int:
+    """Rounds for a paired cell: ``rounds_main`` at the main load (``spectrum_load``, TCP), whose figures are the
+    report's answer, ``rounds`` elsewhere."""
+    main = run.get("spectrum_load") or {}
+    if transport == "tcp" and (main.get("conns"), main.get("size")) == (conns, size):
+        return run.get("rounds_main", run["rounds"])
+    return run["rounds"]
 
 
 def _check_paired(run: dict, path) -> None:
@@ -101,10 +110,10 @@ def _check_paired(run: dict, path) -> None:
         raise MatrixError(f"{path}: [run] mode: \"paired\" or \"trials\"")
     for key, (typ, above) in PAIRED_KEYS.items():
         v = run.get(key)
-        if v is None and mode == "paired" and key != "instances":
+        if v is None and mode == "paired" and key not in ("instances", "rounds_main"):
             raise MatrixError(f"{path}: [run] mode = \"paired\" needs {key}")
         if v is not None and (not isinstance(v, typ) or isinstance(v, bool) or v <= above):
-            raise MatrixError(f"{path}: [run] {key}: " + {"rounds": "an integer >= 3", "instances": "an integer >= 1"}
+            raise MatrixError(f"{path}: [run] {key}: " + {"rounds": "an integer >= 3", "rounds_main": "an integer >= 3", "instances": "an integer >= 1"}
                               .get(key, "seconds > 0" if key == "slice" else "seconds >= 0"))
 
 
@@ -542,8 +551,8 @@ def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]
 
     run = matrix["run"]
     reference = run.get("reference", "asyncio-protocol")
-    n_rounds, instances = run["rounds"], run.get("instances", 2)
-    info.update(rounds=n_rounds, instances=instances, slice_s=run["slice"], slice_warmup_s=run["slice_warmup"],
+    instances = run.get("instances", 2)
+    info.update(rounds=run["rounds"], rounds_main=run.get("rounds_main", run["rounds"]), instances=instances, slice_s=run["slice"], slice_warmup_s=run["slice_warmup"],
                 reference=reference, idle={}, notes=[], instance_spread={})
     children = {m: registry.get(m).multiprocess for m in models}
     for pool_name, pool_cells in paired_plan(matrix, models, cells):
@@ -574,9 +583,10 @@ def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]
                                       tls_ca=ca)
                 over = {"tcp": "", "tls": " over TLS", "tcp-py": " plain (Python engine)"}.get(transport, f" over {transport}")
                 label = f"{conns} conns {output.human_size(size)}{over}"
+                n_rounds = cell_rounds(run, transport, conns, size)
                 display.cell(label)
 
-                def tick(m, r):
+                def tick(m, r, n_rounds=n_rounds):
                     display.live(f"round {r + 1}/{n_rounds}, {m}")
                     display.advance()
 
@@ -650,7 +660,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         server_cpus = tuple(sorted(os.sched_getaffinity(0)))
     paired = run.get("mode", "trials") == "paired" and not cluster
     if paired:
-        total = run["rounds"] * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
+        total = sum(cell_rounds(run, t, c, s) * len(cell_models(matrix, models, t)) for t, c, s in cells)
         per_run = run["slice"] + run["slice_warmup"] + SLICE_OVERHEAD_S
     else:
         total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
@@ -667,7 +677,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                     "Unix-socket cells, connection scale and capacity searches do not run across hosts and are left out")
     if engine_note:
         display.log(f"bench: the load generator uses its Python engine: {engine_note}")
-    how = (f"paired rounds: {run['rounds']} rounds x {run.get('instances', 2)} servers per model, slices of "
+    how = (f"paired rounds: {run['rounds']} rounds ({run.get('rounds_main', run['rounds'])} at the main load) x {run.get('instances', 2)} servers per model, slices of "
            f"{run['slice_warmup']:g} + {run['slice']:g} s: {total} slices" if paired else f"{trials} trials: {total} runs")
     display.log(f"bench: {len(models)} models, {len(cells)} loads, {how}, "
                 f"~{(total * per_run + cap_s) / 60:.1f} min"

@@ -746,7 +746,8 @@ def env_rows(suite) -> list[tuple[str, str]]:
             "per-host detail in each cell's hosts list)" if suite.get("cluster")
             else f"load generator CPUs {pin['loadgen_cpus']}")),
         ("matrix", f"{Path(suite['matrix']['path']).name}: " + (
-            f"paired rounds: {run['rounds']} rounds x ({run['slice_warmup']} s warm-up + {run['slice']} s) per cell, "
+            f"paired rounds: {run['rounds']} rounds ({run.get('rounds_main', run['rounds'])} at the main load) x "
+            f"({run['slice_warmup']} s warm-up + {run['slice']} s) per cell, "
             f"{run.get('instances', 2)} running servers per model, depth {run.get('depth', 1)}"
             if suite.get("mode") == "paired" else
             f"{run['trials']} trials x ({run['warmup']} s warm-up + {run['duration']} s), depth {run.get('depth', 1)}, "

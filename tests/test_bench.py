@@ -306,6 +306,7 @@ PAIRED = """
 [run]
 mode = "paired"
 rounds = 6
+rounds_main = 8
 slice = 0.1
 slice_warmup = 0.05
 trials = 1
@@ -344,20 +345,22 @@ def test_paired_rounds_measure_every_model_in_the_same_rounds_and_the_report_lea
     run = (results / "latest").resolve()
     suite = json.loads((run / "suite.json").read_text())
     tls_models = [m for m in MODELS if registry.get(m).tls] if tls.unavailable_reason() is None else []
-    # 2 TCP loads + Unix + UDP for both models, plain and TLS for those that serve it: 6 rounds each
+    # 2 TCP loads + Unix + UDP for both models, plain and TLS for those that serve it: 6 rounds each, 8 at the
+    # main load (2 x 1 KiB over TCP)
     assert suite["mode"] == "paired" and suite["complete"]
-    assert suite["runs_done"] == suite["runs_planned"] == 6 * (4 * len(MODELS) + 2 * len(tls_models))
+    assert suite["runs_done"] == suite["runs_planned"] == 6 * (3 * len(MODELS) + 2 * len(tls_models)) + 8 * len(MODELS)
     assert {(c["transport"], c["model"]) for c in suite["cells"] if c["transport"] in ("tls", "tcp-py")} == {
         (t, m) for t in ("tls", "tcp-py") for m in tls_models}
     for c in suite["cells"]:
-        assert c["status"] == "ok" and c["trials_ok"] == c["rounds"] == 6, c
+        main = (c["transport"], c["conns"], c["size"]) == ("tcp", 2, 1024)
+        assert c["status"] == "ok" and c["trials_ok"] == c["rounds"] == (8 if main else 6), c
         assert c["ci"]["server_us_per_msg"]["ci"][0] <= c["median"]["server_us_per_msg"] <= c["ci"]["server_us_per_msg"]["ci"][1]
         others = {x["model"] for x in suite["cells"] if (x["transport"], x["conns"], x["size"]) ==
                   (c["transport"], c["conns"], c["size"])} - {c["model"]}
         assert set(c["pairs"].get("server_ns_per_msg", {})) == others  # every pair's per-round ratio interval
         if c["model"] != "asyncio-protocol":
             r = c["vs_reference"]["server_ns_per_msg"]
-            assert r["n"] == 6 and r["ci"][0] <= r["median"] <= r["ci"][1]
+            assert r["n"] == c["rounds"] and r["ci"][0] <= r["median"] <= r["ci"][1]
         if c["split"]:
             assert c["split"]["user_us_per_msg"] + c["split"]["kernel_us_per_msg"] == pytest.approx(
                 c["median"]["server_us_per_msg"])

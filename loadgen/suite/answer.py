@@ -98,7 +98,7 @@ def answer(suite: dict, cells: list[dict], conns: int, size: int, cost: dict | N
     ct = cost_tiers(cells)
     if not ct:
         return "No model finished a slice at the main load: nothing to answer."
-    rounds = info.get("rounds")
+    rounds = max(c.get("rounds") or 0 for c in cells)
     lead = by[ct[0][0]]
     sp = lead.get("split")
     first = (f"At {conns} connections x {human_size(size)}, the cheapest server{'s' if len(ct[0]) > 1 else ''} per "
@@ -281,10 +281,11 @@ def notes(suite: dict, cost: dict | None, main_cells: list[dict]) -> list[str]:
     two server instances were apart, models whose rounds stopped."""
     info = suite.get("paired") or {}
     n = [f"**How this was measured**: per transport, every model's server was started {info.get('instances')} times "
-         f"(instances apart in time) and kept running, pinned to the server CPUs; per cell, {info.get('rounds')} rounds, "
+         f"(instances apart in time) and kept running, pinned to the server CPUs; per cell, {info.get('rounds')} rounds "
+         f"({info.get('rounds_main', info.get('rounds'))} at the main load), "
          f"each visiting every model once in an order rotated by one per round, for a slice of "
-         f"{info.get('slice_warmup_s'):g} s warm-up + {info.get('slice_s'):g} s measured; round r used instance r mod "
-         f"{info.get('instances')}. Server CPU is the process CPU clock over the whole slice divided by every message "
+         f"{info.get('slice_warmup_s'):g} s warm-up + {info.get('slice_s'):g} s measured, forwards and backwards in "
+         f"turn; round r used instance (r // 2) mod {info.get('instances')}. Server CPU is the process CPU clock over the whole slice divided by every message "
          f"echoed in it; user/kernel from utime/stime summed over the cell's slices (clock ticks: the share's interval "
          f"is a Wilson interval on the tick count). Ratios between models are taken within each round, so a change "
          f"of the host's speed that lasts a round cancels; the interval is the distribution-free 95% interval of the "
