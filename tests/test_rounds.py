@@ -277,7 +277,11 @@ def test_the_answer_ranks_by_paired_intervals_and_names_the_saturated():
                        "ref": {"instructions_per_msg": 12000}}}
     assert answer.disagreements(cells, cost) == []  # more instructions, more user time, pair by pair
     cost["models"]["go"]["instructions_per_msg"] = 6000  # go counts more but spends less user time: 33% apart
-    assert len(answer.disagreements(cells, cost)) == 1
+    bad = answer.disagreements(cells, cost)
+    assert len(bad) == 1 and bad[0].startswith("`uv` 4,500") and bad[0].endswith("(user-time intervals overlap)")
+    assert answer._agrees(cells, cost)  # overlapping intervals: the split cannot order them, no contradiction
+    cells[1]["split"]["user_ci"] = [0.3, 0.4]  # go's user time now clearly below uv's: a real disagreement
+    assert not answer._agrees(cells, cost) and answer.disagreements(cells, cost)[0].endswith("intervals apart)")
 
 
 def test_instruction_counts_are_taken_from_the_same_commit_only(tmp_path):
