@@ -24,20 +24,20 @@ test: $(STAMP) go-build
 	$(PY) -m ruff check servers loadgen tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Every model over the default matrix (loadgen/matrices/default.toml): results/<stamp>-<sha>/, results/latest.
+# Every model over the default matrix (loadgen/suite/matrices/default.toml): results/<stamp>-<sha>/, results/latest.
 bench: $(STAMP) go-build
-	$(PY) -m loadgen.bench --matrix default $(BENCH_ARGS)
+	$(PY) -m loadgen.suite.bench --matrix default $(BENCH_ARGS)
 
 bench-full: $(STAMP) go-build
-	$(PY) -m loadgen.bench --matrix full $(BENCH_ARGS)
+	$(PY) -m loadgen.suite.bench --matrix full $(BENCH_ARGS)
 
-# Connection scale only (loadgen/matrices/connections.toml): memory per idle connection, connects/s, limits.
+# Connection scale only (loadgen/suite/matrices/connections.toml): memory per idle connection, connects/s, limits.
 bench-conns: $(STAMP) go-build
-	$(PY) -m loadgen.bench --matrix connections $(BENCH_ARGS)
+	$(PY) -m loadgen.suite.bench --matrix connections $(BENCH_ARGS)
 
-# TLS 1.3 against plain TCP per model that serves TLS (loadgen/matrices/tls.toml): the server's CPU per message each.
+# TLS 1.3 against plain TCP per model that serves TLS (loadgen/suite/matrices/tls.toml): the server's CPU per message each.
 bench-tls: $(STAMP) go-build
-	$(PY) -m loadgen.bench --matrix tls $(BENCH_ARGS)
+	$(PY) -m loadgen.suite.bench --matrix tls $(BENCH_ARGS)
 
 # The regression gate: the change beside its base, measured in the same job (loadgen/suite/ab.py). The base's
 # servers run from a temporary git worktree of BASE on this interpreter; cost (instructions per message) and paired
@@ -54,25 +54,25 @@ bench-ab-check: $(STAMP) go-build
 
 # History, not the gate: a short suite compared with the committed baseline, measured on another day and
 # machine (compare refuses a different Python build or host unless --allow-env-mismatch).
-# A short suite with enough trials for statistics (loadgen/matrices/ci.toml), then the gate:
+# A short suite with enough trials for statistics (loadgen/suite/matrices/ci.toml), then the gate:
 # compare it with the committed baseline; exit 1 on a regression. Report: results/compare.md
 BASELINE ?= results/baseline
 bench-ci: $(STAMP) go-build
-	$(PY) -m loadgen.bench --matrix ci $(BENCH_ARGS)
+	$(PY) -m loadgen.suite.bench --matrix ci $(BENCH_ARGS)
 
 bench-compare: bench-ci
-	$(PY) -m loadgen.compare $(BASELINE) results/latest --md results/compare.md --json results/compare.json $(COMPARE_ARGS); \
+	$(PY) -m loadgen.suite.compare $(BASELINE) results/latest --md results/compare.md --json results/compare.json $(COMPARE_ARGS); \
 	  rc=$$?; cat results/compare.md; exit $$rc
 
-# User-space instructions per message for every Python model, under callgrind (loadgen/cost.py): repeatable to
+# User-space instructions per message for every Python model, under callgrind (loadgen/suite/cost.py): repeatable to
 # well under 0.1%. Writes results/<stamp>-<sha>/cost.json and cost.md; results/latest points at it.
 bench-cost: $(STAMP)
-	$(PY) -m loadgen.cost $(COST_ARGS)
+	$(PY) -m loadgen.suite.cost $(COST_ARGS)
 
 # The cost gate: bench-cost, then compare with the committed baseline (results/baseline/cost.json); exit 1 when
 # a model's count rose more than 1% (COMPARE_ARGS="--threshold 0.005" to tighten). Report: results/cost-compare.md
 bench-cost-compare: bench-cost
-	$(PY) -m loadgen.compare $(BASELINE)/cost.json results/latest --md results/cost-compare.md --json results/cost-compare.json $(COMPARE_ARGS); \
+	$(PY) -m loadgen.suite.compare $(BASELINE)/cost.json results/latest --md results/cost-compare.md --json results/cost-compare.json $(COMPARE_ARGS); \
 	  rc=$$?; cat results/cost-compare.md; exit $$rc
 
 # The wall-clock gate end to end on this machine (an injected server cost must be flagged): it asserts ratios
@@ -87,13 +87,13 @@ bench-pytest: $(STAMP)
 # Regenerate plots and reports of a run from its JSON: make report RUN=results/latest
 RUN ?= results/latest
 report: $(STAMP)
-	$(PY) -m loadgen.report $(RUN)
+	$(PY) -m loadgen.suite.report $(RUN)
 
 # Load generator vs the C reference client, side by side (builds build/echo_client with cc): paired rounds
 # against one running server per model, judged on the confidence interval of the median over rounds.
 # CALIBRATE_ARGS="--trials 3" gives interleaved trials against a fresh server each instead.
 bench-loadgen: $(STAMP)
-	$(PY) -m loadgen.calibrate $(CALIBRATE_ARGS)
+	$(PY) -m loadgen.suite.calibrate $(CALIBRATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build

@@ -15,34 +15,39 @@ import sys
 COMMANDS = {  # name -> (module, what it does)
     "run": ("loadgen.run", "drive one server: throughput, latency, CPU (loadgen/run.py)"),
     "ab": ("loadgen.suite.ab", "a change measured beside its base in one job: cost and paired wall clock (make bench-ab)"),
-    "bench": ("loadgen.bench", "every model over a matrix (make bench)"),
-    "compare": ("loadgen.compare", "judge two runs or two cost documents (make bench-compare)"),
-    "cost": ("loadgen.cost", "user-space instructions per message under callgrind (make bench-cost)"),
-    "calibrate": ("loadgen.calibrate", "the load generator against a C client (make bench-loadgen)"),
-    "report": ("loadgen.report", "plots and report of a run folder (make report)"),
+    "bench": ("loadgen.suite.bench", "every model over a matrix (make bench)"),
+    "compare": ("loadgen.suite.compare", "judge two runs or two cost documents (make bench-compare)"),
+    "cost": ("loadgen.suite.cost", "user-space instructions per message under callgrind (make bench-cost)"),
+    "calibrate": ("loadgen.suite.calibrate", "the load generator against a C client (make bench-loadgen)"),
+    "report": ("loadgen.suite.report", "plots and report of a run folder (make report)"),
 }
 
 
-def usage() -> str:
+def usage(prog: str = "python -m loadgen") -> str:
     width = max(map(len, COMMANDS))
-    return ("usage: python -m loadgen COMMAND [ARGS]\n\ncommands:\n"
+    return (f"usage: {prog} COMMAND [ARGS]\n\ncommands:\n"
             + "".join(f"  {name:<{width}}  {what}\n" for name, (_, what) in COMMANDS.items())
-            + "\n'python -m loadgen COMMAND --help' prints a command's options.\n")
+            + f"\n'{prog} COMMAND --help' prints a command's options.\n")
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m loadgen") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(usage())
+        sys.stdout.write(usage(prog))
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"python -m loadgen: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
+        print(f"{prog}: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     if name == "ab":
-        return module.main(rest, prog="python -m loadgen ab")
+        return module.main(rest, prog=f"{prog} ab")
     return module.main(rest)
+
+
+def console() -> None:
+    """The ``echobench`` console script (pyproject's [project.scripts]): ``echobench COMMAND [ARGS]``."""
+    sys.exit(main(prog="echobench"))
 
 
 if __name__ == "__main__":

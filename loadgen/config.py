@@ -76,14 +76,14 @@ class LoadConfig:
     quiet: bool = False
     force: bool = False
     seed: int = 0
-    # --find-capacity: an open-loop rate search for the highest rate meeting every --slo (loadgen/capacity.py)
+    # --find-capacity: an open-loop rate search for the highest rate meeting every --slo (loadgen/modes/capacity.py)
     find_capacity: bool = False
     slos: tuple[str, ...] = ()
     precision: float = 0.05
     start_rate: float = 1000.0
     max_steps: int = 20
     max_rate: float | None = None
-    # --idle: connection scale (loadgen/idle.py)
+    # --idle: connection scale (loadgen/modes/idle.py)
     idle: tuple[int, ...] = ()
     connect_rate: float | None = None
     hold: float = 2.0
@@ -91,12 +91,12 @@ class LoadConfig:
     source_addrs: tuple[str, ...] = ()  # --idle: local addresses to connect from (() = as many 127.0.0.x as needed)
     max_connect_failures: int | None = 200  # --idle: a level stops opening connections after this many failed
     confirm: bool = False  # --confirm: the capacity found must hold on a second run
-    # --cluster: the load comes from the workers of a Dask cluster, one share per worker (loadgen/cluster.py)
+    # --cluster: the load comes from the workers of a Dask cluster, one share per worker (loadgen/modes/cluster.py)
     cluster: str | None = None  # the scheduler's address, tcp://HOST:8786 or tls://HOST:8786
     cluster_workers: tuple[str, ...] = ()  # the Dask workers to use, by address or name (() = every one)
     cluster_tls: tuple[str, ...] = ()  # (CA, certificate, key) PEM files for a tls:// scheduler
     max_clock_offset: float = 0.010  # seconds: a host whose clock is further off this one's is refused
-    sweep: str | None = None  # --sweep: planned rates, or fractions of the capacity found (loadgen/capacity.py)
+    sweep: str | None = None  # --sweep: planned rates, or fractions of the capacity found (loadgen/modes/capacity.py)
 
     def as_dict(self) -> dict:
         d = asdict(self)

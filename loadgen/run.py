@@ -213,7 +213,7 @@ def parse_config(argv) -> LoadConfig:
     a.start_rate = 1000.0 if a.start_rate is None else a.start_rate
     a.max_steps = 20 if a.max_steps is None else a.max_steps
     if a.find_capacity or a.sweep:
-        from loadgen.capacity import parse_slo, parse_sweep
+        from loadgen.modes.capacity import parse_slo, parse_sweep
 
         if a.find_capacity and not a.slos:
             p.error("--find-capacity needs at least one --slo (e.g. --slo p99=1ms)")
@@ -344,7 +344,7 @@ def main(argv=None) -> int:
             print(f"loadgen: {msg}", file=sys.stderr, flush=True)
 
     if cfg.idle:
-        from loadgen.idle import render, run_idle
+        from loadgen.modes.idle import render, run_idle
 
         try:
             doc, code = run_idle(cfg, log)
@@ -372,11 +372,11 @@ def main(argv=None) -> int:
         return code
     try:
         if cfg.cluster:
-            from loadgen.cluster import run_cluster
+            from loadgen.modes.cluster import run_cluster
 
             doc, code = run_cluster(cfg, log)
         elif cfg.find_capacity or cfg.sweep:
-            from loadgen.capacity import find
+            from loadgen.modes.capacity import find
 
             doc, code = find(cfg, log)
         else:

@@ -138,7 +138,7 @@ def _interrupt(signum, frame):
 class Runner:
     def __init__(self, cfg: LoadConfig, log, progress_sink=None, conn_ids=None) -> None:
         self.cfg = cfg
-        # the connections this run opens: all of them, or one host's share of a --cluster run (loadgen/cluster.py)
+        # the connections this run opens: all of them, or one host's share of a --cluster run (loadgen/modes/cluster.py)
         self.conn_ids = list(range(cfg.conns)) if conn_ids is None else list(conn_ids)
         self.client_side: tuple[stats.SideCpu, float] | None = None  # the load generator's CPU, the window (s)
         # set from another thread to end the run as Ctrl-C would, saying why (a --cluster host's coordinator)
@@ -247,7 +247,7 @@ class Runner:
 
     def start_instant(self, pipes) -> int:
         """The perf_counter_ns instant every worker starts at, once all are connected (a --cluster host agent
-        waits for the instant all hosts agreed on instead: loadgen/hostagent.py)."""
+        waits for the instant all hosts agreed on instead: loadgen/modes/hostagent.py)."""
         return time.perf_counter_ns() + START_DELAY_NS
 
     def _connect_phase(self, pipes) -> None:
@@ -447,8 +447,8 @@ class Runner:
             "histogram_unit": "ns",
             "histogram": stats.encode(lat),
             "histogram_uncorrected": stats.encode(unc) if unc is not None else None,
-            "capacity": None,  # set by a --find-capacity search (loadgen/capacity.py)
-            "sweep": None,  # set by --sweep (loadgen/capacity.py)
+            "capacity": None,  # set by a --find-capacity search (loadgen/modes/capacity.py)
+            "sweep": None,  # set by --sweep (loadgen/modes/capacity.py)
         }
         self._lat = lat
         return {

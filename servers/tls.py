@@ -80,8 +80,13 @@ def context_for(config, context_class=ssl.SSLContext) -> ssl.SSLContext | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m servers.tls DIR  (writes ca.pem, server.pem, server.key)", file=sys.stderr)
+    usage = "usage: python -m servers.tls DIR  (writes a session authority and a server certificate: ca.pem, server.pem, server.key)"
+    if argv in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if len(argv) != 1 or argv[0].startswith("-"):  # an option is never a folder name
+        print(usage if not argv or len(argv) > 1 else f"python -m servers.tls: error: unknown option {argv[0]!r} ({usage})",
+              file=sys.stderr)
         return 2
     if reason := unavailable_reason():
         print(f"python -m servers.tls: error: {reason}", file=sys.stderr)

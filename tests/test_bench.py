@@ -65,7 +65,7 @@ def bench(tmp_path, conns="[1, 2]", preexec_fn=None, capacity=False):
     matrix = tmp_path / "tiny.toml"
     matrix.write_text(TINY.format(models=json.dumps(MODELS), conns=conns) + (CAPACITY if capacity else ""))
     results = tmp_path / "results"
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(results)],
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(matrix), "--results", str(results)],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn)
     return out, results
 
@@ -146,7 +146,7 @@ def test_report_regenerates_from_json_alone(tmp_path):
     before = (run / "report.md").read_text()
     for f in list(run.glob("*.png")) + list(run.glob("*.svg")) + [run / "report.md", run / "report.html"]:
         f.unlink()
-    again = subprocess.run([sys.executable, "-m", "loadgen.report", str(run)], cwd=ROOT_DIR, capture_output=True, text=True, timeout=120)
+    again = subprocess.run([sys.executable, "-m", "loadgen.suite.report", str(run)], cwd=ROOT_DIR, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert (run / "report.md").read_text() == before
     assert (run / "report.html").exists() and (run / "latency_spectrum.png").exists()
@@ -167,15 +167,15 @@ def test_a_failing_cell_is_reported_and_the_suite_goes_on(tmp_path):
 
 
 def bad_matrix(tmp_path, text: str) -> subprocess.CompletedProcess:
-    """``loadgen.bench`` on a matrix written from ``text``: expected to refuse it."""
+    """``loadgen.suite.bench`` on a matrix written from ``text``: expected to refuse it."""
     matrix = tmp_path / "m.toml"
     matrix.write_text(text)
-    return subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
+    return subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(matrix), "--results", str(tmp_path)],
                           cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
 
 
 def test_bad_matrix_is_a_one_line_error(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(tmp_path / "nope.toml")],
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(tmp_path / "nope.toml")],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "no matrix" in out.stderr
@@ -227,7 +227,7 @@ def test_bad_connections_or_tls_table_is_a_one_line_error(tmp_path, section, tab
 
 @pytest.mark.parametrize("name", ["default", "full"])
 def test_shipped_matrices_cover_the_issue(name):
-    from loadgen.bench import load_matrix, plan
+    from loadgen.suite.bench import load_matrix, plan
 
     m = load_matrix(name)
     models, skipped, cells = plan(m, None)
@@ -250,7 +250,7 @@ def test_shipped_matrices_cover_the_issue(name):
 
 
 def test_the_connections_matrix_runs_connection_scale_alone():
-    from loadgen.bench import load_matrix, plan
+    from loadgen.suite.bench import load_matrix, plan
 
     m = load_matrix("connections")
     models, skipped, cells = plan(m, None)
@@ -259,7 +259,7 @@ def test_the_connections_matrix_runs_connection_scale_alone():
 
 
 def test_the_tls_matrix_runs_plain_and_tls_side_by_side_for_the_models_that_serve_tls():
-    from loadgen.bench import cell_models, load_matrix, plan
+    from loadgen.suite.bench import cell_models, load_matrix, plan
 
     m = load_matrix("tls")
     models, skipped, cells = plan(m, None)
@@ -285,7 +285,7 @@ def test_a_tls_table_runs_plain_and_tls_on_the_python_engine_and_reports_the_cos
     matrix = tmp_path / "tls.toml"
     matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[2]").split("[[sweep]]")[0] + TLS_TABLE)
     results = tmp_path / "results"
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(results)],
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(matrix), "--results", str(results)],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = (results / "latest").resolve()
@@ -339,7 +339,7 @@ def test_paired_rounds_measure_every_model_in_the_same_rounds_and_the_report_lea
     matrix = tmp_path / "paired.toml"
     matrix.write_text(PAIRED.format(models=json.dumps(MODELS)) + CAPACITY.split("[connections]")[0])
     results = tmp_path / "results"
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(results)],
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(matrix), "--results", str(results)],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = (results / "latest").resolve()
@@ -385,14 +385,14 @@ def test_paired_rounds_measure_every_model_in_the_same_rounds_and_the_report_lea
 def test_a_paired_run_needs_rounds_and_says_so_in_one_line(tmp_path):
     matrix = tmp_path / "tiny.toml"
     matrix.write_text(TINY.format(models=json.dumps(MODELS), conns="[1]"))
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(matrix), "--results", str(tmp_path),
                           "--mode", "paired"], cwd=ROOT_DIR, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stdout == "" and out.stderr.count("\n") == 1
     assert "needs rounds" in out.stderr and not list(tmp_path.glob("*-*"))
 
 
 def test_tiers_tie_models_within_each_others_noise():
-    from loadgen.report import tiers
+    from loadgen.suite.report import tiers
 
     items = [("a", 100, 95, 105), ("b", 98, 90, 101), ("c", 80, 78, 82), ("d", 60, 55, 79)]
     assert tiers(items, True) == [["a", "b"], ["c", "d"]]  # b overlaps a; d overlaps c
@@ -403,7 +403,7 @@ def test_tiers_tie_models_within_each_others_noise():
 
 
 def test_the_summary_ranks_only_cells_where_the_client_had_headroom():
-    from loadgen.report import summary_lines
+    from loadgen.suite.report import summary_lines
 
     def cell(model, thr, lo, hi, us, cb=0):
         return {"model": model, "transport": "tcp", "conns": 10, "size": 1024, "status": "ok", "trials_ok": 3,
@@ -431,7 +431,7 @@ def test_the_summary_ranks_only_cells_where_the_client_had_headroom():
 
 
 def test_ranking_tables_give_each_model_relative_to_the_go_reference():
-    from loadgen.report import ranking_tables
+    from loadgen.suite.report import ranking_tables
 
     def cell(model, us):
         return {"model": model, "transport": "tcp", "conns": 10, "size": 1024, "status": "ok", "trials_ok": 3,
@@ -452,7 +452,7 @@ def test_ranking_tables_give_each_model_relative_to_the_go_reference():
 
 def test_calibrate_paired_runs_every_client_against_one_running_server(tmp_path):
     out_json = tmp_path / "pairs.json"
-    out = subprocess.run([sys.executable, "-m", "loadgen.calibrate", "--paired", "2", "--conns", "2", "--duration", "0.3",
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.calibrate", "--paired", "2", "--conns", "2", "--duration", "0.3",
                           "--warmup", "0.1", "--model", "asyncio-protocol", "--versus", "", "--json", str(out_json)],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -469,7 +469,7 @@ def test_calibrate_paired_runs_every_client_against_one_running_server(tmp_path)
 
 @pytest.mark.parametrize("args", [["--paired", "0"], ["--trials", "-1"], ["--duration", "0"], ["--paired", "x"]])
 def test_calibrate_refuses_bad_counts_in_one_line(args):
-    out = subprocess.run([sys.executable, "-m", "loadgen.calibrate", *args], cwd=ROOT_DIR, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.calibrate", *args], cwd=ROOT_DIR, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and "error" in out.stderr

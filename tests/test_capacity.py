@@ -1,4 +1,4 @@
-"""The capacity search's core (loadgen/capacity.py) on synthetic servers whose capacity is known: no sockets,
+"""The capacity search's core (loadgen/modes/capacity.py) on synthetic servers whose capacity is known: no sockets,
 no timing, every outcome exact."""
 
 from __future__ import annotations

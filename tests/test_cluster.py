@@ -84,7 +84,7 @@ def dask_cluster():
 # -- the merge, on known data ---------------------------------------------------------------------------------
 
 def _part(rng, t0: int, conns: list[int], intervals: int, shift_us: float):
-    """One host's merge material as loadgen/hostagent.py sends it, with known samples; returns (part, samples)."""
+    """One host's merge material as loadgen/modes/hostagent.py sends it, with known samples; returns (part, samples)."""
     samples, ivs, per_conn = [], [], []
     for i in range(intervals):
         s = (rng.lognormal(4.5, 0.6, 2000) + shift_us) * 1000
@@ -105,7 +105,7 @@ def _part(rng, t0: int, conns: list[int], intervals: int, shift_us: float):
 def test_merged_percentiles_equal_one_histogram_fed_every_sample():
     from dataclasses import replace
 
-    from loadgen.cluster import merge_parts
+    from loadgen.modes.cluster import merge_parts
     from loadgen.config import LoadConfig
 
     rng = np.random.default_rng(7)
@@ -135,7 +135,7 @@ def test_merged_percentiles_equal_one_histogram_fed_every_sample():
 
 
 def _host(name: str, machine: str, cpus: list[int]):
-    from loadgen.cluster import Host
+    from loadgen.modes.cluster import Host
 
     h = Host(f"tcp://{name}:1", {"name": name})
     h.identity = {"hostname": machine}
@@ -144,7 +144,7 @@ def _host(name: str, machine: str, cpus: list[int]):
 
 
 def test_client_hosts_on_one_machine_are_judged_together_and_never_flatter_the_server():
-    from loadgen.cluster import cluster_verdict
+    from loadgen.modes.cluster import cluster_verdict
 
     half = stats.SideCpu(1.0, 0.5, 2)  # two processes at 50% over 2 CPUs: this host alone has headroom
     busy_server = stats.SideCpu(0.95, 0.95, 1)
@@ -419,7 +419,7 @@ compare = ["tcp", "unix", "udp"]
 conns = 2
 size = 1024
 """)
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(matrix), "--results",
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(matrix), "--results",
                           str(tmp_path / "results"), "--cluster", local_cluster, "--server-host", "127.0.0.1", *CLOCK],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -435,7 +435,7 @@ size = 1024
 
 
 def test_bench_cluster_needs_a_server_address(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--cluster", "tcp://127.0.0.1:1"], cwd=ROOT_DIR,
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--cluster", "tcp://127.0.0.1:1"], cwd=ROOT_DIR,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--server-host" in out.stderr and "Traceback" not in out.stderr
 

@@ -115,7 +115,7 @@ def test_too_few_trials_is_too_noisy():
 # -- the command ------------------------------------------------------------------------------
 
 def run_compare(*args):
-    return subprocess.run([sys.executable, "-m", "loadgen.compare", *map(str, args)], cwd=ROOT_DIR,
+    return subprocess.run([sys.executable, "-m", "loadgen.suite.compare", *map(str, args)], cwd=ROOT_DIR,
                           capture_output=True, text=True, timeout=120)
 
 

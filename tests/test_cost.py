@@ -1,5 +1,5 @@
-"""The cost gate: user-space instructions per message under callgrind (loadgen/cost.py) and its verdicts
-(loadgen/compare.py). Instruction counts repeat, so these tests can assert exact verdicts on real runs: an
+"""The cost gate: user-space instructions per message under callgrind (loadgen/suite/cost.py) and its verdicts
+(loadgen/suite/compare.py). Instruction counts repeat, so these tests can assert exact verdicts on real runs: an
 injected fixed amount of work (~2%) is always flagged, honest re-runs never are."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ HOOK, INJECTED = "--server-arg=--burn-loop=1", "--server-arg=--burn-loop=6"
 
 
 def run_cost(tmp_path, name, *args):
-    out = subprocess.run([sys.executable, "-m", "loadgen.cost", "--models", MODELS, *SMALL, "--results",
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.cost", "--models", MODELS, *SMALL, "--results",
                           str(tmp_path / name), "--quiet", *args], cwd=ROOT_DIR, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr
@@ -35,7 +35,7 @@ def run_cost(tmp_path, name, *args):
 
 
 def run_compare(*args):
-    return subprocess.run([sys.executable, "-m", "loadgen.compare", *map(str, args)], cwd=ROOT_DIR,
+    return subprocess.run([sys.executable, "-m", "loadgen.suite.compare", *map(str, args)], cwd=ROOT_DIR,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -139,7 +139,7 @@ def test_bad_cost_arguments_are_one_line_errors(tmp_path):
     for args, fragment in ((["--models", "go"], "not a Python server model"), (["--n1", "10", "--n2", "5"], "--n2"),
                            (["--side-by-side", "selectors"], "two models"),
                            (["--models", "nope"], "not a Python server model")):
-        out = subprocess.run([sys.executable, "-m", "loadgen.cost", *args, "--results", str(tmp_path)], cwd=ROOT_DIR,
+        out = subprocess.run([sys.executable, "-m", "loadgen.suite.cost", *args, "--results", str(tmp_path)], cwd=ROOT_DIR,
                              capture_output=True, text=True, timeout=60)
         if "valgrind" in out.stderr and "not installed" in out.stderr:
             pytest.skip("valgrind is not installed")

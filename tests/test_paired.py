@@ -146,7 +146,7 @@ def test_compare_refuses_cost_documents_from_another_environment(tmp_path, chang
     cur["models"]["uvloop-protocol"]["instructions_per_msg"] = 5192.0  # what 3.12.1 counts for the same commit
     (tmp_path / "cost.json").write_text(json.dumps(cur))
     md = tmp_path / "c.md"
-    argv = [sys.executable, "-m", "loadgen.compare", str(tmp_path / "base.json"), str(tmp_path / "cost.json"),
+    argv = [sys.executable, "-m", "loadgen.suite.compare", str(tmp_path / "base.json"), str(tmp_path / "cost.json"),
             "--md", str(md)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and not md.exists(), out.stderr
@@ -161,13 +161,13 @@ def test_compare_refuses_cost_documents_from_another_environment(tmp_path, chang
 def test_compare_accepts_the_same_environment(tmp_path):
     (tmp_path / "base.json").write_text(json.dumps(_cost_doc()))
     (tmp_path / "cost.json").write_text(json.dumps(_cost_doc()))
-    out = subprocess.run([sys.executable, "-m", "loadgen.compare", str(tmp_path / "base.json"),
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.compare", str(tmp_path / "base.json"),
                           str(tmp_path / "cost.json")], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "unchanged" in out.stdout and "different environments" not in out.stdout
 
 
 def test_wall_clock_documents_must_also_share_cpu_and_kernel():
-    from loadgen.compare import env_mismatch
+    from loadgen.suite.compare import env_mismatch
 
     a = {"python": "3.11.7", "cpu_model": "Intel(R) Xeon(R) Processor", "kernel": "6.18.44-fc-v669"}
     b = {**a, "cpu_model": "AMD EPYC", "kernel": "6.18.44-fc-v1272"}

@@ -240,7 +240,7 @@ def test_idle_servers_cost_nothing_while_another_is_measured():
 
 
 def test_a_paired_matrix_needs_its_keys_and_says_which_in_one_line(tmp_path):
-    from loadgen.bench import MatrixError, load_matrix
+    from loadgen.suite.bench import MatrixError, load_matrix
 
     base = "[run]\ntrials = 1\nduration = 0.1\nwarmup = 0.0\n{extra}\n[[sweep]]\nname = \"x\"\nconns = [1]\nsizes = [64]\n"
     for extra, fragment in (('mode = "paired"\nslice = 0.1\nslice_warmup = 0.0', "needs rounds"),

@@ -40,8 +40,8 @@ from servers import registry
 
 from .. import output
 from ..config import LoadConfig, OneLineParser, parse_size
-from ..cost import CostError
-from ..cost import _positive as _count
+from .cost import CostError
+from .cost import _positive as _count
 from ..envinfo import ROOT, environment
 from . import worktree
 from .paired import Change, ab_verdict, run_slice, slice_order, summary
@@ -189,7 +189,7 @@ def measure_cost(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) 
     on its own CPU (the counts do not depend on the other CPU's load: an A/A run gives exact zeros)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .. import cost
+    from . import cost
 
     if (why := cost.tools_missing()) is not None:
         raise UsageError(why)
@@ -231,7 +231,7 @@ def measure_cost(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) 
 
 def measure_wall(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) -> dict:
     """Per model: both sides' servers running, paired slices in ABBA order, ratios head/base per round."""
-    from ..bench import cell_workers
+    from .bench import cell_workers
     from ..runner import RunError, plan_cpus
     from ..target import ManagedServer, TargetError
     from .paired import SliceError

@@ -19,7 +19,7 @@ from servers import registry
 
 
 def run_compare(*args):
-    return subprocess.run([sys.executable, "-m", "loadgen.compare", *map(str, args)], cwd=ROOT_DIR,
+    return subprocess.run([sys.executable, "-m", "loadgen.suite.compare", *map(str, args)], cwd=ROOT_DIR,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -46,7 +46,7 @@ def bench(tmp_path, name, burn_ns):
     m = tmp_path / f"{name}.toml"
     m.write_text(MATRIX.format(args=json.dumps(["--burn-ns", str(burn_ns)] if burn_ns else [])))
     res = tmp_path / name
-    out = subprocess.run([sys.executable, "-m", "loadgen.bench", "--matrix", str(m), "--results", str(res), "--quiet"],
+    out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(m), "--results", str(res), "--quiet"],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return res / "latest"

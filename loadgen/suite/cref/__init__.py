@@ -1,4 +1,4 @@
-"""Build the C calibration client (loadgen/cref/echo_client.c) with the system C compiler."""
+"""Build the C calibration client (loadgen/suite/cref/echo_client.c) with the system C compiler."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("echo_client.c")
-BUILD_DIR = Path(__file__).resolve().parents[2] / "build"
+BUILD_DIR = Path(__file__).resolve().parents[3] / "build"
 BINARY = BUILD_DIR / "echo_client"
 
 

@@ -1,0 +1,413 @@
+"""Capacity at a latency SLO: the open-loop rate search (``loadgen/run.py --find-capacity``, ``make bench``'s
+capacity column and latency-versus-load plot) and ``--sweep``.
+
+A closed loop slows down with the server, so it never shows the knee where queues build. The search drives
+an open loop (``--rate``, coordinated omission corrected) at planned rates: it ramps up geometrically from a
+start rate while every SLO holds, and once one breaks it bisects (geometrically) between the highest rate
+that held and the lowest that broke, until the two are within ``precision`` of each other. The capacity is
+the highest *valid* rate that met every SLO.
+
+A step is valid only if the figures can be trusted: the run completed, no integrity failure or error
+occurred, the load generator was not the bottleneck (its CPU below the saturation mark) and not starved of
+its CPU (run-queue wait below ``CLIENT_WAIT_LIMIT_PCT``). When fewer than ``MIN_ACHIEVED`` of the planned
+messages were echoed, someone fell behind: the client if its own timers ran late (send lag p50 >=
+``CLIENT_LAG_LIMIT_US``) or nothing shows it had headroom ("client cannot offer this rate", invalid); otherwise
+the server (with ``--depth`` messages in flight, messages due while the window was full wait, and are timed
+from when they were due): the overload the search looks for, a valid step that breaks the SLO even where its
+percentiles held, since a rate the server cannot sustain is not within its capacity.
+
+A step the client cannot offer, above a rate that held, becomes a ceiling: the search bisects below it, and
+ends, if no valid break turns up, with the highest rate that held as a lower bound, saying the client was the
+limit. Any other invalid step ends the search with the reason and the same lower bound, never a guess beyond
+it. With ``confirm`` the rate found is run again and must hold twice. The search is bounded in steps
+(``max_steps``) and by ``max_rate``, and stops by itself.
+
+``--sweep`` runs open-loop steps at a fixed list of rates (or fractions of the capacity just found), judged
+the same way, for latency-versus-load curves.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from ..stats import CLIENT_SATURATED
+
+MIN_ACHIEVED = 0.99  # below 99% of the planned rate echoed, someone fell behind (see judge)
+MIN_RATE = 1.0  # msgs/s: below this the search gives up coming down
+# The client's own lateness: half its timed sends later than this means it could not keep its schedule. A client
+# with headroom is late by tens of microseconds; one that falls behind by even 1% is late by the backlog, which
+# grows through the run (1% of a 1 s window is 10 ms).
+CLIENT_LAG_LIMIT_US = 1000.0
+# The client's time runnable but waiting for its CPU (another process had it), as % of the window: at or above
+# this its timing is not its own, and its shortfall cannot be told from the server's.
+CLIENT_WAIT_LIMIT_PCT = 10.0
+PERCENTILE_KEYS = {"p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p999", "p999": "p999",
+                   "p99.99": "p9999", "p9999": "p9999", "max": "max", "mean": "mean"}
+_UNITS = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
+
+
+@dataclass(frozen=True)
+class Slo:
+    """One latency objective: ``percentile`` of the corrected latency at most ``limit_us``."""
+
+    percentile: str  # a key of the result's latency_us: p50, p90, p99, p999, p9999, max, mean
+    limit_us: float
+    text: str
+
+    def holds(self, latency_us: dict) -> bool:
+        value = latency_us.get(self.percentile)
+        return value is not None and value <= self.limit_us
+
+
+def parse_slo(text: str) -> Slo:
+    """``p99=1ms``, ``p99.9=500us``, ``p50=0.2ms``, ``max=10ms`` -> Slo. ValueError (one line) otherwise."""
+    m = re.fullmatch(r"\s*([a-z0-9.]+)\s*=\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s)\s*", text)
+    if not m or m.group(1) not in PERCENTILE_KEYS:
+        raise ValueError(f"invalid SLO {text!r} (examples: p99=1ms, p99.9=500us, p50=200us)")
+    limit = float(m.group(2)) * _UNITS[m.group(3)]
+    if not math.isfinite(limit) or limit <= 0:
+        raise ValueError(f"invalid SLO {text!r}: the limit must be > 0")
+    return Slo(PERCENTILE_KEYS[m.group(1)], limit, text.strip())
+
+
+@dataclass
+class Step:
+    """One open-loop run at a planned rate, judged."""
+
+    rate: float  # planned msgs/s
+    achieved: float  # measured msgs/s
+    latency_us: dict  # corrected percentiles (the result's latency_us)
+    latency_uncorrected_us: dict | None = None
+    verdict: str | None = None  # the run's CPU verdict (client-bound, both-saturated, ...)
+    complete: bool = True
+    failures: int = 0  # integrity failures + errors
+    loadgen_pct: float | None = None
+    server_pct: float | None = None
+    valid: bool = True
+    reason: str | None = None  # why the step is invalid
+    meets: bool | None = None  # every SLO held (None when invalid)
+    phase: str = "ramp"  # ramp, descend or bisect
+    overload: bool = False  # achieved < planned because the server fell behind (a valid, broken step)
+    send_lag_p50_us: float | None = None  # the client's own timer lateness (None: not known)
+    loadgen_wait_pct: float | None = None  # the client's time waiting for a CPU, % of the window (None: not known)
+    note: str | None = None  # why a valid step counts as broken although its percentiles held
+
+
+def judge(step: Step, slos: list[Slo]) -> Step:
+    """Decide whether ``step`` counts, and whether it met every SLO."""
+    why = None
+    if step.verdict and step.verdict.startswith("error: "):
+        why = f"the run could not be made ({step.verdict[7:]})"
+    elif not step.complete:
+        why = "the run did not complete"
+    elif step.failures:
+        why = f"{step.failures} integrity failure(s) or error(s)"
+    elif step.verdict in CLIENT_SATURATED:
+        why = (f"client cannot offer this rate: the load generator was the bottleneck ({step.verdict}; achieved "
+               f"{step.achieved:,.0f} of {step.rate:,.0f} msgs/s)")
+    elif step.loadgen_wait_pct is not None and step.loadgen_wait_pct >= CLIENT_WAIT_LIMIT_PCT:
+        why = (f"client cannot offer this rate: the load generator waited for its CPU {step.loadgen_wait_pct:.0f}% "
+               "of the window (another process had it)")
+    meets = all(s.holds(step.latency_us) for s in slos)
+    if why is None and step.achieved < MIN_ACHIEVED * step.rate:
+        short = f"achieved {step.achieved:,.0f} of {step.rate:,.0f} msgs/s (< {MIN_ACHIEVED:.0%})"
+        lag = step.send_lag_p50_us
+        # evidence that the client had headroom: its CPU measured below saturation (above) and its wait for a CPU
+        # too; its timers are no evidence when it never waited on them (always behind: a full window or a late
+        # client alike)
+        headroom = step.verdict not in (None, "unknown") and step.loadgen_wait_pct is not None
+        if lag is not None and lag >= CLIENT_LAG_LIMIT_US:  # the client's own timers ran late: its shortfall
+            why = f"client cannot offer this rate: {short}, its sends late by {lag:,.0f} us (p50)"
+        elif meets and not headroom:  # nothing shows the server held the messages back: not a capacity (the
+            why = f"client cannot offer this rate: {short}"  # conservative answer)
+        else:  # the client had CPU to spare and kept its schedule, the server did not: messages waited behind
+            step.overload = True  # full windows (timed from when they were due). A valid step that breaks the
+            if meets:  # SLO: a rate the server cannot sustain is not within its capacity, whatever its percentiles
+                meets = False
+                step.note = f"the server fell behind: {short}"
+    step.valid = why is None
+    step.reason = why
+    step.meets = meets if step.valid else None
+    return step
+
+
+@dataclass
+class SearchResult:
+    slos: list[str]
+    precision: float
+    capacity_msgs_per_s: float | None  # the highest valid rate meeting every SLO; None when none did
+    bracket: tuple[float | None, float | None]  # (highest rate that held, lowest that broke)
+    complete: bool  # the bracket is within precision (or the ramp hit max_rate with the SLO holding)
+    stopped: str | None  # why the search ended early (an invalid step, max_steps, max_rate)
+    steps: list[Step] = field(default_factory=list)
+    confirmed: bool | None = None  # with confirm: the capacity held on a second run (None: not asked or not bisected)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["msgs_per_s"] = self.capacity_msgs_per_s
+        d["bracket"] = list(self.bracket)
+        return d
+
+
+def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float, precision: float = 0.05,
+           growth: float = 2.0, max_steps: int = 20, max_rate: float | None = None, log=lambda msg: None,
+           confirm: bool = False) -> SearchResult:
+    """Ramp geometrically from ``start_rate`` while every SLO holds (or come down while it breaks), then bisect
+    to ``precision``. With ``confirm``, the rate found is run once more and must hold again: if it breaks, it
+    counts as broken and the search goes on below it (a tail percentile on a shared machine can pass once on
+    luck; the capacity is then a rate that held twice).
+
+    ``measure(rate)`` runs one open-loop step and returns its Step (unjudged); every step is judged here."""
+    if not slos:
+        raise ValueError("at least one SLO is needed")
+    if start_rate < MIN_RATE or not 0 < precision < 1 or growth <= 1 or max_steps < 1:
+        raise ValueError(f"start_rate >= {MIN_RATE:g}, 0 < precision < 1, growth > 1 and max_steps >= 1 are required")
+    steps: list[Step] = []
+    lo: float | None = None  # highest valid rate that met every SLO
+    hi: float | None = None  # lowest valid rate that broke one
+    stopped = None
+
+    def run(rate: float, phase: str) -> Step:
+        step = judge(measure(rate), slos)
+        step.phase = phase
+        steps.append(step)
+        state = ("invalid: " + step.reason if not step.valid else "meets the SLO" if step.meets
+                 else f"breaks the SLO ({step.note})" if step.note else "breaks the SLO")
+        log(f"capacity: step {len(steps)} ({phase}) at {rate:,.0f} msgs/s: {state}")
+        return step
+
+    # ramp up while the SLO holds; if the start rate already breaks it, come down until it holds; once a rate
+    # that held and one that broke are known, bisect between them (geometric mean) to the precision. A step the
+    # client could not offer, above a rate that held, carries no verdict on the server but bounds what can be
+    # measured: the search bisects below it (a "ceiling") and, if no valid break turns up, ends with the highest
+    # rate that held as a lower bound, saying the client was the limit. Any other invalid step ends the search.
+    ceiling: float | None = None  # lowest rate the client could not offer, above lo
+    ceiling_reason = ""
+    confirmed = False
+    failed: set[float] = set()  # rates that held once and broke when confirmed
+    rate, phase = start_rate, "ramp"
+    while True:
+        tops = [x for x in (hi, ceiling) if x is not None]
+        top = min(tops) if tops else None
+        if phase == "bisect" and top / lo - 1 <= precision:
+            if confirm and not confirmed and len(steps) < max_steps:
+                step = run(lo, "confirm")
+                if step.valid and step.meets:
+                    confirmed = True
+                elif step.valid:  # broke on the second run: not a rate it sustains; go on below it
+                    failed.add(lo)
+                    hi = lo if hi is None else min(hi, lo)
+                    held = [x.rate for x in steps if x.valid and x.meets and x.rate < hi and x.rate not in failed]
+                    lo = max(held) if held else None
+                    if lo is None:
+                        phase, rate = "descend", hi / growth
+                    else:
+                        rate = math.sqrt(lo * hi)
+                    continue
+                else:
+                    stopped = f"the confirmation of {lo:,.0f} msgs/s is invalid: {step.reason}"
+                    break
+            elif confirm and not confirmed:
+                stopped = f"max_steps ({max_steps}) reached before the capacity was confirmed"
+                break
+            if hi is None or (ceiling is not None and ceiling < hi):
+                stopped = (f"the load generator cannot offer {ceiling:,.0f} msgs/s ({ceiling_reason}); the SLO held "
+                           f"up to {lo:,.0f}: the capacity is at least that")
+            break
+        if len(steps) >= max_steps or rate < MIN_RATE:
+            stopped = (f"no rate from {hi:,.1f} msgs/s up meets the SLO within {len(steps)} steps" if phase == "descend"
+                       else f"max_steps ({max_steps}) reached while {'ramping' if phase == 'ramp' else 'bisecting'}")
+            break
+        step = run(rate, phase)
+        if not step.valid:
+            if lo is not None and rate > lo and (step.reason or "").startswith("client cannot offer"):
+                if ceiling is None or rate < ceiling:
+                    ceiling, ceiling_reason = rate, step.reason
+                phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
+                continue
+            stopped = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}"
+            break
+        if step.meets:
+            lo = rate
+        else:
+            hi = rate
+        if lo is not None and (hi is not None or ceiling is not None):
+            phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
+        elif hi is None:  # still holding: up
+            if max_rate is not None and rate >= max_rate:
+                stopped = f"the SLO still holds at max_rate ({max_rate:,.0f} msgs/s)"
+                break
+            rate = rate * growth if max_rate is None else min(rate * growth, max_rate)
+        else:  # broke with nothing held yet: down
+            phase, rate = "descend", hi / growth
+    complete = stopped is None or stopped.startswith("the SLO still holds")
+    if confirm and lo is not None and not confirmed and complete:
+        confirmed = None  # max_rate reached: nothing bisected to confirm
+    res = SearchResult([s.text for s in slos], precision, lo, (lo, hi), complete, stopped, steps)
+    res.confirmed = confirmed if confirm else None
+    return res
+
+
+# -- the search on real runs (loadgen/run.py --find-capacity) ---------------------------------------------------
+
+def step_of(rate: float, doc: dict) -> Step:
+    """A Step from one load-generator result document."""
+    r = doc["result"]
+    return Step(rate=rate, achieved=r["msgs_per_s"], latency_us=r["latency_us"],
+                latency_uncorrected_us=r["latency_uncorrected_us"], verdict=r["verdict"], complete=r["complete"],
+                failures=r["integrity_failures"] + sum(r["errors"].values()), loadgen_pct=r["cpu"]["loadgen_pct"],
+                server_pct=r["cpu"]["server_pct"],
+                send_lag_p50_us=(r.get("send_lag_us") or {}).get("p50"), loadgen_wait_pct=r["cpu"].get("loadgen_wait_pct"))
+
+
+MAX_SWEEP = 50  # rates in one --sweep
+
+
+def parse_sweep(text: str) -> list[tuple[float, bool]]:
+    """``--sweep``: ``1000,5k,2.5M`` (planned msgs/s; k = 1,000, M = 1,000,000) or ``0.5x,0.9x,1x`` (fractions of the
+    capacity found by --find-capacity in the same run) -> [(value, is_fraction)]. ValueError (one line) otherwise."""
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        frac = item.endswith("x")
+        scale = {"k": 1e3, "K": 1e3, "M": 1e6}.get(item[-1:], 1.0) if not frac else 1.0
+        try:
+            v = float(item[:-1]) if frac or scale != 1.0 else float(item)
+            v *= scale
+        except ValueError:
+            v = float("nan")
+        if not math.isfinite(v) or v <= 0 or (not frac and v < MIN_RATE):
+            raise ValueError(f"invalid --sweep entry {item!r} (examples: 1000,5k,20k or 0.25x,0.5x,0.9x)")
+        out.append((v, frac))
+    if not out:
+        raise ValueError("--sweep needs at least one rate")
+    if len(out) > MAX_SWEEP:
+        raise ValueError(f"--sweep takes at most {MAX_SWEEP} rates, got {len(out)}")
+    return out
+
+
+class Stepper:
+    """Runs open-loop steps (one Runner each: a fresh managed server with --server) and keeps their documents."""
+
+    def __init__(self, cfg, log) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.docs: list[dict] = []
+        self.notes: set[str] = set()
+        self.worst = 0  # the worst exit code of the steps' runs (1: integrity failures, 3: incomplete)
+        self.interrupted = False  # Ctrl-C: no further step
+
+    def once(self, msg: str) -> None:  # a step's one-line notes (e.g. which engine), said once for the whole run
+        if msg not in self.notes:
+            self.notes.add(msg)
+            self.log(msg)
+
+    def measure(self, rate: float) -> Step:
+        """One step. A step whose run could not be made at all (the server would not start, nothing listens) is an
+        invalid step when an earlier step ran; as the first step it is the run's plain error."""
+        from dataclasses import replace
+
+        from ..runner import Runner, RunError
+        from ..target import TargetError
+
+        step_cfg = replace(self.cfg, rate=rate, find_capacity=False, sweep=None, json_path=None, hdr_path=None)
+        from ..runner import EXIT_INCOMPLETE
+
+        if self.interrupted:
+            self.docs.append(None)
+            return Step(rate=rate, achieved=0.0, latency_us={}, complete=False, verdict="error: interrupted")
+        try:
+            doc, code = Runner(step_cfg, self.once).execute()
+        except (RunError, TargetError) as exc:
+            if not self.docs:
+                raise
+            self.docs.append(None)
+            self.worst = max(self.worst, EXIT_INCOMPLETE)
+            return Step(rate=rate, achieved=0.0, latency_us={}, complete=False, failures=0, verdict=f"error: {exc}")
+        self.docs.append(doc)
+        self.worst = max(self.worst, code)
+        if doc["result"]["incomplete_reason"] == "interrupted":
+            self.interrupted = True
+        return step_of(rate, doc)
+
+    def document(self, at: int) -> dict:
+        """Step ``at``'s document (or the nearest earlier one that ran), with the run's own configuration (its
+        --slo, --precision, --sweep ...) and the engine the steps really ran on."""
+        at = min(at, len(self.docs) - 1)
+        while self.docs[at] is None:
+            at -= 1
+        doc = self.docs[at]
+        ran = doc["config"]
+        doc["config"] = {**self.cfg.as_dict(), "engine": ran["engine"], "engine_note": ran["engine_note"]}
+        return doc
+
+
+def run_sweep(stepper: Stepper, rates: list[float], slos: list[Slo], log, fractions: list[float] | None = None,
+              capacity: float | None = None) -> dict:
+    """Every planned rate once, in the order given; each step judged (validity always; meets only with SLOs)."""
+    steps = []
+    for i, rate in enumerate(rates):
+        if stepper.interrupted:
+            log("sweep: interrupted; the remaining steps are not run")
+            break
+        step = judge(stepper.measure(rate), slos)
+        step.phase = "sweep"
+        if not slos:
+            step.meets = None
+        steps.append(step)
+        state = "invalid: " + step.reason if not step.valid else (
+            "" if not slos else "meets the SLO" if step.meets else "breaks the SLO")
+        log(f"sweep: step {i + 1}/{len(rates)} at {rate:,.0f} msgs/s: achieved {step.achieved:,.0f}"
+            + (f", {state}" if state else ""))
+    return {"slos": [s.text for s in slos], "rates": rates, "of_capacity": fractions, "capacity_msgs_per_s": capacity,
+            "steps": [asdict(s) for s in steps]}
+
+
+def find(cfg, log) -> tuple[dict, int]:
+    """``--find-capacity`` and/or ``--sweep``: the search (one open-loop run per step), then the sweep's steps.
+
+    Returns the result document of the step at the capacity (or the last step when no rate met every SLO; for a
+    sweep alone, its last step), with ``result.capacity`` holding the search and ``result.sweep`` the sweep, and
+    the exit code: 0 when the search finished and every sweep step ran, 3 when the search stopped early (an
+    invalid step, max_steps, or no rate met the SLO) or a sweep step could not run."""
+    from ..runner import EXIT_INCOMPLETE, EXIT_OK
+
+    slos = [parse_slo(t) for t in cfg.slos]
+    stepper = Stepper(cfg, log)
+    code = EXIT_OK
+    cap = None
+    at = None
+    if cfg.find_capacity:
+        res = search(stepper.measure, slos, cfg.start_rate, cfg.precision, max_steps=cfg.max_steps,
+                     max_rate=cfg.max_rate, log=log, confirm=cfg.confirm)
+        at = next((i for i, s in enumerate(res.steps) if s.valid and s.meets and s.rate == res.capacity_msgs_per_s),
+                  len(stepper.docs) - 1)
+        cap = res.as_dict()
+        cap["document_step"] = at + 1  # the step whose figures the rest of this document gives
+        if not res.complete:
+            code = EXIT_INCOMPLETE
+    sw = None
+    if cfg.sweep:
+        entries = parse_sweep(cfg.sweep)
+        fractions = [v if f else None for v, f in entries] if any(f for _v, f in entries) else None
+        found = cap["msgs_per_s"] if cap else None
+        if fractions and found is None:
+            log("sweep: skipped: its rates are fractions of a capacity, and the search found none")
+            sw = {"slos": [s.text for s in slos], "rates": [], "of_capacity": fractions, "capacity_msgs_per_s": None,
+                  "steps": [], "skipped": "no capacity was found to take fractions of"}
+        else:
+            rates = [max(MIN_RATE, v * found) if f else v for v, f in entries]
+            sw = run_sweep(stepper, rates, slos, log, fractions, found)
+            sw["capacity_is_lower_bound"] = bool(fractions) and not cap["complete"]
+            if at is None:
+                at = len(stepper.docs) - 1
+                sw["document_step"] = len(sw["steps"])
+    doc = stepper.document(at)
+    doc["result"]["capacity"] = cap
+    doc["result"]["sweep"] = sw
+    if stepper.interrupted:
+        doc["result"]["complete"] = False
+        doc["result"]["incomplete_reason"] = "interrupted"
+    return doc, max(code, stepper.worst)

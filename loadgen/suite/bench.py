@@ -1,0 +1,852 @@
+"""``make bench``: every server model, a matrix of loads, pinned and repeated; JSON, plots, report.
+
+    python -m loadgen.suite.bench [--matrix default|full|PATH] [--results DIR] [--models a,b]
+
+The matrix is data (``loadgen/suite/matrices/*.toml``). Each cell (model,
+connections, message size) runs ``trials`` times, interleaved across models
+(A B C ... A B C ...) so that machine drift hits every model alike, each time
+with a fresh server process pinned away from the load generator, a discarded
+warm-up, and the load generator's verdict recorded. Results go to
+``results/<UTC timestamp>-<git short sha>/``; ``results/latest`` points at the
+newest run. Ctrl-C keeps every finished measurement and still writes the report.
+"""
+
+from __future__ import annotations
+
+import os
+import datetime as dt
+import statistics
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from servers import registry
+from servers.config import ServerConfig
+
+from ..modes import capacity
+from .. import output, stats
+from ..config import LoadConfig, OneLineParser
+from ..engine import native
+from ..envinfo import ROOT, environment
+from ..runner import Runner, RunError, plan_cpus
+from ..target import TargetError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+MATRICES = Path(__file__).with_name("matrices")
+SUITE_SCHEMA_VERSION = 1
+RUN_OVERHEAD_S = 1.0  # server start, connects, drain, stop: for the time-left estimate
+SLICE_OVERHEAD_S = 0.1  # a paired slice's connects, fork and drain (0.08 s at 10 connections, 0.17 s at 1,000 here)
+
+
+class MatrixError(Exception):
+    pass
+
+
+def load_matrix(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MATRICES / f"{name_or_path}.toml"
+    try:
+        m = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MatrixError(f"no matrix {name_or_path!r} (looked for {path})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"{path}: {exc}") from None
+    run = m.get("run", {})
+    for key, typ in (("trials", int), ("duration", (int, float)), ("warmup", (int, float))):
+        if not isinstance(run.get(key), typ):
+            raise MatrixError(f"{path}: [run] needs {key}")
+    _check_paired(run, path)
+    if not m.get("sweep") and not m.get("connections") and not m.get("tls"):
+        raise MatrixError(f"{path}: no [[sweep]] (nor [connections], nor [tls])")
+    m.setdefault("sweep", [])
+    tr = m.get("transports")
+    if tr is not None:
+        if not (isinstance(tr.get("compare"), list) and tr["compare"] and isinstance(tr.get("conns"), int)
+                and isinstance(tr.get("size"), int)):
+            raise MatrixError(f"{path}: [transports] needs compare (a list), conns and size")
+        bad = [t for t in tr["compare"] if t not in ("tcp", "udp", "unix")]
+        if bad:
+            raise MatrixError(f"{path}: [transports] compare: unknown transport(s) {', '.join(map(repr, bad))} (tcp, udp, unix)")
+        wanted = tr.get("models", "all")
+        unknown = [] if wanted == "all" else [x for x in wanted if x not in registry.MODELS]
+        if unknown:
+            raise MatrixError(f"{path}: [transports] models: unknown model(s) {', '.join(unknown)}")
+    cap = m.get("capacity")
+    if cap is not None:
+        _check_capacity(cap, path)
+    if m.get("tls") is not None:
+        _check_tls(m["tls"], path)
+    conn = m.get("connections")
+    if conn is not None:
+        _check_connections(conn, path)
+    m["path"] = str(path)
+    return m
+
+
+MODES = ("paired", "trials")
+PAIRED_KEYS = {"rounds": (int, 2), "slice": ((int, float), 0.0), "slice_warmup": ((int, float), -1e-9),
+               "instances": (int, 0), "rounds_main": (int, 2)}  # [run] key -> (type, the value it must exceed)
+
+
+def cell_rounds(run: dict, transport: str, conns: int, size: int) -> int:
+    """Rounds for a paired cell: ``rounds_main`` at the main load (``spectrum_load``, TCP), whose figures are the
+    report's answer, ``rounds`` elsewhere."""
+    main = run.get("spectrum_load") or {}
+    if transport == "tcp" and (main.get("conns"), main.get("size")) == (conns, size):
+        return run.get("rounds_main", run["rounds"])
+    return run["rounds"]
+
+
+def _check_paired(run: dict, path) -> None:
+    """``[run] mode``: "paired" (rounds, slice, slice_warmup, instances) or "trials" (the default)."""
+    mode = run.get("mode", "trials")
+    if mode not in MODES:
+        raise MatrixError(f"{path}: [run] mode: \"paired\" or \"trials\"")
+    for key, (typ, above) in PAIRED_KEYS.items():
+        v = run.get(key)
+        if v is None and mode == "paired" and key not in ("instances", "rounds_main"):
+            raise MatrixError(f"{path}: [run] mode = \"paired\" needs {key}")
+        if v is not None and (not isinstance(v, typ) or isinstance(v, bool) or v <= above):
+            raise MatrixError(f"{path}: [run] {key}: " + {"rounds": "an integer >= 3", "rounds_main": "an integer >= 3", "instances": "an integer >= 1"}
+                              .get(key, "seconds > 0" if key == "slice" else "seconds >= 0"))
+
+
+CONNECTIONS_KEYS = {"levels": list, "hold": (int, float), "trickle": (int, float), "models": (list, str),
+                    "connect_timeout": (int, float), "server_workers": int}
+
+
+def _section_models_key(table: dict, section: str, path) -> "str | list[str]":
+    """A table's ``models``: "all" (the default) or a list of known models; MatrixError otherwise."""
+    wanted = table.get("models", "all")
+    if wanted != "all" and (isinstance(wanted, str) or any(x not in registry.MODELS for x in wanted)):
+        raise MatrixError(f"{path}: [{section}] models: \"all\" or a list of known models")
+    return wanted
+
+
+def _check_connections(conn: dict, path) -> None:
+    unknown = set(conn) - set(CONNECTIONS_KEYS)
+    if unknown:
+        raise MatrixError(f"{path}: [connections]: unknown key(s) {', '.join(sorted(unknown))}")
+    levels = conn.get("levels")
+    if (not isinstance(levels, list) or not levels or any(not isinstance(n, int) or isinstance(n, bool) or n < 1
+                                                          for n in levels) or levels != sorted(set(levels))):
+        raise MatrixError(f"{path}: [connections] levels: increasing connection counts, e.g. [1000, 5000]")
+    sw = conn.get("server_workers")
+    if sw is not None and (not isinstance(sw, int) or isinstance(sw, bool) or sw < 1):
+        raise MatrixError(f"{path}: [connections] server_workers: a process count >= 1 (for multi-process models)")
+    for key in ("hold", "trickle", "connect_timeout"):
+        v = conn.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
+            raise MatrixError(f"{path}: [connections] {key}: seconds > 0")
+    _section_models_key(conn, "connections", path)
+
+
+def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: Path, display: "SuiteDisplay",
+                    holder: dict) -> None:
+    """Connection scale per model (loadgen/modes/idle.py, as ``loadgen/run.py --idle``): memory per idle connection,
+    connects/s, and the highest level every connection held at, with why a model stopped short. Each model's
+    document goes to ``connections/<model>.json``; the section is in ``holder["section"]`` from the start."""
+    from ..modes.idle import run_idle
+    from ..runner import RunError
+    from ..target import TargetError
+
+    conn = matrix.get("connections")
+    names = section_models(matrix, "connections", models)
+    if not names:
+        return
+    (out_dir / "connections").mkdir(exist_ok=True)
+    levels = tuple(conn["levels"])
+    section = {"levels": list(levels), "hold": conn.get("hold", 1.0), "trickle": conn.get("trickle"), "models": {},
+               "complete": True}
+    holder["section"] = section
+    for model in names:
+        display.cell(f"connections {model}: {', '.join(f'{n:,}' for n in levels)}")
+        cfg = replace(base, server=model, idle=levels, conns=levels[-1], hold=float(conn.get("hold", 1.0)),
+                      trickle=conn.get("trickle"), connect_timeout=float(conn.get("connect_timeout", 10.0)),
+                      workers=0,  # as many load-generator processes as the descriptor limit needs
+                      server_workers=conn.get("server_workers") if registry.get(model).multiprocess else None,
+                      server_args=tuple(matrix["run"].get("server_args", {}).get(model, ())))
+        try:
+            doc, _code = run_idle(cfg, lambda msg: None)
+        except (RunError, TargetError) as exc:
+            section["models"][model] = {"error": str(exc)}
+            display.log(f"bench: connections {model}: {exc}")
+            display.advance()
+            continue
+        output.write_json(doc, str(out_dir / "connections" / f"{model}.json"))
+        r = doc["result"]
+        lvls = r["memory"]["levels"]
+        held = [lv for lv in lvls if lv["failed"] == 0]
+        # the hold (and its trickle) ran at the last level reached: its failures rule out that level only
+        if held and r["trickle"]["failures"] and held[-1] is lvls[-1]:
+            held = held[:-1]
+        all_ok = r["server_alive"] is not False
+        kinds = {**r["connect"]["failures"], **{f"while held: {k}": v for k, v in r["trickle"]["failures"].items()}}
+        section["models"][model] = {
+            "levels": r["memory"]["levels"], "per_conn_bytes": r["memory"]["server_rss_per_conn_bytes"],
+            # below the model's limit: a level that failed spent most of its time on timeouts
+            "connects_per_s": r["connect"].get("per_s_clean") or r["connect"]["per_s"],
+            "connect_latency_us": r["connect"]["latency_us"],
+            # the load generator's busiest clean level: >= 90% and connects/s measures the client
+            "connects_client_pct": max((lv.get("client_cpu_pct") or 0 for lv in r["memory"]["levels"]
+                                        if not lv["failures"]), default=None),
+            "held_all_at": held[-1]["attempted"] if held and all_ok else None,
+            "stopped": None if r["complete"] else (r["incomplete_reason"] or (r.get("stopped") or {}).get("reason")
+                                                   or "connections failed: " + ", ".join(
+                f"{k} {v:,}" for k, v in kinds.items())),
+            "stopped_at": (r.get("stopped") or {}).get("established"),
+            "spread": r.get("spread"),
+            "trickle": r["trickle"],
+        }
+        display.advance()
+        if r.get("incomplete_reason") == "interrupted":
+            section["complete"] = False
+            raise KeyboardInterrupt
+
+
+TLS_KEYS = {"conns": int, "sizes": list, "models": (list, str)}
+# pseudo-transports of the [tls] table: TCP over TLS 1.3, and plain TCP beside it on the same (Python) engine, so
+# that the difference is TLS's and not the engines'
+TLS_CELLS = ("tcp-py", "tls")
+
+
+def _check_tls(t: dict, path) -> None:
+    unknown = set(t) - set(TLS_KEYS)
+    if unknown:
+        raise MatrixError(f"{path}: [tls]: unknown key(s) {', '.join(sorted(unknown))}")
+    conns, sizes = t.get("conns"), t.get("sizes")
+    if (not isinstance(conns, int) or isinstance(conns, bool) or conns < 1 or not isinstance(sizes, list) or not sizes
+            or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes)):
+        raise MatrixError(f"{path}: [tls]: conns >= 1 and sizes, a list of message sizes >= 1")
+    wanted = _section_models_key(t, "tls", path)
+    if wanted != "all" and any(not registry.get(x).tls for x in wanted):
+        raise MatrixError(f"{path}: [tls] models: only models that serve TLS "
+                          f"({', '.join(n for n, m in registry.MODELS.items() if m.tls)})")
+
+
+CAPACITY_KEYS = {  # [capacity] in a matrix: key -> (type, required)
+    "conns": (int, True), "size": (int, True), "slo": (list, True), "precision": ((int, float), True),
+    "duration": ((int, float), True), "warmup": ((int, float), True), "max_steps": (int, True),
+    "start": ((int, float), True), "sweep": (list, False), "models": ((list, str), False), "confirm": (bool, False),
+}
+
+
+def _check_capacity(cap: dict, path) -> None:
+    for key, (typ, required) in CAPACITY_KEYS.items():
+        if key not in cap:
+            if required:
+                raise MatrixError(f"{path}: [capacity] needs {key}")
+        elif not isinstance(cap[key], typ) or (isinstance(cap[key], bool) and typ is not bool):
+            raise MatrixError(f"{path}: [capacity] {key}: wrong type {type(cap[key]).__name__}")
+    unknown = set(cap) - set(CAPACITY_KEYS)
+    if unknown:
+        raise MatrixError(f"{path}: [capacity]: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        for t in cap["slo"]:
+            capacity.parse_slo(t)
+    except (ValueError, TypeError) as exc:
+        raise MatrixError(f"{path}: [capacity] slo: {exc}") from None
+    if not cap["slo"] or not 0 < cap["precision"] < 1 or cap["duration"] <= 0 or cap["warmup"] < 0 \
+            or cap["max_steps"] < 1 or not 0 < cap["start"] or cap["conns"] < 1 or cap["size"] < 1:
+        raise MatrixError(f"{path}: [capacity]: needs an slo, 0 < precision < 1, duration > 0, warmup >= 0, "
+                          "max_steps >= 1, start > 0, conns and size >= 1")
+    if any(not isinstance(f, (int, float)) or isinstance(f, bool) or f <= 0 for f in cap.get("sweep", [])):
+        raise MatrixError(f"{path}: [capacity] sweep: fractions of the capacity, each > 0")
+    _section_models_key(cap, "capacity", path)
+
+
+def plan(matrix: dict, only: list[str] | None) -> tuple[list[str], dict[str, str], list[tuple[str, int, int]]]:
+    """(models to run, {skipped model: reason}, cells as (transport, conns, size) in a stable order).
+
+    The sweeps are TCP. A ``[transports]`` table adds one load (``conns`` x
+    ``size``) over each other transport listed in ``compare``, for the models
+    that claim it (``cell_models``).
+    """
+    wanted = matrix["run"].get("models", "all")
+    names = list(registry.MODELS) if wanted == "all" else list(wanted)
+    names = [n for n in names if n not in matrix["run"].get("exclude", [])]
+    if only:
+        names = [n for n in names if n in only]
+    unknown = [n for n in names if n not in registry.MODELS]
+    if unknown:
+        raise MatrixError(f"unknown model(s) in the matrix: {', '.join(unknown)}")
+    skipped = {}
+    models = []
+    for n in names:
+        reason = registry.get(n).unavailable_reason()
+        if reason is None and registry.get(n).multiprocess:
+            reason = registry.get(ServerConfig.inner).unavailable_reason()
+        if reason:
+            skipped[n] = reason
+        else:
+            models.append(n)
+    cells: list[tuple[str, int, int]] = []
+    for sweep in matrix["sweep"]:
+        for c in sweep["conns"]:
+            for s in sweep["sizes"]:
+                if ("tcp", c, s) not in cells:
+                    cells.append(("tcp", c, s))
+    tr = matrix.get("transports")
+    if tr:
+        for t in tr["compare"]:
+            if (t, tr["conns"], tr["size"]) not in cells:
+                cells.append((t, tr["conns"], tr["size"]))
+    tl = matrix.get("tls")
+    if tl:
+        for s in tl["sizes"]:
+            for t in TLS_CELLS:
+                cells.append((t, tl["conns"], s))
+    return models, skipped, cells
+
+
+def cell_workers(client_cpus: tuple[int, ...], conns: int) -> int:
+    """Load-generator processes for a cell: one per CPU the load generator is given (``client_cpus``, as
+    run_suite planned them), never more than connections. On a 2-core machine (one CPU each side) that is 1; on
+    a larger one the load generator uses the cores it has, so the fastest servers are not measured against a
+    single client core. Across a cluster (no local client CPUs): 1 per host."""
+    return max(1, min(len(client_cpus), conns))
+
+
+def cell_models(matrix: dict, models: list[str], transport: str) -> list[str]:
+    """The models that run a cell of ``transport``: all for TCP; for the others, those that claim it
+    (and, if ``[transports] models`` lists some, only those)."""
+    if transport == "tcp":
+        return models
+    if transport in TLS_CELLS:
+        wanted = matrix.get("tls", {}).get("models", "all")
+        return [m for m in models if registry.get(m).tls and (wanted == "all" or m in wanted)]
+    wanted = matrix.get("transports", {}).get("models", "all")
+    return [m for m in models if transport in registry.get(m).transports and (wanted == "all" or m in wanted)]
+
+
+def git_short() -> str:
+    c = environment()["git_commit"] or "nogit"
+    return c[:7] + ("-dirty" if c.endswith("-dirty") else "")
+
+
+def cell_key(model: str, conns: int, size: int, transport: str = "tcp") -> str:
+    return f"{model}_c{conns}_s{size}" if transport == "tcp" else f"{model}_{transport}_c{conns}_s{size}"
+
+
+def summarise(model: str, conns: int, size: int, docs: list[dict], failures: list[dict], transport: str = "tcp") -> dict:
+    """Per-cell medians and spread across trials."""
+    ok = [d["result"] for d in docs if d["result"]["complete"] and d["result"]["integrity_failures"] == 0]
+
+    def med(get):
+        vals = [v for v in (get(r) for r in ok) if v is not None]
+        return statistics.median(vals) if vals else None
+
+    def spread(get):
+        vals = [v for v in (get(r) for r in ok) if v is not None]
+        if not vals:
+            return None
+        m = statistics.mean(vals)
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return {"min": min(vals), "max": max(vals), "stdev": round(sd, 3), "cv": round(sd / m, 4) if m else None,
+                "n": len(vals), "values": vals}
+
+    verdicts = [r["verdict"] for r in ok]
+    verdict = max(set(verdicts), key=verdicts.count) if verdicts else None
+    status = "ok" if ok and not failures else ("failed" if not ok else "partial")
+    return {
+        "model": model, "transport": transport, "conns": conns, "size": size, "status": status,
+        "trials_ok": len(ok), "trials": len(docs) + len([f for f in failures if f.get("doc") is None]),
+        "failures": [{k: v for k, v in f.items() if k != "doc"} for f in failures],
+        "median": {
+            "msgs_per_s": med(lambda r: r["msgs_per_s"]),
+            "mb_per_s": med(lambda r: r["mb_per_s"]),
+            "p50_us": med(lambda r: r["latency_us"]["p50"]),
+            "p99_us": med(lambda r: r["latency_us"]["p99"]),
+            "p999_us": med(lambda r: r["latency_us"]["p999"]),
+            "server_us_per_msg": med(lambda r: r["cpu"]["server_us_per_msg"]),
+            "loadgen_us_per_msg": med(lambda r: r["cpu"]["loadgen_us_per_msg"]),
+            "server_pct": med(lambda r: r["cpu"]["server_pct"]),
+            "loadgen_pct": med(lambda r: r["cpu"]["loadgen_pct"]),
+            "loss_pct": med(lambda r: (r.get("udp") or {}).get("loss_pct")),
+            "jain": med(lambda r: (r.get("fairness") or {}).get("jain")),  # how evenly the connections were served
+        },
+        "spread": {
+            "msgs_per_s": spread(lambda r: r["msgs_per_s"]),
+            "p99_us": spread(lambda r: r["latency_us"]["p99"]),
+            "server_us_per_msg": spread(lambda r: r["cpu"]["server_us_per_msg"]),
+        },
+        "per_trial": [{"trial": d["bench"]["trial"], "msgs_per_s": d["result"]["msgs_per_s"],
+                       "p99_us": d["result"]["latency_us"]["p99"],
+                       "server_us_per_msg": d["result"]["cpu"]["server_us_per_msg"]}
+                      for d in docs if d["result"]["complete"] and d["result"]["integrity_failures"] == 0],
+        "verdicts": verdicts,
+        "verdict": verdict,
+        # trials in which the load generator was saturated (client-bound or both-saturated): their throughput
+        # does not rank the server
+        "client_bound_trials": sum(v in stats.CLIENT_SATURATED for v in verdicts),
+    }
+
+
+CAPACITY_STEPS_GUESS = 6  # steps per model, for the time estimate only (a search stops when its bracket is tight)
+
+
+def section_models(matrix: dict, section: str, models: list[str]) -> list[str]:
+    """The models a matrix table (``[capacity]``, ``[connections]``) runs: its ``models`` ("all" by default)."""
+    table = matrix.get(section)
+    if not table:
+        return []
+    wanted = table.get("models", "all")
+    return [m for m in models if wanted == "all" or m in wanted]
+
+
+def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[dict], out_dir: Path,
+                 display: "SuiteDisplay", holder: dict, client_cpus: tuple[int, ...] = ()) -> None:
+    """The capacity at the matrix's SLO for every model: one open-loop search each (loadgen/modes/capacity.py), started
+    at ``start`` times the model's closed-loop msgs/s at this load in the same run, then the optional sweep at
+    fractions of the capacity found. Each step's document goes to ``capacity/``. The section is put in
+    ``holder["section"]`` before the first step, so Ctrl-C (KeyboardInterrupt, re-raised) keeps finished models."""
+    cap = matrix.get("capacity")
+    names = section_models(matrix, "capacity", models)
+    if not cap or not names:
+        return
+    slos = [capacity.parse_slo(t) for t in cap["slo"]]
+    conns, size = cap["conns"], cap["size"]
+    (out_dir / "capacity").mkdir(exist_ok=True)
+    section = {"slos": list(cap["slo"]), "conns": conns, "size": size, "precision": cap["precision"],
+               "duration": cap["duration"], "warmup": cap["warmup"], "max_steps": cap["max_steps"],
+               "start": cap["start"], "sweep": list(cap.get("sweep", [])), "confirm": cap.get("confirm", True),
+               "models": {}, "complete": True}
+    holder["section"] = section
+    for model in names:
+        closed = next((c["median"]["msgs_per_s"] for c in cells if c["model"] == model and c.get("transport", "tcp") == "tcp"
+                       and c["conns"] == conns and c["size"] == size and c["median"]["msgs_per_s"]), None)
+        start = max(capacity.MIN_RATE, closed * cap["start"]) if closed else 1000.0
+        extra = tuple(matrix["run"].get("server_args", {}).get(model, ()))
+        cfg = replace(base, server=model, conns=conns, size=size, server_args=extra, duration=float(cap["duration"]),
+                      warmup=float(cap["warmup"]), workers=cell_workers(client_cpus, conns))
+        n = [0]
+
+        def measure(rate: float, model=model, cfg=cfg, n=n) -> capacity.Step:
+            n[0] += 1
+            display.cell(f"capacity {model}: step {n[0]} at {rate:,.0f} msgs/s")
+            runner = Runner(replace(cfg, rate=rate), log=lambda msg: None, progress_sink=display.live)
+            try:
+                doc, _code = runner.execute()
+            except (RunError, TargetError) as exc:
+                display.advance()
+                return capacity.Step(rate=rate, achieved=0.0, latency_us={}, complete=False, verdict=f"error: {exc}")
+            doc["bench"] = {"model": model, "capacity_step": n[0], "rate": rate}
+            output.write_json(doc, str(out_dir / "capacity" / f"{model}_step{n[0]:02d}.json"))
+            display.advance()
+            if doc["result"]["incomplete_reason"] == "interrupted":
+                raise KeyboardInterrupt
+            return capacity.step_of(rate, doc)
+
+        entry = {"closed_loop_msgs_per_s": closed, "start_rate": start}
+        section["models"][model] = entry
+        try:
+            res = capacity.search(measure, slos, start, cap["precision"], max_steps=cap["max_steps"], log=lambda m: None,
+                                  confirm=cap.get("confirm", True))
+            entry.update(res.as_dict())
+            display.log(f"bench: capacity {model}: " + (f"{res.capacity_msgs_per_s:,.0f} msgs/s" if res.capacity_msgs_per_s
+                        else "none") + (f" ({res.stopped})" if res.stopped else "") + f", {len(res.steps)} steps")
+            sweep = []
+            if cap.get("sweep") and res.capacity_msgs_per_s:
+                for f in cap["sweep"]:
+                    step = capacity.judge(measure(f * res.capacity_msgs_per_s), slos)
+                    step.phase = "sweep"
+                    sweep.append({**asdict(step), "of_capacity": f})
+            entry["sweep"] = sweep
+        except KeyboardInterrupt:
+            entry["interrupted"] = True
+            section["complete"] = False
+            raise
+        finally:
+            entry.setdefault("msgs_per_s", None)
+
+
+class SuiteDisplay:
+    """One progress bar for the suite (runs done, time left) and the current run's live line, on stderr."""
+
+    def __init__(self, total: int, per_run_s: float, quiet: bool) -> None:
+        self.total = total
+        self.done = 0
+        self.per_run_s = per_run_s
+        self.quiet = quiet
+        self.progress = None
+        if quiet:
+            return
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                     TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.description}"),
+                                     console=Console(stderr=True), transient=False)
+            self.task = self.progress.add_task("", total=total)
+            self.progress.start()
+
+    def cell(self, label: str) -> None:
+        self.label = label
+        if self.progress is not None:
+            self.progress.update(self.task, description=label)
+        elif not self.quiet:
+            left = (self.total - self.done) * self.per_run_s
+            print(f"bench: [{self.done + 1}/{self.total}] {label}  (~{left / 60:.1f} min left)", file=sys.stderr, flush=True)
+
+    def live(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{self.label}  {text.strip()}")
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.done > self.total:  # the capacity searches' steps were estimated
+            self.total = self.done
+            if self.progress is not None:
+                self.progress.update(self.task, total=self.total)
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def log(self, msg: str) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.console.print(msg)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+SERVER_POOLS = {"tcp": "tcp", "tcp-py": "tcp", "unix": "unix", "udp": "udp", "tls": "tls"}  # cell transport -> pool
+
+
+def paired_plan(matrix: dict, models: list[str], cells: list[tuple[str, int, int]]) -> list[tuple[str, list]]:
+    """The matrix's cells grouped by the servers they need (one pool of running servers per group, in the order
+    TCP, Unix, UDP, TLS), each cell with its models: [(pool, [(transport, conns, size, models), ...]), ...]."""
+    out: dict[str, list] = {}
+    for t, c, s in cells:
+        ms = cell_models(matrix, models, t)
+        if ms:
+            out.setdefault(SERVER_POOLS[t], []).append((t, c, s, ms))
+    return [(k, out[k]) for k in ("tcp", "unix", "udp", "tls") if k in out]
+
+
+def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]], base: LoadConfig,
+               client_cpus: tuple[int, ...], server_cpus: tuple[int, ...], out_dir: Path, display: "SuiteDisplay",
+               summary: list[dict], info: dict) -> None:
+    """The matrix's closed-loop cells in paired rounds (loadgen/suite/rounds.py): per pool, every model's servers
+    started once (``instances`` each, apart), one discarded slice per instance, then each cell's rounds. Each
+    finished cell's per-model summaries are appended to ``summary`` as they come (Ctrl-C keeps them); each
+    model's slices and merged latency histogram go to ``cells/<key>.json``; the idle check and the notes go to
+    ``info``."""
+    from servers.tls import unavailable_reason as tls_unavailable
+
+    from ..runner import session_certs
+    from . import rounds as rd
+    from ..target import ManagedServer
+
+    run = matrix["run"]
+    reference = run.get("reference", "asyncio-protocol")
+    instances = run.get("instances", 2)
+    info.update(rounds=run["rounds"], rounds_main=run.get("rounds_main", run["rounds"]), instances=instances, slice_s=run["slice"], slice_warmup_s=run["slice_warmup"],
+                reference=reference, idle={}, notes=[], instance_spread={})
+    children = {m: registry.get(m).multiprocess for m in models}
+    for pool_name, pool_cells in paired_plan(matrix, models, cells):
+        tls_dir, extra_tls, ca = None, (), None
+        pool_models = list(dict.fromkeys(m for *_x, ms in pool_cells for m in ms))
+        if pool_name == "tls":
+            if why := tls_unavailable():
+                info["notes"].append(f"TLS cells not run: {why}")
+                continue
+            tls_dir, certs = session_certs()
+            extra_tls, ca = ("--tls-cert", certs.cert, "--tls-key", certs.key), certs.ca
+
+        def start(m, pool_name=pool_name, extra_tls=extra_tls):
+            extra = tuple(run.get("server_args", {}).get(m, ())) + extra_tls
+            transport = "tcp" if pool_name == "tls" else pool_name
+            return ManagedServer(m, "127.0.0.1", None, server_cpus, extra, transport=transport)
+
+        pool = rd.ServerPool(start, pool_models, instances, display.log)
+        try:
+            display.cell(f"starting {instances} x {len(pool_models)} {pool_name} servers")
+            first = True
+            for transport, conns, size, ms in pool_cells:
+                for m, note in pool.ensure().items():
+                    info["notes"].append(f"{cell_key(m, conns, size, transport)}: {note}")
+                    display.log(f"bench: {m} ({pool_name}): {note}")
+                cfg = rd.slice_config(replace(base, cpus=client_cpus, server_cpus=server_cpus), transport, conns, size,
+                                      cell_workers(client_cpus, conns), float(run["slice"]), float(run["slice_warmup"]),
+                                      tls_ca=ca)
+                over = {"tcp": "", "tls": " over TLS", "tcp-py": " plain (Python engine)"}.get(transport, f" over {transport}")
+                label = f"{conns} conns {output.human_size(size)}{over}"
+                n_rounds = cell_rounds(run, transport, conns, size)
+                display.cell(label)
+
+                def tick(m, r, n_rounds=n_rounds):
+                    display.live(f"round {r + 1}/{n_rounds}, {m}")
+                    display.advance()
+
+                runs, idle, wall = rd.measure_cell(cfg, ms, pool, n_rounds, children, on_slice=tick, warm=first)
+                first = False
+                cell_key_ = cell_key("paired", conns, size, transport)
+                info["idle"][cell_key_] = {**idle.as_dict(), "wall_s": round(wall, 2)}
+                ref = reference if reference in ms else ms[0]
+                for c in rd.summarise(runs, ref, instances, transport, conns, size):
+                    hist = c.pop("histogram")
+                    key = cell_key(c["model"], conns, size, transport)
+                    slices = [None if x is None else {k: v for k, v in asdict(x).items() if k != "histogram"}
+                              for x in runs[c["model"]].slices]
+                    output.write_json({"schema_version": output.SCHEMA_VERSION, "kind": "echobench-paired-cell",
+                                       "bench": {"model": c["model"], "transport": transport, "conns": conns,
+                                                 "size": size, "mode": "paired", "rounds": n_rounds},
+                                       "result": {"complete": c["status"] == "ok", "histogram_unit": "ns",
+                                                  "histogram": hist, "note": "latency of every slice's measured "
+                                                  "window, merged"},
+                                       "slices": slices}, str(out_dir / "cells" / f"{key}.json"))
+                    if c["failures"]:
+                        display.log(f"bench: {key}: {c['failures'][0]['reason']}")
+                    summary.append(c)
+        finally:
+            pool.stop()
+            if tls_dir is not None:
+                import shutil
+
+                shutil.rmtree(tls_dir, ignore_errors=True)
+
+
+class _MatrixDone(Exception):
+    """A --cluster suite ends after the matrix (the sections that follow run on one host only)."""
+
+
+def _summary(cells, matrix, models, docs, fails) -> list[dict]:
+    summary = []
+    for transport, conns, size in cells:
+        for model in cell_models(matrix, models, transport):
+            key = cell_key(model, conns, size, transport)
+            if key in docs or key in fails:
+                summary.append(summarise(model, conns, size, docs.get(key, []), fails.get(key, []), transport))
+    return summary
+
+
+def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: bool,
+              engine: str | None = None, cluster: dict | None = None) -> tuple[Path, dict]:
+    models, skipped, cells = plan(matrix, only)
+    if cluster and any(t == "unix" for t, _c, _s in cells):
+        cells = [c for c in cells if c[0] != "unix"]  # noted in the log below
+    if not models:
+        raise MatrixError("no model can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    run = matrix["run"]
+    trials = run["trials"]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = results_root / f"{stamp}-{git_short()}"
+    (out_dir / "cells").mkdir(parents=True)
+    env = environment()
+    base = LoadConfig(duration=float(run["duration"]), warmup=float(run["warmup"]), depth=int(run.get("depth", 1)), quiet=True)
+    # the load generator's engine for stream cells (UDP cells always run on the Python engine)
+    try:
+        stream_engine, engine_note = native.resolve(engine or run.get("engine", "auto"), "tcp", base.depth)
+    except ValueError as exc:
+        raise MatrixError(f"--engine native: {exc}") from None
+    base = replace(base, engine=stream_engine)
+    client_cpus, server_cpus = plan_cpus(replace(base, server=models[0]))
+    if cluster:  # the load comes from the cluster's hosts; the server has this host to itself
+        base = replace(base, cluster=cluster["address"], host=cluster["server_host"],
+                       cluster_workers=tuple(cluster["workers"]), max_clock_offset=cluster["max_clock_offset"])
+        client_cpus = ()
+        server_cpus = tuple(sorted(os.sched_getaffinity(0)))
+    paired = run.get("mode", "trials") == "paired" and not cluster
+    if paired:
+        total = sum(cell_rounds(run, t, c, s) * len(cell_models(matrix, models, t)) for t, c, s in cells)
+        per_run = run["slice"] + run["slice_warmup"] + SLICE_OVERHEAD_S
+    else:
+        total = trials * sum(len(cell_models(matrix, models, t)) for t, _c, _s in cells)
+        per_run = base.duration + base.warmup + RUN_OVERHEAD_S
+    cap = matrix.get("capacity")
+    cap_runs = len(section_models(matrix, "capacity", models)) * (CAPACITY_STEPS_GUESS + len(cap.get("sweep", []))) if cap else 0
+    cap_s = cap_runs * (cap["duration"] + cap["warmup"] + RUN_OVERHEAD_S) if cap else 0.0
+    conn_models = len(section_models(matrix, "connections", models))
+    display = SuiteDisplay(total + cap_runs + conn_models, per_run, quiet)
+    for m, why in skipped.items():
+        display.log(f"bench: skipping {m}: {why}")
+    if cluster:
+        display.log(f"bench: load from the Dask cluster at {cluster['address']}, servers on {cluster['server_host']}; "
+                    "Unix-socket cells, connection scale and capacity searches do not run across hosts and are left out")
+    if engine_note:
+        display.log(f"bench: the load generator uses its Python engine: {engine_note}")
+    how = (f"paired rounds: {run['rounds']} rounds ({run.get('rounds_main', run['rounds'])} at the main load) x {run.get('instances', 2)} servers per model, slices of "
+           f"{run['slice_warmup']:g} + {run['slice']:g} s: {total} slices" if paired else f"{trials} trials: {total} runs")
+    display.log(f"bench: {len(models)} models, {len(cells)} loads, {how}, "
+                f"~{(total * per_run + cap_s) / 60:.1f} min"
+                + (f" with ~{cap_runs} capacity steps" if cap_runs else "") + f"; server CPUs {','.join(map(str, server_cpus))}, "
+                f"load generator CPUs {','.join(map(str, client_cpus))}; writing {out_dir}")
+    docs: dict[str, list[dict]] = {}
+    fails: dict[str, list[dict]] = {}
+    interrupted = False
+    cap_holder: dict = {}
+    conn_holder: dict = {}
+    t_start = time.monotonic()
+    paired_cells: list[dict] = []
+    paired_info: dict = {}
+    try:
+        if paired:
+            run_paired(matrix, models, cells, base, client_cpus, server_cpus, out_dir, display, paired_cells, paired_info)
+        for trial in range(0 if paired else trials):  # interleaved: trial 1 of every cell and model, then trial 2, ...
+            for transport, conns, size in cells:
+                for model in cell_models(matrix, models, transport):
+                    key = cell_key(model, conns, size, transport)
+                    over = {"tcp": "", "tls": " over TLS", "tcp-py": " plain (Python engine)"}.get(transport,
+                                                                                             f" over {transport}")
+                    display.cell(f"{model} {conns} conns {output.human_size(size)}{over} (trial {trial + 1}/{trials})")
+                    extra = tuple(run.get("server_args", {}).get(model, ()))
+                    cfg = replace(base, server=model, conns=conns, size=size, server_args=extra,
+                                  workers=cell_workers(client_cpus, conns),
+                                  transport="tcp" if transport in TLS_CELLS else transport,
+                                  tls=transport == "tls",
+                                  timeout=1.0 if transport == "udp" else base.timeout,
+                                  engine="python" if transport in ("udp", *TLS_CELLS) else base.engine)
+                    runner = Runner(cfg, log=lambda msg: None, progress_sink=display.live)
+                    try:
+                        if cluster:
+                            from ..modes.cluster import run_cluster
+
+                            runner.server = None
+                            doc, _code = run_cluster(cfg, lambda msg: None)
+                        else:
+                            doc, _code = runner.execute()
+                    except (RunError, TargetError) as exc:
+                        fails.setdefault(key, []).append({"trial": trial, "reason": str(exc), "doc": None})
+                        display.log(f"bench: {key} trial {trial + 1} failed: {exc}")
+                        display.advance()
+                        continue
+                    doc["bench"] = {"model": model, "transport": transport, "conns": conns, "size": size, "trial": trial,
+                                    "seq": display.done}
+                    output.write_json(doc, str(out_dir / "cells" / f"{key}_t{trial}.json"))
+                    res = doc["result"]
+                    if res["incomplete_reason"] == "interrupted":
+                        raise KeyboardInterrupt
+                    if not res["complete"] or res["integrity_failures"]:
+                        reason = res["incomplete_reason"] or f"{res['integrity_failures']} integrity failures"
+                        tail = runner.server.stderr_tail() if runner.server else ""
+                        fails.setdefault(key, []).append({"trial": trial, "reason": reason, "stderr_tail": tail, "doc": doc})
+                        display.log(f"bench: {key} trial {trial + 1} failed: {reason}")
+                    docs.setdefault(key, []).append(doc)
+                    display.advance()
+        if cluster:
+            raise _MatrixDone
+        try:
+            run_connections(matrix, models, base, out_dir, display, conn_holder)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # the matrix's measurements are kept
+            display.log(f"bench: connection scale stopped: {type(exc).__name__}: {exc}")
+            if "section" in conn_holder:
+                conn_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
+        try:
+            run_capacity(matrix, models, base, paired_cells if paired else _summary(cells, matrix, models, docs, fails),
+                         out_dir, display, cap_holder, client_cpus)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # the matrix's measurements are kept: the capacity section says what stopped it
+            display.log(f"bench: capacity searches stopped: {type(exc).__name__}: {exc}")
+            if "section" in cap_holder:
+                cap_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
+    except _MatrixDone:
+        pass
+    except KeyboardInterrupt:
+        interrupted = True
+        display.log("bench: interrupted; writing the report for the finished measurements")
+    finally:
+        display.stop()
+    summary = paired_cells if paired else _summary(cells, matrix, models, docs, fails)
+    suite = {
+        "schema_version": SUITE_SCHEMA_VERSION,
+        "kind": "echobench-suite",
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "env": env,
+        "matrix": {k: v for k, v in matrix.items()},
+        "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus)},
+        "engine": {"streams": stream_engine, "udp": "python", "note": engine_note},
+        "cluster": cluster,
+        "models": models,
+        "skipped": skipped,
+        "mode": "paired" if paired else "trials",
+        "paired": paired_info or None,
+        "cells": summary,
+        "capacity": cap_holder.get("section"),
+        "connections": conn_holder.get("section"),
+        "runs_planned": total,
+        "runs_done": (sum(c["trials"] for c in paired_cells) if paired else
+                      sum(len(v) for v in docs.values()) + sum(1 for v in fails.values() for f in v if f["doc"] is None)),
+        "complete": not interrupted,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+    }
+    output.write_json(suite, str(out_dir / "suite.json"))
+    output.point_latest(results_root, out_dir)
+    return out_dir, suite
+
+
+def main(argv=None) -> int:
+    p = OneLineParser(prog="python -m loadgen.suite.bench", description="Run the benchmark matrix and write the report.")
+    p.add_argument("--matrix", default="default", help="default, full, or a path to a TOML matrix")
+    p.add_argument("--results", default=str(ROOT / "results"), help="where run folders go (default results/)")
+    p.add_argument("--models", help="comma-separated subset of the matrix's models")
+    p.add_argument("--mode", choices=MODES, help="closed-loop cells in paired rounds (every model's servers running, "
+                   "short slices in rotated order, ratios within each round) or in fresh trials (a new server per "
+                   "trial, trials interleaved); default: the matrix's [run] mode")
+    p.add_argument("--rounds", type=int, metavar="N", help="paired mode: rounds per cell (default: the matrix's)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--engine", choices=["auto", "native", "python"],
+                   help="the load generator's engine for stream cells (default: the matrix's, else auto)")
+    p.add_argument("--cluster", metavar="ADDRESS", help="drive the matrix from the workers of this Dask scheduler "
+                   "(tcp://HOST:8786), one client host per worker (loadgen/run.py --cluster)")
+    p.add_argument("--cluster-workers", metavar="NAME[,NAME...]", help="--cluster: only these Dask workers")
+    p.add_argument("--max-clock-offset", type=float, default=0.010, metavar="SECONDS",
+                   help="--cluster: refuse a host whose clock is further off than this (default 0.01)")
+    p.add_argument("--server-host", metavar="ADDR", help="--cluster: the address the servers listen on, which every "
+                   "client host can reach (this host's address on their network)")
+    a = p.parse_args(argv)
+    cluster = None
+    if (a.cluster_workers or a.server_host) and not a.cluster:
+        print("bench: error: --cluster-workers and --server-host apply to --cluster", file=sys.stderr)
+        return 2
+    if a.cluster:
+        from ..modes.cluster import unavailable_reason
+
+        if why := unavailable_reason():
+            print(f"bench: error: {why}", file=sys.stderr)
+            return 2
+        if not a.server_host:
+            print("bench: error: --cluster needs --server-host: an address of this host the client hosts can reach",
+                  file=sys.stderr)
+            return 2
+        cluster = {"address": a.cluster, "server_host": a.server_host, "max_clock_offset": a.max_clock_offset,
+                   "workers": [x for x in (a.cluster_workers or "").split(",") if x]}
+    try:
+        matrix = load_matrix(a.matrix)
+        if a.mode:
+            matrix["run"]["mode"] = a.mode
+        if a.rounds is not None:
+            matrix["run"]["rounds"] = a.rounds
+        _check_paired(matrix["run"], matrix["path"])
+        out_dir, suite = run_suite(matrix, Path(a.results), a.models.split(",") if a.models else None, a.quiet, a.engine,
+                                   cluster)
+    except MatrixError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    from .report import write_report
+
+    paths = write_report(out_dir)
+    print(f"bench: {suite['runs_done']}/{suite['runs_planned']} runs in {suite['elapsed_s'] / 60:.1f} min; "
+          f"report: {paths['md']} and {paths['html']}", file=sys.stderr)
+    print(paths["summary"])
+    if not suite["complete"]:
+        return 3
+    return 0 if all(c["status"] == "ok" for c in suite["cells"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
