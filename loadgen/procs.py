@@ -14,3 +14,9 @@ def pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def interrupt(signum, frame):
+    """A SIGTERM handler that turns the signal into Ctrl-C (KeyboardInterrupt), so a run stopped by its caller
+    (a CI cancel, ``kill``) cleans up and keeps what it measured exactly as Ctrl-C does."""
+    raise KeyboardInterrupt

@@ -26,6 +26,7 @@ from .output import SCHEMA_VERSION, where as _where
 from .config import LoadConfig
 from .engine import UDP_COUNTS, drain_seconds, native, worker_main
 from .envinfo import environment
+from .procs import interrupt
 from .procs import pid_exists as _pid_exists
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
 
@@ -131,10 +132,6 @@ class Progress:
             self.live = None
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 class Runner:
     def __init__(self, cfg: LoadConfig, log, progress_sink=None, conn_ids=None) -> None:
         self.cfg = cfg
@@ -171,7 +168,7 @@ class Runner:
         client_cpus, server_cpus = plan_cpus(cfg)
         fd_limit = ensure_fds(cfg, len(self.conn_ids))
         host, port, server_pid = cfg.host, cfg.port, cfg.server_pid
-        old_term = signal.signal(signal.SIGTERM, _interrupt)
+        old_term = signal.signal(signal.SIGTERM, interrupt)
         old_affinity = os.sched_getaffinity(0)
         progress = None
         procs: list = []
@@ -215,12 +212,12 @@ class Runner:
                 pp.send(("start", t0))
             progress = Progress(cfg.quiet, cfg.warmup + cfg.duration, self.progress_sink)
             self._traffic_phase(pipes, t0, client, server, progress)
-        except _Abort:
+        except Abort:
             pass
         except KeyboardInterrupt:
             self.incomplete = self.incomplete or "interrupted"
             for pp in pipes:
-                _send(pp, ("stop",))
+                send(pp, ("stop",))
             self._collect_finals(pipes, deadline=time.monotonic() + 3)
         finally:
             if progress is not None:
@@ -237,7 +234,7 @@ class Runner:
                 import shutil
 
                 shutil.rmtree(self.tls_dir, ignore_errors=True)
-        doc = self._document(env, client_cpus, server_cpus, server_pid, host, port, fd_limit)
+        doc = self.document(env, client_cpus, server_cpus, server_pid, host, port, fd_limit)
         return doc, exit_code(doc["result"])
 
     def _check_stop(self) -> None:
@@ -273,8 +270,8 @@ class Runner:
                     hint = " (is a server listening there?)" if data["kind"] in ("connection refused", "no such socket file") else ""
                     self.incomplete = f"{data['message']} to {where}{hint}"
                     for other in pipes:
-                        _send(other, ("stop",))
-                    raise _Abort()
+                        send(other, ("stop",))
+                    raise Abort()
                 ready.add(id(pp))
 
     def _traffic_phase(self, pipes, t0, client, server, progress) -> None:
@@ -295,7 +292,7 @@ class Runner:
             if self.server is not None and not self.server.alive() and self.incomplete is None:
                 self.incomplete = f"server {self.server.model} died mid-run (exit code {self.server.proc.returncode}): {self.server.stderr_tail(3)}"
                 for pp in open_pipes:
-                    _send(pp, ("stop",))
+                    send(pp, ("stop",))
             if time.monotonic() > hard_deadline:
                 self.incomplete = self.incomplete or "workers did not finish before the deadline"
                 break
@@ -315,7 +312,7 @@ class Runner:
                     if data["outcome"] != "complete" and self.incomplete is None:
                         self.incomplete = data["outcome"]
                         for other in open_pipes:
-                            _send(other, ("stop",))
+                            send(other, ("stop",))
         if self.cpu_end is None:  # cut short: CPU up to now
             self.cpu_end = (client.sample(), server.sample() if server else None, client.waits())
             self.t_cpu_end = time.perf_counter_ns()
@@ -351,7 +348,7 @@ class Runner:
             self.finals[idx] = data
 
     # -- the result document ------------------------------------------------------------
-    def _document(self, env, client_cpus, server_cpus, server_pid, host, port, fd_limit) -> dict:
+    def document(self, env, client_cpus, server_cpus, server_pid, host, port, fd_limit) -> dict:
         cfg = self.cfg
         finals = list(self.finals.values())
         intervals = [self.intervals[i] for i in sorted(self.intervals)]
@@ -480,7 +477,7 @@ class Runner:
         return out
 
 
-class _Abort(Exception):
+class Abort(Exception):
     """Raised inside execute() to end the run early with self.incomplete set."""
 
 
@@ -504,7 +501,7 @@ def session_certs(extra_names: tuple[str, ...] = ()):
     return d, c
 
 
-def _send(pipe, msg) -> None:
+def send(pipe, msg) -> None:
     try:
         pipe.send(msg)
     except (BrokenPipeError, OSError):

@@ -164,13 +164,9 @@ def stop_with_parent() -> bool:
     want = os.environ.pop(PARENT_ENV, None)
     if not want or not want.isdigit():
         return True
-    try:
-        import ctypes
+    from .procs import die_with_parent
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's own stop() is all there is
-        return True
-    return os.getppid() == int(want)  # else the parent died before the prctl took effect
+    return die_with_parent(signal.SIGTERM, int(want))  # False: the parent died before the request took effect
 
 
 def main(argv: list[str] | None = None) -> int:

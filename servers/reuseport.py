@@ -21,23 +21,19 @@ from dataclasses import replace
 from . import net, registry
 from .config import ServerConfig, default_workers
 from .loop_control import StopSignal
+from .procs import die_with_parent
 
 log = logging.getLogger("servers")
 
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 1.5  # of the 2 s stop budget: SIGTERM, then SIGKILL for stragglers
 RESTART_MIN_INTERVAL_S = 1.0  # a worker that crashes at once is not restarted in a tight loop
-_PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this worker if the supervisor dies (even by SIGKILL)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: workers may outlive a killed parent
-        pass
+    """Ask Linux to SIGTERM this worker if the supervisor dies (even by SIGKILL); not Linux: workers may outlive
+    a killed parent."""
+    die_with_parent(signal.SIGTERM)
 
 
 def _worker(config: ServerConfig, ready_w) -> None:

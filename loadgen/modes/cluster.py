@@ -41,7 +41,8 @@ from pathlib import Path
 from .. import stats
 from ..config import LoadConfig
 from ..envinfo import environment
-from ..runner import EXIT_INCOMPLETE, Runner, RunError, _interrupt, connect_budget_s, exit_code, session_certs
+from ..procs import interrupt
+from ..runner import EXIT_INCOMPLETE, Runner, RunError, connect_budget_s, exit_code, session_certs
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (loadgen/modes/cluster.py)
 CODE_DIRS = ("loadgen", "servers")  # what must be byte-identical on every host
@@ -408,7 +409,7 @@ class Coordinator:
             raise RunError(f"--cluster {cfg.cluster}: the cluster failed before any traffic: {_one_line(exc)}") from None
         for i, h in enumerate(hosts):
             h.conn_ids = list(range(i, cfg.conns, len(hosts)))
-        old_term = signal.signal(signal.SIGTERM, _interrupt)
+        old_term = signal.signal(signal.SIGTERM, interrupt)
         env = environment()
         try:
             if cfg.server:
@@ -633,7 +634,7 @@ class Coordinator:
             self.incomplete = f"client host {lost.name}: {lost.lost}"
         merged = merge_parts(replace(cfg, workers=cfg.workers * len(hosts)), [h.result["merge"] for _, h in parts],
                              self.incomplete, lambda m: None)
-        doc = merged._document(env, (), cfg.server_cpus, cfg.server_pid, cfg.host, cfg.port, None)
+        doc = merged.document(env, (), cfg.server_cpus, cfg.server_pid, cfg.host, cfg.port, None)
         self._cpu(doc, hosts)
         doc["hosts"] = [self._host_entry(h, n, doc) for n, h in enumerate(hosts)]
         doc["cluster"] = {"scheduler": cfg.cluster, "run_id": self.run_id, "hosts": len(hosts),
@@ -756,7 +757,7 @@ def _busy(h: Host) -> float:
 
 
 def merge_parts(cfg: LoadConfig, parts: list[dict], incomplete: str | None, log) -> Runner:
-    """A Runner holding every host's intervals and finals (keys (host, worker)), ready for ``_document``: the same
+    """A Runner holding every host's intervals and finals (keys (host, worker)), ready for ``Runner.document``: the same
     exact merge a single host does over its own workers."""
     m = Runner(cfg, log)
     m.incomplete = incomplete

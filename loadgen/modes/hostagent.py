@@ -23,7 +23,9 @@ import threading
 import time
 
 from ..config import LoadConfig
-from ..runner import EXIT_USAGE, Runner, RunError, _Abort, _send
+from servers.procs import die_with_parent
+
+from ..runner import EXIT_USAGE, Abort, Runner, RunError, send
 from ..target import TargetError
 
 LATE_START_NS = 100_000_000  # a host that learns of the start instant this long after it is incomplete
@@ -66,8 +68,8 @@ class AgentRunner(Runner):
         if msg["kind"] != "start":
             self.incomplete = msg.get("reason") or "stopped by the coordinator before the start"
             for pp in pipes:
-                _send(pp, ("stop",))
-            raise _Abort()
+                send(pp, ("stop",))
+            raise Abort()
         real, perf = time.time_ns(), time.perf_counter_ns()
         self.shift_ns = real - perf - self.offset_ns
         t0 = msg["t_ns"] - self.shift_ns  # the agreed instant on this host's perf_counter
@@ -76,8 +78,8 @@ class AgentRunner(Runner):
             self.incomplete = (f"the start instant reached this host {self.late_ns / 1e6:.0f} ms after it had passed "
                                f"(over {LATE_START_NS / 1e6:.0f} ms)")
             for pp in pipes:
-                _send(pp, ("stop",))
-            raise _Abort()
+                send(pp, ("stop",))
+            raise Abort()
         return t0
 
     def merge_material(self) -> dict:
@@ -108,19 +110,6 @@ def _read_commands(commands, starts: queue.Queue, on_stop) -> None:
     on_stop("the coordinator went away")
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM (a clean stop) when the Dask worker thread that started this agent dies. Set here, after exec,
-    rather than in a preexec_fn of that threaded worker process."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the end of stdin still stops it
-        pass
-    if parent and os.getppid() != parent:  # the parent died before the prctl took effect
-        sys.exit(3)
-
-
 def main() -> int:
     # The commands come on a private copy of stdin, and stdin itself becomes /dev/null: a forked load-generator
     # worker closes sys.stdin first thing (multiprocessing), which would wait forever for the buffer lock that
@@ -131,7 +120,10 @@ def main() -> int:
     os.close(null)
     sys.stdin = open(os.devnull)
     spec = json.loads(commands.readline())
-    _die_with_parent(spec.get("parent_pid", 0))
+    # SIGTERM (a clean stop) when the Dask worker thread that started this agent dies; set here, after exec,
+    # rather than in a preexec_fn of that threaded worker process
+    if not die_with_parent(signal.SIGTERM, spec.get("parent_pid") or None):
+        sys.exit(3)  # the parent died before the request took effect
     cfg = config_from(spec["cfg"])
     tmp = None
     if spec.get("tls_ca_pem"):  # the authority the coordinator trusts for this run's server

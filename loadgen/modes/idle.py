@@ -39,8 +39,11 @@ from dataclasses import dataclass, replace
 
 import psutil
 
+from servers.procs import die_with_parent
+
 from .. import stats
 from ..envinfo import environment
+from ..procs import interrupt
 
 CONNECT_CONCURRENCY = 256  # connects in flight at once over all processes when --connect-rate is not given (more
 # would only queue in a slow server's backlog, timing out connects the server would have taken)
@@ -140,10 +143,6 @@ def check_sources(sources: tuple[str | None, ...], family: int) -> None:
 def split(n: int, parts: int, i: int) -> int:
     """Part ``i``'s share of ``n`` split as evenly as possible over ``parts``."""
     return n // parts + (1 if i < n % parts else 0)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _kind(exc: BaseException) -> str:
@@ -431,20 +430,6 @@ class IdleRun:
 
 # -- the other processes' shares --------------------------------------------------------------------------------
 
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL this process when its parent dies, however it dies (Linux prctl PR_SET_PDEATHSIG): a helper must not
-    outlive the run holding thousands of the server's connections."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the pipe's EOF still ends it when the parent exits
-        pass
-    if os.getppid() != parent:  # the parent died before the prctl took effect
-        os._exit(1)
-
-
 def _part_main(cfg, index: int, parts: int, addr, family: int, sources, max_failures, pipe, cpus,
                inherited: list[int], parent: int) -> None:
     """A load-generator process holding part ``index`` of the connections, driven by the parent over ``pipe``:
@@ -452,7 +437,10 @@ def _part_main(cfg, index: int, parts: int, addr, family: int, sources, max_fail
     its counts. Anything from the parent during a command (or the parent gone: EOF) stops that command."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it tells us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with_parent(parent)
+    # SIGKILL when the parent dies, however it dies: a helper must not outlive the run holding thousands of the
+    # server's connections (not Linux: the pipe's EOF still ends it when the parent exits)
+    if not die_with_parent(signal.SIGKILL, parent):
+        os._exit(1)  # the parent died before the request took effect
     for fd in inherited:  # the parent's ends of the pipes, copied by fork: held here, no EOF would ever come
         try:
             os.close(fd)
@@ -636,7 +624,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         if spread.why:
             log(f"idle: spread over {spread.why}")
         # the other processes are forked before this one has an event loop (a forked loop is not safe to use)
-        old_term = signal.signal(signal.SIGTERM, _interrupt)
+        old_term = signal.signal(signal.SIGTERM, interrupt)
         try:
             parts = Parts(cfg, spread.workers, info[4], info[0], spread.sources, part_budget, client_cpus)
         except PartLost as exc:

@@ -41,8 +41,9 @@ from servers import registry
 from .. import output
 from ..config import LoadConfig, OneLineParser, parse_size
 from .cost import CostError
-from .cost import _positive as _count
+from .cost import positive_count as _count
 from ..envinfo import ROOT, environment
+from ..procs import interrupt
 from . import worktree
 from .paired import Change, ab_verdict, run_slice, slice_order, summary
 
@@ -523,10 +524,6 @@ def parse_config(argv=None, prog: str = "python -m loadgen ab") -> AbConfig:
                     head_args=tuple(a.head_args), results=a.results, repo=a.repo, quiet=a.quiet)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None, prog: str = "python -m loadgen ab") -> int:
     cfg = parse_config(argv, prog)
 
@@ -534,7 +531,7 @@ def main(argv=None, prog: str = "python -m loadgen ab") -> int:
         if not cfg.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    old = signal.signal(signal.SIGTERM, _interrupt)  # a CI cancel cleans up like Ctrl-C
+    old = signal.signal(signal.SIGTERM, interrupt)  # a CI cancel cleans up like Ctrl-C
     try:
         out_dir, doc = run(cfg, log)
     except UsageError as exc:

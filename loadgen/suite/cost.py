@@ -437,7 +437,7 @@ def load_cost(path: str) -> dict:
     return doc
 
 
-def _positive(text: str) -> int:
+def positive_count(text: str) -> int:
     n = int(text)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
@@ -451,11 +451,11 @@ def main(argv=None) -> int:
     p.add_argument("--models", type=lambda s: [x for x in s.split(",") if x], help="comma-separated (default: every "
                    "Python model that can run here)")
     p.add_argument("--transport", choices=["tcp", "unix"], default="tcp")
-    p.add_argument("--conns", type=_positive, default=10)
+    p.add_argument("--conns", type=positive_count, default=10)
     p.add_argument("--size", type=parse_size, default=1024)
-    p.add_argument("--n1", type=_positive, default=1000, help="messages in the short run (default 1000)")
-    p.add_argument("--n2", type=_positive, default=3000, help="messages in the long run (default 3000)")
-    p.add_argument("--repeats", type=_positive, default=2, help="pairs of runs per model, to measure the spread (default 2)")
+    p.add_argument("--n1", type=positive_count, default=1000, help="messages in the short run (default 1000)")
+    p.add_argument("--n2", type=positive_count, default=3000, help="messages in the long run (default 3000)")
+    p.add_argument("--repeats", type=positive_count, default=2, help="pairs of runs per model, to measure the spread (default 2)")
     p.add_argument("--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
                    help="an extra argument for every server (e.g. --server-arg=--burn-loop=20)")
     p.add_argument("--side-by-side", default=",".join(DEFAULT_SIDE_BY_SIDE), metavar="A,B",
