@@ -28,6 +28,7 @@ the same way, for latency-versus-load curves.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -73,6 +74,28 @@ def parse_slo(text: str) -> Slo:
     return Slo(PERCENTILE_KEYS[m.group(1)], limit, text.strip())
 
 
+class Invalid(str, enum.Enum):
+    """Why a step carries no verdict on the server. The search decides on these values; ``Step.reason`` is the
+    sentence for people."""
+
+    ERROR = "the run could not be made"
+    INCOMPLETE = "the run did not complete"
+    FAILURES = "integrity failures or errors"
+    CLIENT_LIMIT = "client cannot offer this rate"  # a ceiling for the search, not its end
+
+
+class Stop(str, enum.Enum):
+    """Why a search ended before its bracket was within the precision (None: it was)."""
+
+    CONFIRMATION_INVALID = "the confirmation run was invalid"
+    UNCONFIRMED = "max_steps reached before the capacity was confirmed"
+    CLIENT_CEILING = "the load generator cannot offer more"  # the result is a lower bound
+    NO_RATE_MEETS = "no rate meets the SLO"
+    MAX_STEPS = "max_steps reached"
+    STEP_INVALID = "a step was invalid"
+    MAX_RATE_HOLDS = "the SLO still holds at max_rate"  # complete: the capacity is at least max_rate
+
+
 @dataclass
 class Step:
     """One open-loop run at a planned rate, judged."""
@@ -87,7 +110,8 @@ class Step:
     loadgen_pct: float | None = None
     server_pct: float | None = None
     valid: bool = True
-    reason: str | None = None  # why the step is invalid
+    reason: str | None = None  # why the step is invalid, for people
+    invalid: Invalid | None = None  # why the step is invalid, for the search
     meets: bool | None = None  # every SLO held (None when invalid)
     phase: str = "ramp"  # ramp, descend or bisect
     overload: bool = False  # achieved < planned because the server fell behind (a valid, broken step)
@@ -98,19 +122,21 @@ class Step:
 
 def judge(step: Step, slos: list[Slo]) -> Step:
     """Decide whether ``step`` counts, and whether it met every SLO."""
-    why = None
-    if step.verdict and step.verdict.startswith("error: "):
-        why = f"the run could not be made ({step.verdict[7:]})"
+    why, kind = None, None
+    if step.verdict and step.verdict.startswith("error: "):  # Runner errors arrive as "error: <message>"
+        why, kind = f"{Invalid.ERROR.value} ({step.verdict[7:]})", Invalid.ERROR
     elif not step.complete:
-        why = "the run did not complete"
+        why, kind = Invalid.INCOMPLETE.value, Invalid.INCOMPLETE
     elif step.failures:
-        why = f"{step.failures} integrity failure(s) or error(s)"
+        why, kind = f"{step.failures} integrity failure(s) or error(s)", Invalid.FAILURES
     elif step.verdict in CLIENT_SATURATED:
-        why = (f"client cannot offer this rate: the load generator was the bottleneck ({step.verdict}; achieved "
+        why = (f"{Invalid.CLIENT_LIMIT.value}: the load generator was the bottleneck ({step.verdict}; achieved "
                f"{step.achieved:,.0f} of {step.rate:,.0f} msgs/s)")
+        kind = Invalid.CLIENT_LIMIT
     elif step.loadgen_wait_pct is not None and step.loadgen_wait_pct >= CLIENT_WAIT_LIMIT_PCT:
-        why = (f"client cannot offer this rate: the load generator waited for its CPU {step.loadgen_wait_pct:.0f}% "
+        why = (f"{Invalid.CLIENT_LIMIT.value}: the load generator waited for its CPU {step.loadgen_wait_pct:.0f}% "
                "of the window (another process had it)")
+        kind = Invalid.CLIENT_LIMIT
     meets = all(s.holds(step.latency_us) for s in slos)
     if why is None and step.achieved < MIN_ACHIEVED * step.rate:
         short = f"achieved {step.achieved:,.0f} of {step.rate:,.0f} msgs/s (< {MIN_ACHIEVED:.0%})"
@@ -120,9 +146,9 @@ def judge(step: Step, slos: list[Slo]) -> Step:
         # client alike)
         headroom = step.verdict not in (None, "unknown") and step.loadgen_wait_pct is not None
         if lag is not None and lag >= CLIENT_LAG_LIMIT_US:  # the client's own timers ran late: its shortfall
-            why = f"client cannot offer this rate: {short}, its sends late by {lag:,.0f} us (p50)"
+            why, kind = f"{Invalid.CLIENT_LIMIT.value}: {short}, its sends late by {lag:,.0f} us (p50)", Invalid.CLIENT_LIMIT
         elif meets and not headroom:  # nothing shows the server held the messages back: not a capacity (the
-            why = f"client cannot offer this rate: {short}"  # conservative answer)
+            why, kind = f"{Invalid.CLIENT_LIMIT.value}: {short}", Invalid.CLIENT_LIMIT  # conservative answer)
         else:  # the client had CPU to spare and kept its schedule, the server did not: messages waited behind
             step.overload = True  # full windows (timed from when they were due). A valid step that breaks the
             if meets:  # SLO: a rate the server cannot sustain is not within its capacity, whatever its percentiles
@@ -130,6 +156,7 @@ def judge(step: Step, slos: list[Slo]) -> Step:
                 step.note = f"the server fell behind: {short}"
     step.valid = why is None
     step.reason = why
+    step.invalid = kind
     step.meets = meets if step.valid else None
     return step
 
@@ -144,6 +171,7 @@ class SearchResult:
     stopped: str | None  # why the search ended early (an invalid step, max_steps, max_rate)
     steps: list[Step] = field(default_factory=list)
     confirmed: bool | None = None  # with confirm: the capacity held on a second run (None: not asked or not bisected)
+    stop: Stop | None = None  # why the search ended early, for code (``stopped`` is the sentence)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -186,6 +214,7 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
     # rate that held as a lower bound, saying the client was the limit. Any other invalid step ends the search.
     ceiling: float | None = None  # lowest rate the client could not offer, above lo
     ceiling_reason = ""
+    stop: Stop | None = None
     confirmed = False
     failed: set[float] = set()  # rates that held once and broke when confirmed
     rate, phase = start_rate, "ramp"
@@ -208,27 +237,29 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
                         rate = math.sqrt(lo * hi)
                     continue
                 else:
-                    stopped = f"the confirmation of {lo:,.0f} msgs/s is invalid: {step.reason}"
+                    stopped, stop = f"the confirmation of {lo:,.0f} msgs/s is invalid: {step.reason}", Stop.CONFIRMATION_INVALID
                     break
             elif confirm and not confirmed:
-                stopped = f"max_steps ({max_steps}) reached before the capacity was confirmed"
+                stopped, stop = f"max_steps ({max_steps}) reached before the capacity was confirmed", Stop.UNCONFIRMED
                 break
             if hi is None or (ceiling is not None and ceiling < hi):
                 stopped = (f"the load generator cannot offer {ceiling:,.0f} msgs/s ({ceiling_reason}); the SLO held "
                            f"up to {lo:,.0f}: the capacity is at least that")
+                stop = Stop.CLIENT_CEILING
             break
         if len(steps) >= max_steps or rate < MIN_RATE:
             stopped = (f"no rate from {hi:,.1f} msgs/s up meets the SLO within {len(steps)} steps" if phase == "descend"
                        else f"max_steps ({max_steps}) reached while {'ramping' if phase == 'ramp' else 'bisecting'}")
+            stop = Stop.NO_RATE_MEETS if phase == "descend" else Stop.MAX_STEPS
             break
         step = run(rate, phase)
         if not step.valid:
-            if lo is not None and rate > lo and (step.reason or "").startswith("client cannot offer"):
+            if lo is not None and rate > lo and step.invalid is Invalid.CLIENT_LIMIT:
                 if ceiling is None or rate < ceiling:
                     ceiling, ceiling_reason = rate, step.reason
                 phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
                 continue
-            stopped = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}"
+            stopped, stop = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}", Stop.STEP_INVALID
             break
         if step.meets:
             lo = rate
@@ -238,16 +269,17 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
             phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
         elif hi is None:  # still holding: up
             if max_rate is not None and rate >= max_rate:
-                stopped = f"the SLO still holds at max_rate ({max_rate:,.0f} msgs/s)"
+                stopped, stop = f"the SLO still holds at max_rate ({max_rate:,.0f} msgs/s)", Stop.MAX_RATE_HOLDS
                 break
             rate = rate * growth if max_rate is None else min(rate * growth, max_rate)
         else:  # broke with nothing held yet: down
             phase, rate = "descend", hi / growth
-    complete = stopped is None or stopped.startswith("the SLO still holds")
+    complete = stop in (None, Stop.MAX_RATE_HOLDS)
     if confirm and lo is not None and not confirmed and complete:
         confirmed = None  # max_rate reached: nothing bisected to confirm
     res = SearchResult([s.text for s in slos], precision, lo, (lo, hi), complete, stopped, steps)
     res.confirmed = confirmed if confirm else None
+    res.stop = stop
     return res
 
 

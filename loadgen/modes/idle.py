@@ -140,6 +140,9 @@ def check_sources(sources: tuple[str | None, ...], family: int) -> None:
                 from None
 
 
+WRONG_BYTES = "wrong bytes echoed"  # the failure kind that is an integrity failure (exit code 1), not a limit
+
+
 def split(n: int, parts: int, i: int) -> int:
     """Part ``i``'s share of ``n`` split as evenly as possible over ``parts``."""
     return n // parts + (1 if i < n % parts else 0)
@@ -318,7 +321,7 @@ class IdleRun:
             # proof that the server accepted it (a listen backlog completes the handshake by itself)
             await asyncio.wait_for(self.echo(cid, sock, 0), self.probe_timeout)
         except Mismatch:
-            self.failures["wrong bytes echoed"] += 1
+            self.failures[WRONG_BYTES] += 1
         except Exception as exc:  # noqa: BLE001 (every failure is counted by kind, never lost)
             self.failures[_kind(exc)] += 1
         else:
@@ -389,7 +392,7 @@ class IdleRun:
                     try:
                         await asyncio.wait_for(self.echo(cid, sock, seq), self.probe_timeout)
                     except Mismatch:
-                        failed["wrong bytes echoed"] += 1
+                        failed[WRONG_BYTES] += 1
                         dead.add(cid)
                         return
                     except Exception as exc:  # noqa: BLE001 (counted by kind)
@@ -786,7 +789,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
            "target": {"host": host, "port": port, "server_model": cfg.server, "server_pid": pid},
            "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus) if server_cpus else None},
            "fd_limit": fd_limit, "result": result}
-    if "wrong bytes echoed" in hold["failures"] or final["failures"].get("wrong bytes echoed"):
+    if WRONG_BYTES in hold["failures"] or final["failures"].get(WRONG_BYTES):
         return doc, EXIT_FAILURES
     return doc, EXIT_OK if result["complete"] else EXIT_INCOMPLETE
 
