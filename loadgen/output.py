@@ -8,7 +8,9 @@ import sys
 
 from hdrh.histogram import HdrHistogram
 
-SCHEMA_VERSION = 2  # of the load generator's result document (runner.py writes it; load() refuses others)
+from .result import RUN, RUN_VERSION, check
+
+SCHEMA_VERSION = RUN_VERSION  # of the load generator's result document (loadgen/result.py owns it)
 # 2: result.capacity (the --find-capacity search; null otherwise), result.engine, config.engine
 
 
@@ -142,9 +144,7 @@ def load(path: str) -> dict:
     """Read a result document; refuse an unknown schema version."""
     with open(path) as f:
         doc = json.load(f)
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-    return doc
+    return check(doc, RUN, path)
 
 
 def point_latest(results_root, out_dir, name: str = "latest") -> None:

@@ -113,7 +113,7 @@ def test_merged_percentiles_equal_one_histogram_fed_every_sample():
     a, sa = _part(rng, t0, [0, 2, 4], 3, 0.0)
     b, sb = _part(rng, t0, [1, 3], 3, 400.0)  # a slower host: a distribution of its own
     cfg = replace(LoadConfig(conns=5, duration=3.0, warmup=0.0), workers=2)
-    doc = merge_parts(cfg, [a, b], None, lambda m: None)._document({}, (), None, None, "127.0.0.1", 1, None)
+    doc = merge_parts(cfg, [a, b], None, lambda m: None).document({}, (), None, None, "127.0.0.1", 1, None)
     r = doc["result"]
     one = stats.new_histogram()
     stats.record_batch(one, np.concatenate([sa, sb]))

@@ -42,6 +42,8 @@ import psutil
 from servers.procs import die_with_parent
 
 from .. import stats
+from ..result import IDLE
+from ..result import version as doc_version
 from ..envinfo import environment
 from ..procs import interrupt
 
@@ -785,7 +787,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         "trickle": hold,
         "server_alive": server_alive,
     }
-    doc = {"schema_version": 2, "kind": "echobench-idle", "config": cfg.as_dict(), "env": environment(),
+    doc = {"schema_version": doc_version(IDLE), "kind": IDLE, "config": cfg.as_dict(), "env": environment(),
            "target": {"host": host, "port": port, "server_model": cfg.server, "server_pid": pid},
            "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus) if server_cpus else None},
            "fd_limit": fd_limit, "result": result}

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from servers import registry
 
-from .. import output
+from .. import output, result
 from ..config import LoadConfig, OneLineParser, parse_size
 from .cost import CostError
 from .cost import positive_count as _count
@@ -47,8 +47,8 @@ from ..procs import interrupt
 from . import worktree
 from .paired import Change, ab_verdict, run_slice, slice_order, summary
 
-AB_SCHEMA_VERSION = 1
-KIND = "echobench-ab"
+AB_SCHEMA_VERSION = result.version(result.AB)
+KIND = result.AB
 EXIT_OK, EXIT_REGRESSED, EXIT_USAGE, EXIT_MEASURE = 0, 1, 2, 3
 NOT_GATEABLE = "not gateable"  # a cost verdict: the model's own repeats differ by more than the threshold
 TOP_FUNCTIONS = 5
@@ -397,11 +397,7 @@ def markdown(doc: dict) -> str:
 def load_ab(path: str) -> dict:
     """An A/B document from a run folder or its ab.json; ValueError (one line) when it is not one."""
     doc, p = output.read_json(path, "ab.json")
-    if doc.get("kind") != KIND:
-        raise ValueError(f"{p}: not an echobench A/B document")
-    if doc.get("schema_version") != AB_SCHEMA_VERSION:
-        raise ValueError(f"{p}: A/B schema_version {doc.get('schema_version')!r}; this echobench reads {AB_SCHEMA_VERSION}")
-    return doc
+    return result.check(doc, KIND, p)
 
 
 # -- the command -----------------------------------------------------------------------------------------------

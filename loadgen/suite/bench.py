@@ -25,7 +25,7 @@ from servers import registry
 from servers.config import ServerConfig
 
 from ..modes import capacity
-from .. import output, stats
+from .. import output, result, stats
 from ..config import LoadConfig, OneLineParser
 from ..engine import native
 from ..envinfo import ROOT, environment
@@ -38,7 +38,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 MATRICES = Path(__file__).with_name("matrices")
-SUITE_SCHEMA_VERSION = 1
+SUITE_SCHEMA_VERSION = result.version(result.SUITE)
 RUN_OVERHEAD_S = 1.0  # server start, connects, drain, stop: for the time-left estimate
 SLICE_OVERHEAD_S = 0.1  # a paired slice's connects, fork and drain (0.08 s at 10 connections, 0.17 s at 1,000 here)
 
@@ -600,7 +600,7 @@ def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]
                     key = cell_key(c["model"], conns, size, transport)
                     slices = [None if x is None else {k: v for k, v in asdict(x).items() if k != "histogram"}
                               for x in runs[c["model"]].slices]
-                    output.write_json({"schema_version": output.SCHEMA_VERSION, "kind": "echobench-paired-cell",
+                    output.write_json({"schema_version": result.version(result.PAIRED_CELL), "kind": result.PAIRED_CELL,
                                        "bench": {"model": c["model"], "transport": transport, "conns": conns,
                                                  "size": size, "mode": "paired", "rounds": n_rounds},
                                        "result": {"complete": c["status"] == "ok", "histogram_unit": "ns",
@@ -764,7 +764,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     summary = paired_cells if paired else _summary(cells, matrix, models, docs, fails)
     suite = {
         "schema_version": SUITE_SCHEMA_VERSION,
-        "kind": "echobench-suite",
+        "kind": result.SUITE,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "env": env,
         "matrix": {k: v for k, v in matrix.items()},

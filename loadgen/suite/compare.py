@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import OneLineParser
+from ..result import SUITE, DocumentError, check
 
 METRICS = {  # name -> (label, higher is better)
     "msgs_per_s": ("throughput (msgs/s)", True),
@@ -146,10 +147,10 @@ def load_suite(path: str) -> dict:
         suite, p = read_json(path, "suite.json")
     except ValueError as exc:
         raise CompareError(str(exc)) from None
-    if suite.get("kind") != "echobench-suite":
-        raise CompareError(f"{p}: not an echobench suite (kind {suite.get('kind')!r})")
-    if suite.get("schema_version") != 1:
-        raise CompareError(f"{p}: suite schema_version {suite.get('schema_version')!r}; this compare reads version 1")
+    try:
+        check(suite, SUITE, p)
+    except DocumentError as exc:
+        raise CompareError(str(exc)) from None
     if suite.get("mode") == "paired":
         raise CompareError(f"{p}: a paired-rounds run (make bench): its ratios are within its own rounds; compare "
                            "judges fresh-trial runs (make bench-ci, or --mode trials), and make bench-ab compares "

@@ -44,13 +44,13 @@ import psutil
 from servers import registry
 from servers.net import read_ready_line
 
-from .. import output
+from .. import output, result
 from ..config import OneLineParser
 from ..envinfo import ROOT, environment
 from ..payload import MessageMaker
 
-COST_SCHEMA_VERSION = 1
-KIND = "echobench-cost"
+COST_SCHEMA_VERSION = result.version(result.COST)
+KIND = result.COST
 READY_TIMEOUT_S = 120.0  # Python starting under valgrind takes seconds
 STOP_TIMEOUT_S = 120.0
 IO_TIMEOUT_S = 60.0
@@ -425,11 +425,7 @@ def run(a, log) -> tuple[Path, dict]:
 def load_cost(path: str) -> dict:
     """A cost document from a run folder or its cost.json; ValueError (one line) when it is not one."""
     doc, p = output.read_json(path, "cost.json")
-    if doc.get("kind") != KIND:
-        raise ValueError(f"{p}: not an echobench cost document")
-    if doc.get("schema_version") != COST_SCHEMA_VERSION:
-        raise ValueError(f"{p}: cost schema_version {doc.get('schema_version')!r}; this echobench reads "
-                         f"{COST_SCHEMA_VERSION}")
+    result.check(doc, KIND, p)
     models = doc.get("models")
     if (not isinstance(doc.get("config"), dict) or not isinstance(models, dict) or not models
             or not all(isinstance(m, dict) and isinstance(m.get("instructions_per_msg"), (int, float)) for m in models.values())):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
-from ..output import SCHEMA_VERSION, human_size
+from ..output import human_size
+from ..result import PAIRED_CELL, RUN, SUITE, DocumentError, check
 from ..stats import BUSY
 
 GO_REFERENCE = "go"  # the study's own server: each ranking table gives every model's server CPU relative to it
@@ -37,13 +38,17 @@ def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
         suite = json.loads(path.read_text())
     except FileNotFoundError:
         raise ReportError(f"{path} not found: is {run_dir} a bench run folder?") from None
-    if suite.get("kind") != "echobench-suite" or suite.get("schema_version") != 1:
-        raise ReportError(f"{path}: not an echobench suite of schema version 1")
+    try:
+        check(suite, SUITE, path)
+    except DocumentError as exc:
+        raise ReportError(str(exc)) from None
     docs = []
     for p in sorted((run_dir / "cells").glob("*.json")):
         d = json.loads(p.read_text())
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise ReportError(f"{p}: schema_version {d.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        try:
+            check(d, PAIRED_CELL if d.get("kind") == PAIRED_CELL else RUN, p)
+        except DocumentError as exc:
+            raise ReportError(str(exc)) from None
         docs.append(d)
     return suite, docs
 

@@ -1,0 +1,40 @@
+"""Every document echobench writes: its kind, its schema version, and the one check every reader uses.
+
+A reader refuses a document of another kind or of a version it does not know, in one line (``DocumentError``,
+a ValueError), never a traceback and never a guess. Bump a version here, and only here, when a document's
+meaning changes; the JSON Schema of the run document is ``docs/result-schema.json``.
+"""
+
+from __future__ import annotations
+
+RUN = None  # the load generator's result document (loadgen/run.py --json; one per trial in make bench --mode trials)
+RUN_VERSION = 2
+IDLE = "echobench-idle"  # loadgen/run.py --idle (connection scale)
+SUITE = "echobench-suite"  # make bench's suite.json
+PAIRED_CELL = "echobench-paired-cell"  # make bench (paired rounds): one model's slices in one cell
+COST = "echobench-cost"  # make bench-cost
+AB = "echobench-ab"  # make bench-ab
+
+VERSIONS = {RUN: RUN_VERSION, IDLE: 2, SUITE: 1, PAIRED_CELL: RUN_VERSION, COST: 1, AB: 1}
+NAMES = {RUN: "result", IDLE: "connection-scale", SUITE: "suite", PAIRED_CELL: "paired-cell", COST: "cost", AB: "A/B"}
+
+
+class DocumentError(ValueError):
+    """Not a document of the kind asked for, or of a version this echobench does not read: one line."""
+
+
+def version(kind: str | None) -> int:
+    return VERSIONS[kind]
+
+
+def check(doc, kind: str | None, where) -> dict:
+    """``doc`` if it is a document of ``kind`` (``RUN`` for a result document, which carries no kind) at the
+    version this echobench reads; DocumentError otherwise. ``where``: the file, for the message."""
+    if not isinstance(doc, dict):
+        raise DocumentError(f"{where}: not an echobench document (a JSON object is expected)")
+    if kind is not RUN and doc.get("kind") != kind:
+        raise DocumentError(f"{where}: not an echobench {NAMES[kind]} document (kind {doc.get('kind')!r})")
+    if doc.get("schema_version") != VERSIONS[kind]:
+        raise DocumentError(f"{where}: {NAMES[kind]} schema_version {doc.get('schema_version')!r}; this echobench "
+                            f"reads {VERSIONS[kind]}")
+    return doc
