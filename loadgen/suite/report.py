@@ -128,21 +128,29 @@ def _subtitle(suite) -> str:
             f"{(env['git_commit'] or '?')[:10]}")
 
 
-def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
-    import matplotlib
+HOLLOW_NOTE = "hollow marker = load generator saturated (client-bound or both-saturated): not the server's limit"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    models = suite["models"]
-    sty = _model_styles(models)
-    sub = _subtitle(suite)
-    plots = {}
-    conn_sweep = _sweep(suite, "connections")
-    size_sweep = _sweep(suite, "message size")
-    hollow_note = "hollow marker = load generator saturated (client-bound or both-saturated): not the server's limit"
+class _Plots:
+    """What every plot of a run needs: the suite, its cell documents, where to write, the models' styles."""
 
-    def line(ax, model, xs, cells, get, err=None):
+    def __init__(self, suite: dict, docs: list[dict], out: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.matplotlib, self.plt = matplotlib, plt
+        self.suite, self.docs, self.out = suite, docs, out
+        self.models = suite["models"]
+        self.sty = _model_styles(self.models)
+        self.sub = _subtitle(suite)
+        self.conn_sweep = _sweep(suite, "connections")
+        self.size_sweep = _sweep(suite, "message size")
+
+    def line(self, ax, model, xs, cells, get, err=None):
+        """One model's line over a sweep; a hollow marker where the load generator was saturated."""
+        sty = self.sty
         pts = [(x, c) for x, c in zip(xs, cells) if c is not None and get(c) is not None]
         if not pts:
             return
@@ -158,59 +166,89 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
                 if lo is not None:
                     ax.vlines(xi, lo, hi, color=sty[model]["color"], alpha=0.6, linewidth=2.5)
 
-    if conn_sweep:
-        size = conn_sweep["sizes"][0]
-        xs = conn_sweep["conns"]
-        # 1. throughput vs connections
-        fig, ax = plt.subplots(figsize=(9, 5.2))
+
+def plot_throughput_vs_conns(cx: _Plots) -> str | None:
+    """Closed-loop msgs/s against connections, one line per model."""
+    suite, models, sub, out, plt = cx.suite, cx.models, cx.sub, cx.out, cx.plt
+    if not cx.conn_sweep:
+        return None
+    size, xs = cx.conn_sweep["sizes"][0], cx.conn_sweep["conns"]
+    matplotlib = cx.matplotlib
+    # 1. throughput vs connections
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    for m in models:
+        cells = [next(iter(_cells(suite, model=m, conns=c, size=size)), None) for c in xs]
+        sp = lambda c: ((c["spread"]["msgs_per_s"] or {}).get("min"), (c["spread"]["msgs_per_s"] or {}).get("max"))
+        cx.line(ax, m, xs, cells, lambda c: c["median"]["msgs_per_s"], sp)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+    _style(ax, f"Throughput vs connections ({human_size(size)} messages, median of trials, bars = min..max)\n{sub}",
+           "concurrent connections (log scale)", "echoed messages per second")
+    ax.legend(fontsize=8, ncol=2, title=HOLLOW_NOTE, title_fontsize=7)
+    return _save(fig, out, "throughput_vs_conns")
+
+    return None
+
+
+def plot_server_cpu_per_msg(cx: _Plots) -> str | None:
+    """Server CPU per message per model, one bar per connection count."""
+    suite, models, sub, out, plt = cx.suite, cx.models, cx.sub, cx.out, cx.plt
+    if not cx.conn_sweep:
+        return None
+    size, xs = cx.conn_sweep["sizes"][0], cx.conn_sweep["conns"]
+    # 2. server CPU us per message by model
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    width = 0.8 / len(xs)
+    cmap = plt.get_cmap("viridis")
+    for j, c in enumerate(xs):
+        vals = []
         for m in models:
-            cells = [next(iter(_cells(suite, model=m, conns=c, size=size)), None) for c in xs]
-            sp = lambda c: ((c["spread"]["msgs_per_s"] or {}).get("min"), (c["spread"]["msgs_per_s"] or {}).get("max"))
-            line(ax, m, xs, cells, lambda c: c["median"]["msgs_per_s"], sp)
-        ax.set_xscale("log")
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_ylim(bottom=0)
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
-        _style(ax, f"Throughput vs connections ({human_size(size)} messages, median of trials, bars = min..max)\n{sub}",
-               "concurrent connections (log scale)", "echoed messages per second")
-        ax.legend(fontsize=8, ncol=2, title=hollow_note, title_fontsize=7)
-        plots["throughput_vs_conns"] = _save(fig, out, "throughput_vs_conns")
+            cell = next(iter(_cells(suite, model=m, conns=c, size=size)), None)
+            vals.append(cell["median"]["server_us_per_msg"] if cell and cell["median"]["server_us_per_msg"] else 0)
+        pos = [i + (j - (len(xs) - 1) / 2) * width for i in range(len(models))]
+        ax.bar(pos, vals, width=width * 0.95, color=cmap(j / max(1, len(xs) - 1) * 0.85), label=f"{c} conns")
+    ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
+    ax.text(0.01, 0.97, "at 1 connection the server mostly waits: each message also pays for waking up from idle",
+            transform=ax.transAxes, fontsize=7, color="grey", va="top")
+    _style(ax, f"Server CPU per message ({human_size(size)}; lower is better; fair even when the client is the limit)\n{sub}",
+           "server model", "server CPU microseconds per message")
+    ax.legend(fontsize=8, title="load", title_fontsize=8)
+    return _save(fig, out, "server_cpu_per_msg")
 
-        # 2. server CPU us per message by model
-        fig, ax = plt.subplots(figsize=(9, 5.2))
-        width = 0.8 / len(xs)
-        cmap = plt.get_cmap("viridis")
-        for j, c in enumerate(xs):
-            vals = []
-            for m in models:
-                cell = next(iter(_cells(suite, model=m, conns=c, size=size)), None)
-                vals.append(cell["median"]["server_us_per_msg"] if cell and cell["median"]["server_us_per_msg"] else 0)
-            pos = [i + (j - (len(xs) - 1) / 2) * width for i in range(len(models))]
-            ax.bar(pos, vals, width=width * 0.95, color=cmap(j / max(1, len(xs) - 1) * 0.85), label=f"{c} conns")
-        ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
-        ax.text(0.01, 0.97, "at 1 connection the server mostly waits: each message also pays for waking up from idle",
-                transform=ax.transAxes, fontsize=7, color="grey", va="top")
-        _style(ax, f"Server CPU per message ({human_size(size)}; lower is better; fair even when the client is the limit)\n{sub}",
-               "server model", "server CPU microseconds per message")
-        ax.legend(fontsize=8, title="load", title_fontsize=8)
-        plots["server_cpu_per_msg"] = _save(fig, out, "server_cpu_per_msg")
+    return None
 
-        # 4. p99 latency vs connections
-        fig, ax = plt.subplots(figsize=(9, 5.2))
-        for m in models:
-            cells = [next(iter(_cells(suite, model=m, conns=c, size=size)), None) for c in xs]
-            sp = lambda c: ((c["spread"]["p99_us"] or {}).get("min"), (c["spread"]["p99_us"] or {}).get("max"))
-            line(ax, m, xs, cells, lambda c: c["median"]["p99_us"], sp)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.minorticks_off()
-        _plain_log_axis(ax.yaxis)
-        _style(ax, f"p99 latency vs connections ({human_size(size)}, closed loop: latency grows with queueing)\n{sub}",
-               "concurrent connections (log scale)", "p99 round-trip latency, microseconds (log scale)")
-        ax.legend(fontsize=8, ncol=2, title=hollow_note, title_fontsize=7)
-        plots["p99_vs_conns"] = _save(fig, out, "p99_vs_conns")
 
+def plot_p99_vs_conns(cx: _Plots) -> str | None:
+    """p99 against connections, one line per model."""
+    suite, models, sub, out, plt = cx.suite, cx.models, cx.sub, cx.out, cx.plt
+    if not cx.conn_sweep:
+        return None
+    size, xs = cx.conn_sweep["sizes"][0], cx.conn_sweep["conns"]
+    # 4. p99 latency vs connections
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    for m in models:
+        cells = [next(iter(_cells(suite, model=m, conns=c, size=size)), None) for c in xs]
+        sp = lambda c: ((c["spread"]["p99_us"] or {}).get("min"), (c["spread"]["p99_us"] or {}).get("max"))
+        cx.line(ax, m, xs, cells, lambda c: c["median"]["p99_us"], sp)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
+    _plain_log_axis(ax.yaxis)
+    _style(ax, f"p99 latency vs connections ({human_size(size)}, closed loop: latency grows with queueing)\n{sub}",
+           "concurrent connections (log scale)", "p99 round-trip latency, microseconds (log scale)")
+    ax.legend(fontsize=8, ncol=2, title=HOLLOW_NOTE, title_fontsize=7)
+    return _save(fig, out, "p99_vs_conns")
+
+    return None
+
+
+def plot_latency_spectrum(cx: _Plots) -> str | None:
+    """The latency percentile spectrum at the main load, every slice or trial merged."""
+    suite, models, sty, sub, out, plt = cx.suite, cx.models, cx.sty, cx.sub, cx.out, cx.plt
+    docs = cx.docs
     # 3. latency percentile spectrum at one load
     load = suite["matrix"]["run"].get("spectrum_load") or {"conns": 10, "size": 1024}
     fig, ax = plt.subplots(figsize=(9, 5.2))
@@ -243,28 +281,39 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
         _style(ax, f"Latency by percentile, {load['conns']} connections x {human_size(load['size'])} (all trials merged)\n{sub}",
                "percentile (log scale of 1/(1-p))", "round-trip latency, microseconds (log scale)")
         ax.legend(fontsize=8)
-        plots["latency_spectrum"] = _save(fig, out, "latency_spectrum")
+        return _save(fig, out, "latency_spectrum")
     else:
         plt.close(fig)
 
-    # 5. throughput (MB/s) vs message size
-    if size_sweep:
-        c = size_sweep["conns"][0]
-        xs = size_sweep["sizes"]
-        fig, ax = plt.subplots(figsize=(9, 5.2))
-        for m in models:
-            cells = [next(iter(_cells(suite, model=m, conns=c, size=s)), None) for s in xs]
-            line(ax, m, xs, cells, lambda cc: cc["median"]["mb_per_s"])
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(xs, [human_size(s) for s in xs])
-        ax.minorticks_off()
-        _plain_log_axis(ax.yaxis)
-        _style(ax, f"Throughput vs message size ({c} connections; MB/s echoed, each direction)\n{sub}",
-               "message size (log scale)", "MB/s (10^6 bytes/s, log scale)")
-        ax.legend(fontsize=8, ncol=2, title=hollow_note, title_fontsize=7)
-        plots["mbps_vs_size"] = _save(fig, out, "mbps_vs_size")
+    return None
 
+
+def plot_mbps_vs_size(cx: _Plots) -> str | None:
+    """MB/s against message size, one line per model."""
+    suite, models, sub, out, plt = cx.suite, cx.models, cx.sub, cx.out, cx.plt
+    if not cx.size_sweep:
+        return None
+    c, xs = cx.size_sweep["conns"][0], cx.size_sweep["sizes"]
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    for m in models:
+        cells = [next(iter(_cells(suite, model=m, conns=c, size=s)), None) for s in xs]
+        cx.line(ax, m, xs, cells, lambda cc: cc["median"]["mb_per_s"])
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [human_size(s) for s in xs])
+    ax.minorticks_off()
+    _plain_log_axis(ax.yaxis)
+    _style(ax, f"Throughput vs message size ({c} connections; MB/s echoed, each direction)\n{sub}",
+           "message size (log scale)", "MB/s (10^6 bytes/s, log scale)")
+    ax.legend(fontsize=8, ncol=2, title=HOLLOW_NOTE, title_fontsize=7)
+    return _save(fig, out, "mbps_vs_size")
+
+    return None
+
+
+def plot_transports(cx: _Plots) -> str | None:
+    """TCP vs Unix socket vs UDP at one load: msgs/s and server CPU per message."""
+    suite, sub, out, plt = cx.suite, cx.sub, cx.out, cx.plt
     # 6. transports: TCP vs Unix vs UDP at one load
     tl = _transport_load(suite)
     if tl and tl[3]:
@@ -293,8 +342,14 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
             ax.legend(fontsize=8, title="hatched = client-bound", title_fontsize=7)
         fig.suptitle(f"Transports at {conns} connections x {human_size(size)}: TCP vs Unix socket vs UDP "
                      f"(models that claim each)\n{sub}", fontsize=10, x=0.01, ha="left")
-        plots["transports"] = _save(fig, out, "transports")
+        return _save(fig, out, "transports")
 
+    return None
+
+
+def plot_latency_vs_load(cx: _Plots) -> str | None:
+    """Latency against offered load: every step of the capacity searches (invalid steps apart)."""
+    suite, sty, sub, out, plt = cx.suite, cx.sty, cx.sub, cx.out, cx.plt
     # 7. latency against offered load (the capacity searches' steps, and the sweep's)
     cap = suite.get("capacity")
     curves = {m: load_curve(e) for m, e in ((cap or {}).get("models") or {}).items()}
@@ -335,11 +390,28 @@ def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
         fig.suptitle(f"Latency against offered load, open loop, {cap['conns']} connections x {human_size(cap['size'])}: "
                      f"every step of the capacity searches" + (" and sweeps" if cap.get("sweep") else "") + f" ({cap['duration']:g} s each after {cap['warmup']:g} s warm-up)\n{sub}",
                      fontsize=10, x=0.01, ha="left")
-        plots["latency_vs_load"] = _save(fig, out, "latency_vs_load")
-    rss = plot_connections(suite, out, sty, sub)
-    if rss:
-        plots["rss_vs_conns"] = rss
-    return plots
+        return _save(fig, out, "latency_vs_load")
+    return None
+
+
+def plot_rss_vs_conns(cx: _Plots) -> str | None:
+    """Server memory against idle connections (the connection-scale section)."""
+    return plot_connections(cx.suite, cx.out, cx.sty, cx.sub)
+
+
+# every plot of a run, in the report's order: (key, function writing it, returning its file name or None)
+PLOTS = [("throughput_vs_conns", plot_throughput_vs_conns), ("server_cpu_per_msg", plot_server_cpu_per_msg),
+         ("p99_vs_conns", plot_p99_vs_conns), ("latency_spectrum", plot_latency_spectrum),
+         ("mbps_vs_size", plot_mbps_vs_size), ("transports", plot_transports), ("latency_vs_load", plot_latency_vs_load),
+         ("rss_vs_conns", plot_rss_vs_conns)]
+
+
+def plot_all(suite: dict, docs: list[dict], out: Path) -> dict[str, str]:
+    """Every plot that the run's data allows: {key: file name}."""
+    cx = _Plots(suite, docs, out)
+    return {key: name for key, draw in PLOTS if (name := draw(cx))}
+
+
 
 
 def plot_connections(suite: dict, out: Path, sty: dict, sub: str) -> str | None:
