@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: go-build test bench bench-ab bench-ab-check bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test test-fast bench bench-ab bench-ab-check bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,12 @@ go-build: $(STAMP)
 test: $(STAMP) go-build
 	$(PY) -m ruff check servers loadgen tests
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff and the pure tests only (tests/unit: no process, no socket, no server), for the edit-and-test loop; make test
+# (and CI) still runs everything, these included.
+test-fast: $(STAMP)
+	$(PY) -m ruff check servers loadgen tests
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # Every model over the default matrix (loadgen/suite/matrices/default.toml): results/<stamp>-<sha>/, results/latest.
 bench: $(STAMP) go-build

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serverproc import ROOT as ROOT_DIR, ServerProcess  # noqa: E402,F401
+from support.serverproc import ROOT as ROOT_DIR, ServerProcess  # noqa: E402,F401
 
 from servers import registry  # noqa: E402
 
@@ -109,12 +109,12 @@ def shared_server(request):
 
 @pytest.fixture
 def fault_server():
-    """``fault_server(mode, *args, script="fault_server.py")``: a deliberately broken server from tests/,
+    """``fault_server(mode, *args, script="fault_server.py")``: a deliberately broken server from tests/support/,
     started like a model (ready line on stdout) and killed at teardown."""
     started: list[ServerProcess] = []
 
     def start(mode: str, *args: str, script: str = "fault_server.py") -> ServerProcess:
-        s = ServerProcess(f"{script}:{mode}", argv=[sys.executable, str(ROOT_DIR / "tests" / script), mode, *args])
+        s = ServerProcess(f"{script}:{mode}", argv=[sys.executable, str(ROOT_DIR / "tests" / "support" / script), mode, *args])
         started.append(s)
         return s
 

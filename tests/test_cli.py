@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from conftest import MODEL_PARAMS, ROOT_DIR
-from echo_client import roundtrip
+from support.echo_client import roundtrip
 
 from servers import registry
 

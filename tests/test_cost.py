@@ -1,6 +1,7 @@
 """The cost gate: user-space instructions per message under callgrind (loadgen/suite/cost.py) and its verdicts
 (loadgen/suite/compare.py). Instruction counts repeat, so these tests can assert exact verdicts on real runs: an
-injected fixed amount of work (~2%) is always flagged, honest re-runs never are."""
+injected fixed amount of work (~2%) is always flagged, honest re-runs never are. (The verdict logic on synthetic
+documents: unit/test_cost.py.)"""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import sys
 import pytest
 
 from conftest import ROOT_DIR, require_tool
+from support.synthetic import cost_doc
 
-from loadgen import compare as cmp
 from loadgen import cost
 
 MODELS = "asyncio-protocol,selectors"
@@ -81,33 +82,7 @@ def test_an_injected_2_percent_is_flagged_every_time_and_honest_reruns_never(run
     assert rc == 0 and all(x["verdict"] == "improved" for x in v.values()), v
 
 
-# -- the verdict logic on synthetic documents (no valgrind) ----------------------------------------------------
-
-def doc(models: dict[str, tuple[float, float]], **config) -> dict:
-    cfg = {"transport": "tcp", "conns": 10, "size": 1024, "n1": 1000, "n2": 3000, "repeats": 2, **config}
-    return {"kind": "echobench-cost", "schema_version": 1, "timestamp": "2026-11-23T00:00:00+00:00",
-            "env": {"git_commit": "x"}, "config": cfg,
-            "models": {k: {"instructions_per_msg": v, "spread": s, "runs": [v], "functions": []}
-                       for k, (v, s) in models.items()}}
-
-
-@pytest.mark.parametrize("cur, expected", [
-    (10_200, "regressed"), (10_080, "unchanged"), (9_800, "improved"), (10_120, "too noisy"),
-])
-def test_cost_verdicts(cur, expected):
-    base = doc({"m": (10_000, 0.0001)})
-    current = doc({"m": (cur, 0.005 if expected == "too noisy" else 0.0001)})
-    (v,) = cmp.compare_cost(base, current, 0.01)
-    assert v.verdict == expected, v
-
-
-def test_the_report_shows_where_instructions_go_and_a_side_by_side():
-    d = doc({"a": (30_000, 0.0), "b": (10_000, 0.0)})
-    d["models"]["a"]["functions"] = [{"function": "task_step", "self_per_msg": 9_000.0, "inclusive_per_msg": 18_000.0}]
-    d["models"]["b"]["functions"] = [{"function": "sock_recv", "self_per_msg": 1_000.0, "inclusive_per_msg": 1_500.0}]
-    md = cost.markdown(d, ("a", "b"))
-    assert "`a` vs `b`" in md and "task_step" in md and "+9,000" in md and "3.00x" in md
-
+# -- bad input to the command, on synthetic documents (no valgrind) ---------------------------------------------
 
 def write(tmp_path, name, content):
     p = tmp_path / name
@@ -118,11 +93,11 @@ def write(tmp_path, name, content):
 
 @pytest.mark.parametrize("case", ["garbage", "schema", "models", "workload", "missing", "kind", "truncated", "folder"])
 def test_bad_cost_input_exits_2_with_one_line(tmp_path, case):
-    base = write(tmp_path, "b", doc({"m": (10_000, 0.0), "n": (5_000, 0.0)}))
-    cur = {"garbage": "{not json", "schema": doc({"m": (1, 0)}) | {"schema_version": 9},
-           "models": doc({"m": (10_000, 0.0)}), "workload": doc({"m": (10_000, 0.0), "n": (5_000, 0.0)}, size=64),
-           "kind": doc({"m": (1, 0)}) | {"kind": "echobench-suite-ish"},
-           "truncated": {k: v for k, v in doc({"m": (1, 0)}).items() if k != "config"}}.get(case)
+    base = write(tmp_path, "b", cost_doc({"m": (10_000, 0.0), "n": (5_000, 0.0)}))
+    cur = {"garbage": "{not json", "schema": cost_doc({"m": (1, 0)}) | {"schema_version": 9},
+           "models": cost_doc({"m": (10_000, 0.0)}), "workload": cost_doc({"m": (10_000, 0.0), "n": (5_000, 0.0)}, size=64),
+           "kind": cost_doc({"m": (1, 0)}) | {"kind": "echobench-suite-ish"},
+           "truncated": {k: v for k, v in cost_doc({"m": (1, 0)}).items() if k != "config"}}.get(case)
     if case == "missing":
         c = tmp_path / "nope" / "cost.json"
     elif case == "folder":  # a folder named cost.json
@@ -145,13 +120,3 @@ def test_bad_cost_arguments_are_one_line_errors(tmp_path):
             pytest.skip("valgrind is not installed")
         assert out.returncode == 2, out.stderr
         assert out.stderr.count("\n") == 1 and fragment in out.stderr, out.stderr
-
-
-def test_a_model_new_since_the_cost_baseline_is_listed_not_judged_and_a_vanished_one_is_refused():
-    base = doc({"m": (10_000, 0.0001)})
-    current = doc({"m": (10_000, 0.0001), "newcomer": (5_000, 0.0001)})
-    (v,) = cmp.compare_cost(base, current, 0.01)
-    assert v.model == "m" and v.verdict == "unchanged"
-    assert "Not judged (no baseline yet" in cmp.cost_markdown([v], base, current, 0.01)
-    with pytest.raises(cmp.CompareError, match="only in baseline"):
-        cmp.compare_cost(current, base, 0.01)

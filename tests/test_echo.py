@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_clean_exit, raise_own_nofile, require_tool
-from echo_client import connect, echo_exact, roundtrip
+from support.echo_client import connect, echo_exact, roundtrip
 
 MiB = 1024 * 1024
 

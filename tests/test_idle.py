@@ -1,6 +1,7 @@
 """Connection scale (loadgen/run.py --idle): every connection established or counted as failed by kind, the
 server's memory per connection measured (a server that holds a known amount per connection is reported within
-10% of it), descriptors running out on either side a counted failure or a one-line error, never a hang."""
+10% of it), descriptors running out on either side a counted failure or a one-line error, never a hang. (How
+connections are spread over processes and source addresses: unit/test_idle.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import psutil
 import pytest
 
 from conftest import ROOT_DIR, raise_own_nofile
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 from test_loadgen import RUN, assert_one_line_error, loadgen
 
 from loadgen import idle
@@ -184,32 +185,6 @@ def test_connections_come_from_every_source_address_given(tmp_path, fault_server
     # what the server saw, not what the client says: the warm-up connections come from the kernel's choice
     assert {a: n for a, n in peers.items() if a != "127.0.0.1"} == {"127.0.0.2": 30, "127.0.0.3": 30,
                                                                      "127.0.0.4": 30}, peers
-
-
-@pytest.mark.parametrize("n, hard, ports, workers, sources, want", [
-    (10_000, 20_000, 28_232, None, None, (1, (None,))),
-    (30_000, 20_000, 28_232, None, None, (2, ("127.0.0.1", "127.0.0.2", "127.0.0.3"))),
-    (50_000, 20_000, 28_232, None, None, (3, ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"))),
-    (50_000, 20_000, 28_232, 5, ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"),
-     (5, ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"))),
-    (1_000, 256, 28_232, None, None, (6, (None,))),
-])
-def test_plan_spread(n, hard, ports, workers, sources, want):
-    sp = idle.plan_spread(n, "127.0.0.1", hard, ports, workers, sources)
-    assert (sp.workers, sp.sources) == want
-    assert (sp.why is None) == (want == (1, (None,)) or bool(workers and sources))  # why: only what was chosen for you
-
-
-@pytest.mark.parametrize("kw, fragment", [
-    ({"n": 50_000, "workers": 2}, "at least 3 load-generator processes"),
-    ({"n": 50_000, "sources": ("127.0.0.2",)}, "at least 4 source addresses"),
-    ({"n": 50_000, "host": "192.0.2.7"}, "pass --source-addrs"),
-    ({"n": 10, "hard": 64}, "leaves none"),
-])
-def test_plan_spread_refuses_what_cannot_hold(kw, fragment):
-    args = {"n": 10, "host": "127.0.0.1", "hard": 20_000, "ports": 28_232, "workers": None, "sources": None, **kw}
-    with pytest.raises(ValueError, match=fragment):
-        idle.plan_spread(args["n"], args["host"], args["hard"], args["ports"], args["workers"], args["sources"])
 
 
 def test_a_server_past_its_limit_stops_the_run_with_the_reason(tmp_path):

@@ -302,7 +302,7 @@ def test_run_py_typed_with_a_bare_python_reruns_under_the_venv_or_says_how(tmp_p
     assert "make venv" in out.stderr and "hdrh" in out.stderr
 
 
-# -- capacity at a latency SLO (the search itself is tested on model servers in test_capacity.py) ----------------
+# -- capacity at a latency SLO (the search itself is tested on model servers in unit/test_capacity.py) ----------------
 
 def _disturbed(step: dict) -> bool:
     """A step the machine's load can spoil, labelled as such: the client could not offer the rate (it waited for

@@ -1,5 +1,5 @@
 """The load generator over UDP and Unix sockets: real servers, and UDP servers that lose, repeat,
-reorder, corrupt or delay datagrams on purpose (tests/fault_udp_server.py)."""
+reorder, corrupt or delay datagrams on purpose (tests/support/fault_udp_server.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 it classifies failures exactly as the Python engine does, and its byte checks hold however the echo is split.
 
 The behaviour tests of loadgen/run.py (test_loadgen.py, test_loadgen_transports.py) run over both engines
-through the ``engine`` fixture; this file holds what is specific to the native one.
+through the ``engine`` fixture; this file holds what is specific to the native one. Whether it is built and which
+engine a run resolves to: unit/test_native_engine.py.
 """
 
 from __future__ import annotations
@@ -18,37 +19,14 @@ import time
 import pytest
 
 from conftest import ROOT_DIR
+from support.native_exercise import peer_loop
 from test_loadgen import DEFAULT_MODEL, QUICK, RUN, assert_one_line_error, loadgen
-
-from native_exercise import peer_loop
 
 from loadgen.engine import native
 from loadgen.payload import MessageMaker, shared_ring
 
 needs_native = pytest.mark.skipif(native.UNAVAILABLE is not None and not os.environ.get("CI"),
                                   reason=str(native.UNAVAILABLE))
-
-
-def test_the_native_engine_is_built_in_ci():
-    """CI installs a compiler: there, a silent fallback to the Python engine must not pass for the fast path."""
-    if not os.environ.get("CI"):
-        pytest.skip("checked in CI (CI=true) only")
-    from loadgen.engine import _native  # noqa: F401  (imports the extension itself, not the fallback)
-
-    assert native.UNAVAILABLE is None
-
-
-def test_engine_resolution():
-    assert native.resolve("python", "tcp", 1) == ("python", None)
-    engine, note = native.resolve("auto", "udp", 1)
-    assert engine == "python" and "UDP" in note
-    with pytest.raises(ValueError, match="UDP"):
-        native.resolve("native", "udp", 1)
-    if native.UNAVAILABLE is None:
-        assert native.resolve("auto", "tcp", 1) == ("native", None)
-        assert native.resolve("native", "unix", 8) == ("native", None)
-        with pytest.raises(ValueError, match="in flight"):
-            native.resolve("native", "tcp", native.MAX_DEPTH + 1)
 
 
 def _hide_native_and_run(*args) -> subprocess.CompletedProcess:

@@ -1,5 +1,5 @@
 """The native engine under memory checkers: valgrind memcheck (leaks, invalid reads and writes) and a build
-with AddressSanitizer and UndefinedBehaviorSanitizer, each running tests/native_exercise.py, which drives
+with AddressSanitizer and UndefinedBehaviorSanitizer, each running tests/support/native_exercise.py, which drives
 every path of the engine (whole, split, corrupt, misplaced, extra and missing echoes, EOF, open loop, full
 sample arrays, timeouts, bad arguments) over socketpairs."""
 
@@ -22,7 +22,7 @@ from loadgen.engine import native
 pytestmark = pytest.mark.skipif(native.UNAVAILABLE is not None and not os.environ.get("CI"),
                                 reason=str(native.UNAVAILABLE))
 
-EXERCISE = ROOT_DIR / "tests" / "native_exercise.py"
+EXERCISE = ROOT_DIR / "tests" / "support" / "native_exercise.py"
 
 
 def test_valgrind_finds_no_leak_and_no_invalid_access_in_the_engine(tmp_path):
@@ -49,8 +49,8 @@ def _asan_build(tmp_path: Path) -> Path:
     tree = tmp_path / "tree"
     shutil.copytree(ROOT_DIR / "loadgen", tree / "loadgen", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     shutil.copytree(ROOT_DIR / "servers", tree / "servers", ignore=shutil.ignore_patterns("__pycache__"))
-    (tree / "tests").mkdir()
-    shutil.copy(EXERCISE, tree / "tests")
+    (tree / "tests" / "support").mkdir(parents=True)  # where the exercise finds the package: two folders up
+    shutil.copy(EXERCISE, tree / "tests" / "support")
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     so = tree / "loadgen" / "engine" / f"_native{suffix}"
     cmd = [cc, "-shared", "-fPIC", "-g", "-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
@@ -72,7 +72,7 @@ def test_address_and_undefined_behaviour_sanitizers_find_nothing(tmp_path):
            # Python itself keeps memory until exit: leaks are valgrind's job above, errors are this one's
            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:halt_on_error=1:exitcode=86",
            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
-    out = subprocess.run([sys.executable, str(tree / "tests" / "native_exercise.py"), "2"], cwd=tree, env=env,
+    out = subprocess.run([sys.executable, str(tree / "tests" / "support" / "native_exercise.py"), "2"], cwd=tree, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     assert "every path ran" in out.stderr

@@ -3,7 +3,9 @@
 Plain TCP is test_echo.py's; here every (model, transport) pair the registry
 claims is checked: byte-exact echo, socket-file lifecycle and stale-file
 handling for Unix sockets, datagram boundaries and reply addresses for UDP,
-and clients nobody in the project wrote (nc, socat) on every transport.
+and clients nobody in the project wrote (nc, socat) on every transport. That the
+registry's claims are not vacuous, and the UDP back-pressure rule on a recording
+transport: unit/test_transports.py.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ import psutil
 import pytest
 
 from conftest import assert_clean_exit, model_params, require_tool, transport_params
+from support.echo_client import connect, echo_exact, roundtrip
 from test_cli import run_cli
-from echo_client import connect, echo_exact, roundtrip
 
-from servers import registry
 from servers.net import UDP_MAX_PAYLOAD, UNIX_PATH_MAX
 
 MiB = 1024 * 1024
@@ -38,15 +39,6 @@ CLIENT_TIMEOUT_S = 20.0
 UNIX_MODELS = transport_params("unix")
 UDP_MODELS = transport_params("udp")
 TCP_MODELS = transport_params("tcp")
-
-
-def test_registry_claims_what_this_file_expects():
-    """The parametrization above reads the registry; make sure it is not vacuous."""
-    assert {"threads", "selectors", "asyncio-protocol", "uvloop-protocol", "go", "go-1proc"} <= {
-        m.name for m in registry.MODELS.values() if "udp" in m.transports
-    }
-    assert all("unix" in m.transports for m in registry.MODELS.values() if m.name != "reuseport")
-    assert registry.get("reuseport").transports == ("tcp",)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -391,30 +383,3 @@ def test_udp_flood_from_a_client_that_never_reads_keeps_the_server_bounded(model
                                           f"that never reads sent {sent / 2**20:.0f} MiB")
         udp_echo(server.addr, b"still here" * 100)  # and everyone else is still served
     print(f"{model}: {sent / 2**20:.0f} MiB sent by a client that never reads; server grew {grown / 2**20:.1f} MiB")
-
-
-def test_asyncio_datagram_echo_drops_instead_of_queueing_while_the_send_buffer_is_full():
-    """The asyncio models' UDP back-pressure rule, on a recording transport: while the loop says the send buffer is
-    above its high-water mark (pause_writing), echoes are dropped and counted; after resume_writing they flow."""
-    from servers.aio_protocol import EchoDatagram
-
-    class Recorder:
-        def __init__(self):
-            self.sent = []
-
-        def sendto(self, data, addr):
-            self.sent.append((data, addr))
-
-    transport, raw = Recorder(), Recorder()
-    proto = EchoDatagram(raw)
-    proto.connection_made(transport)
-    peer = ("127.0.0.1", 9)
-    proto.datagram_received(b"a", peer)
-    proto.pause_writing()
-    for _ in range(1000):
-        proto.datagram_received(b"x" * 1000, peer)
-    assert proto.dropped == 1000 and transport.sent == [(b"a", peer)]
-    proto.resume_writing()
-    proto.datagram_received(b"b", peer)
-    proto.datagram_received(b"", peer)  # empty: answered on the raw socket (the transport would skip it)
-    assert transport.sent == [(b"a", peer), (b"b", peer)] and raw.sent == [(b"", peer)]

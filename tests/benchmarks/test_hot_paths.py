@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import MODEL_PARAMS, assert_clean_exit
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 from loadgen import stats
 from loadgen.config import LoadConfig

@@ -1,6 +1,6 @@
 """Deliberately broken echo servers for testing the load generator's honesty.
 
-    python tests/fault_server.py MODE [--every N] [--size B] [--after-s S] [--rate R]
+    python tests/support/fault_server.py MODE [--every N] [--size B] [--after-s S] [--rate R]
 
 Modes:
   count    echo correctly; on SIGTERM print "echoed BYTES" to stdout

@@ -14,7 +14,7 @@ import psutil
 
 from servers.net import read_ready_line
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 20.0
 # The servers promise to stop within 2 s of SIGINT/SIGTERM, by their own budgets (a stalled writer is given up
 # on after about 1 s). A test does not assert that time: a loaded machine can stretch any process's exit. It

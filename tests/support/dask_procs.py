@@ -2,7 +2,7 @@
 (``python -m dask scheduler``, ``python -m dask worker``), optionally inside a network namespace, each waited
 for by the line it logs when ready, and stopped at the end.
 
-    python tests/dask_procs.py local N    a LocalCluster of N worker processes: prints its address, runs until
+    python tests/support/dask_procs.py local N    a LocalCluster of N worker processes: prints its address, runs until
                                           stdin closes
 """
 

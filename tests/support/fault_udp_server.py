@@ -1,6 +1,6 @@
 """A deliberately unreliable UDP echo server, for testing the load generator's datagram accounting.
 
-    python tests/fault_udp_server.py MODE [--every N] [--hold-s S]
+    python tests/support/fault_udp_server.py MODE [--every N] [--hold-s S]
 
 Every Nth traffic datagram (sequence > 0; the probe, sequence 0, is always
 answered) of each source is:

@@ -6,8 +6,8 @@ the server host's namespace, and each veth pair is made there with one end moved
     c1   10.77.0.2  (veth)        a Dask worker = a client host
     c2   10.77.0.3  (veth)        a Dask worker = a client host
 
-    sudo python tests/netns_hosts.py up PREFIX      make PREFIXsrv, PREFIXc1, PREFIXc2 (prints the names)
-    sudo python tests/netns_hosts.py down PREFIX    delete them
+    sudo python tests/support/netns_hosts.py up PREFIX      make PREFIXsrv, PREFIXc1, PREFIXc2 (prints the names)
+    sudo python tests/support/netns_hosts.py down PREFIX    delete them
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Exercise every path of the native engine in one process, for memory checkers (``make check-native``).
 
-    python tests/native_exercise.py [ROUNDS]
+    python tests/support/native_exercise.py [ROUNDS]
 
 Runs under valgrind (leaks, invalid reads and writes) and with an AddressSanitizer + UBSan build of the
 extension: over socketpairs, in memory, a peer thread answers correctly, in pieces, with flipped bytes,
@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 
 from loadgen.payload import MessageMaker, shared_ring  # noqa: E402
 

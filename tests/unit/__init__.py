@@ -1,0 +1,1 @@
+"""The pure tests: no process started, no socket opened, no server (``make test-fast``)."""
