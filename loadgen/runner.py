@@ -10,7 +10,6 @@ percentiles), shows progress and samples CPU time of both sides.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -20,12 +19,14 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
 from . import stats
-from .output import SCHEMA_VERSION, where as _where
 from .config import LoadConfig
 from .engine import UDP_COUNTS, drain_seconds, native, worker_main
 from .envinfo import environment
+from .output import SCHEMA_VERSION
+from .output import where as _where
 from .procs import interrupt
 from .procs import pid_exists as _pid_exists
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta

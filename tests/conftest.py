@@ -13,9 +13,39 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.serverproc import ROOT as ROOT_DIR, ServerProcess  # noqa: E402,F401
-
 from servers import registry  # noqa: E402
+
+from support.serverproc import ROOT as ROOT_DIR  # noqa: E402,F401
+from support.serverproc import ServerProcess
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_result_document_validates(tmp_path_factory):
+    """At the end of the session: every load-generator result document any test wrote under pytest's temporary
+    folders (subprocesses' included) validates against docs/result-schema.json (the schema's own tests are in
+    tests/unit/test_result_schema.py). A document with another version, a kind, or no result is not one."""
+    yield
+    try:
+        import jsonschema
+    except ImportError:  # the test extra not installed: the schema tests skip too
+        return
+    import json
+
+    validator = jsonschema.Draft202012Validator(json.loads((Path(ROOT_DIR) / "docs" / "result-schema.json").read_text()))
+    bad, seen = [], 0
+    for p in Path(tmp_path_factory.getbasetemp()).rglob("*.json"):
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if not (isinstance(doc, dict) and doc.get("schema_version") == 2 and "kind" not in doc
+                and isinstance(doc.get("result"), dict) and "config" in doc):
+            continue
+        seen += 1
+        err = next(iter(validator.iter_errors(doc)), None)
+        if err is not None:
+            bad.append(f"{p}: {err.message} at {'/'.join(map(str, err.absolute_path))}")
+    assert not bad, f"{len(bad)} of {seen} result documents break docs/result-schema.json: " + "; ".join(bad[:5])
 
 
 def model_params(names):

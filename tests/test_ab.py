@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_DIR, require_tool
-
 from loadgen.suite import worktree
+
+from conftest import ROOT_DIR, require_tool
 
 pytestmark = pytest.mark.timeout(900)  # each cost run is several callgrind runs of a few seconds
 SMALL_COST = ["--n1", "300", "--n2", "900", "--repeats", "1"]

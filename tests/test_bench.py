@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT_DIR
-
 from servers import registry
+
+from conftest import ROOT_DIR
 
 MODELS = [m for m in ("asyncio-protocol", "selectors") if registry.get(m).unavailable_reason() is None]
 

@@ -11,10 +11,10 @@ import sys
 import psutil
 import pytest
 
+from servers import registry
+
 from conftest import MODEL_PARAMS, ROOT_DIR
 from support.echo_client import roundtrip
-
-from servers import registry
 
 
 def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:

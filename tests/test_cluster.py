@@ -15,14 +15,14 @@ import sys
 
 import psutil
 import pytest
+from test_loadgen import QUICK, RUN, assert_one_line_error, loadgen
+
+from loadgen import stats
 
 from conftest import ROOT_DIR
 from support.dask_procs import DaskProc, scheduler, worker
 from support.netns_hosts import NetnsHosts, unavailable_reason
 from support.serverproc import ServerProcess
-from test_loadgen import QUICK, RUN, assert_one_line_error, loadgen
-
-from loadgen import stats
 
 try:
     import distributed  # noqa: F401

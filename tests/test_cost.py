@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
+from loadgen import cost
+
 from conftest import ROOT_DIR, require_tool
 from support.synthetic import cost_doc
-
-from loadgen import cost
 
 MODELS = "asyncio-protocol,selectors"
 SMALL = ["--n1", "300", "--n2", "900"]

@@ -12,13 +12,13 @@ import subprocess
 
 import psutil
 import pytest
-
-from conftest import ROOT_DIR, raise_own_nofile
-from support.serverproc import ServerProcess
 from test_loadgen import RUN, assert_one_line_error, loadgen
 
 from loadgen import idle
 from servers import registry
+
+from conftest import ROOT_DIR, raise_own_nofile
+from support.serverproc import ServerProcess
 
 AVAILABLE = [m for m in registry.MODELS if registry.get(m).unavailable_reason() is None]
 

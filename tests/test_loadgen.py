@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from conftest import MODEL_PARAMS, ROOT_DIR, model_params
-
 from servers import registry
+
+from conftest import MODEL_PARAMS, ROOT_DIR, model_params
 
 RUN = [sys.executable, str(ROOT_DIR / "loadgen" / "run.py")]
 QUICK = ["--duration", "1.5", "--warmup", "0.5"]

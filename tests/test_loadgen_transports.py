@@ -11,9 +11,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_loadgen import QUICK, assert_one_line_error, loadgen, run_and_interrupt
 
 from conftest import ServerProcess, assert_clean_exit, transport_params
-from test_loadgen import QUICK, assert_one_line_error, loadgen, run_and_interrupt
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ import threading
 import time
 
 import pytest
-
-from conftest import ROOT_DIR
-from support.native_exercise import peer_loop
 from test_loadgen import DEFAULT_MODEL, QUICK, RUN, assert_one_line_error, loadgen
 
 from loadgen.engine import native
 from loadgen.payload import MessageMaker, shared_ring
+
+from conftest import ROOT_DIR
+from support.native_exercise import peer_loop
 
 needs_native = pytest.mark.skipif(native.UNAVAILABLE is not None and not os.environ.get("CI"),
                                   reason=str(native.UNAVAILABLE))

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT_DIR, require_tool
-
 from loadgen.engine import native
+
+from conftest import ROOT_DIR, require_tool
 
 pytestmark = pytest.mark.skipif(native.UNAVAILABLE is not None and not os.environ.get("CI"),
                                 reason=str(native.UNAVAILABLE))

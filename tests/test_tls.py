@@ -18,11 +18,11 @@ import subprocess
 import time
 
 import pytest
-
-from conftest import ROOT_DIR, assert_clean_exit, model_params, require_tool
 from test_loadgen import RUN, assert_one_line_error, loadgen
 
 from servers import registry, tls
+
+from conftest import ROOT_DIR, assert_clean_exit, model_params, require_tool
 
 MiB = 1024 * 1024
 TLS_MODELS = [m.name for m in registry.MODELS.values() if m.tls]

@@ -23,12 +23,12 @@ import time
 
 import psutil
 import pytest
-
-from conftest import assert_clean_exit, model_params, require_tool, transport_params
-from support.echo_client import connect, echo_exact, roundtrip
 from test_cli import run_cli
 
 from servers.net import UDP_MAX_PAYLOAD, UNIX_PATH_MAX
+
+from conftest import assert_clean_exit, model_params, require_tool, transport_params
+from support.echo_client import connect, echo_exact, roundtrip
 
 MiB = 1024 * 1024
 UDP_TRIES = 3  # loopback UDP may still drop on a busy machine: resend, each wait bounded

@@ -31,8 +31,8 @@ Layout (imports run one way: worker -> stream/datagram -> traffic; native -> wor
 * ``native.py`` with ``_native.c``: the compiled engine for stream transports and its Python face.
 """
 
+from . import native  # noqa: F401,E402
 from .datagram import UDP_COUNTS, UdpConn  # noqa: F401
 from .stream import Closed1Conn, Conn  # noqa: F401
 from .traffic import drain_seconds, new_loop  # noqa: F401
 from .worker import ConnectError, Worker, worker_main  # noqa: F401
-from . import native  # noqa: F401,E402

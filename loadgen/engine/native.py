@@ -15,7 +15,6 @@ import asyncio
 import os
 import socket
 
-
 from .. import stats
 from ..payload import shared_ring
 from .traffic import CONNECT_CONCURRENCY, INTERRUPT_DRAIN_S, _now, drain_seconds

@@ -11,7 +11,6 @@ import signal
 import socket
 from array import array
 
-
 from .. import stats
 from ..config import LoadConfig
 from .datagram import UDP_COUNTS, UdpConn

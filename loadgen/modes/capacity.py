@@ -341,7 +341,7 @@ class Stepper:
         invalid step when an earlier step ran; as the first step it is the run's plain error."""
         from dataclasses import replace
 
-        from ..runner import Runner, RunError
+        from ..runner import RunError, Runner
         from ..target import TargetError
 
         step_cfg = replace(self.cfg, rate=rate, find_capacity=False, sweep=None, json_path=None, hdr_path=None)

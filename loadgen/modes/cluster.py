@@ -42,7 +42,7 @@ from .. import stats
 from ..config import LoadConfig
 from ..envinfo import environment
 from ..procs import interrupt
-from ..runner import EXIT_INCOMPLETE, Runner, RunError, connect_budget_s, exit_code, session_certs
+from ..runner import EXIT_INCOMPLETE, RunError, Runner, connect_budget_s, exit_code, session_certs
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (loadgen/modes/cluster.py)
 CODE_DIRS = ("loadgen", "servers")  # what must be byte-identical on every host

@@ -22,10 +22,10 @@ import tempfile
 import threading
 import time
 
-from ..config import LoadConfig
 from servers.procs import die_with_parent
 
-from ..runner import EXIT_USAGE, Abort, Runner, RunError, send
+from ..config import LoadConfig
+from ..runner import EXIT_USAGE, Abort, RunError, Runner, send
 from ..target import TargetError
 
 LATE_START_NS = 100_000_000  # a host that learns of the start instant this long after it is incomplete

@@ -42,10 +42,10 @@ import psutil
 from servers.procs import die_with_parent
 
 from .. import stats
-from ..result import IDLE
-from ..result import version as doc_version
 from ..envinfo import environment
 from ..procs import interrupt
+from ..result import IDLE
+from ..result import version as doc_version
 
 CONNECT_CONCURRENCY = 256  # connects in flight at once over all processes when --connect-rate is not given (more
 # would only queue in a slow server's backlog, timing out connects the server would have taken)

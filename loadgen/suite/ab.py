@@ -40,11 +40,11 @@ from servers import registry
 
 from .. import output, result
 from ..config import LoadConfig, OneLineParser, parse_size
-from .cost import CostError
-from .cost import positive_count as _count
 from ..envinfo import ROOT, environment
 from ..procs import interrupt
 from . import worktree
+from .cost import CostError
+from .cost import positive_count as _count
 from .paired import Change, ab_verdict, run_slice, slice_order, summary
 
 AB_SCHEMA_VERSION = result.version(result.AB)
@@ -232,9 +232,9 @@ def measure_cost(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) 
 
 def measure_wall(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) -> dict:
     """Per model: both sides' servers running, paired slices in ABBA order, ratios head/base per round."""
-    from .bench import cell_workers
     from ..runner import RunError, plan_cpus
     from ..target import ManagedServer, TargetError
+    from .bench import cell_workers
     from .paired import SliceError
 
     client_cpus, server_cpus = plan_cpus(LoadConfig(server="placeholder"))

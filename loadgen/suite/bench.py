@@ -13,8 +13,8 @@ newest run. Ctrl-C keeps every finished measurement and still writes the report.
 
 from __future__ import annotations
 
-import os
 import datetime as dt
+import os
 import statistics
 import sys
 import time
@@ -24,12 +24,12 @@ from pathlib import Path
 from servers import registry
 from servers.config import ServerConfig
 
-from ..modes import capacity
 from .. import output, result, stats
 from ..config import LoadConfig, OneLineParser
 from ..engine import native
 from ..envinfo import ROOT, environment
-from ..runner import Runner, RunError, plan_cpus
+from ..modes import capacity
+from ..runner import RunError, Runner, plan_cpus
 from ..target import TargetError
 
 try:
@@ -546,8 +546,8 @@ def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]
     from servers.tls import unavailable_reason as tls_unavailable
 
     from ..runner import session_certs
-    from . import rounds as rd
     from ..target import ManagedServer
+    from . import rounds as rd
 
     run = matrix["run"]
     reference = run.get("reference", "asyncio-protocol")

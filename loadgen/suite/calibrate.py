@@ -30,12 +30,12 @@ import sys
 import tempfile
 import time
 
-from . import cref
 from ..config import LoadConfig, OneLineParser, parse_size
 from ..envinfo import ROOT, environment
 from ..runner import plan_cpus
-from .paired import judge, median_ci
 from ..target import CpuSampler, ManagedServer, cpu_delta
+from . import cref
+from .paired import judge, median_ci
 
 
 def run_loadgen(model: str, conns: int, size: int, duration: float, warmup: float, engine: str = "auto",

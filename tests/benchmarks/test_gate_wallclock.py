@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT_DIR
-
 from servers import registry
+
+from conftest import ROOT_DIR
 
 
 def run_compare(*args):

@@ -16,12 +16,12 @@ import time
 import numpy as np
 import pytest
 
-from conftest import MODEL_PARAMS, assert_clean_exit
-from support.serverproc import ServerProcess
-
 from loadgen import stats
 from loadgen.config import LoadConfig
 from loadgen.engine import Closed1Conn, Worker
+
+from conftest import MODEL_PARAMS, assert_clean_exit
+from support.serverproc import ServerProcess
 
 # -- the stats core --------------------------------------------------------------------------------
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import signal
 import socket
-import collections
 import struct
 import sys
 

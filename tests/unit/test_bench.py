@@ -7,6 +7,7 @@ import pytest
 
 from servers import registry
 
+
 @pytest.mark.parametrize("name", ["default", "full"])
 def test_shipped_matrices_cover_the_issue(name):
     from loadgen.suite.bench import load_matrix, plan

@@ -32,8 +32,8 @@ def _part(rng, t0: int, conns: list[int], intervals: int, shift_us: float):
 def test_merged_percentiles_equal_one_histogram_fed_every_sample():
     from dataclasses import replace
 
-    from loadgen.modes.cluster import merge_parts
     from loadgen.config import LoadConfig
+    from loadgen.modes.cluster import merge_parts
 
     rng = np.random.default_rng(7)
     t0 = 1_700_000_000 * 10**9

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from loadgen import compare as cmp
+
 from support.synthetic import REF, make_pair, three_metrics, with_capacity
 
-from loadgen import compare as cmp
 
 def verdicts_of(base, cur, **kw):
     v = cmp.compare(base, cur, REF, kw.get("min_effect", 0.10), kw.get("alpha", 0.01), kw.get("normalise", True))

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from support.synthetic import cost_doc
-
 from loadgen import compare as cmp
 from loadgen import cost
+
+from support.synthetic import cost_doc
+
 
 @pytest.mark.parametrize("cur, expected", [
     (10_200, "regressed"), (10_080, "unchanged"), (9_800, "improved"), (10_120, "too noisy"),

@@ -3,6 +3,7 @@ themselves (every command, old path and new, run as a user runs it: tests/test_e
 
 from __future__ import annotations
 
+
 def test_old_module_paths_are_the_new_modules():
     """``loadgen.bench`` and friends are the moved modules themselves (not copies): patching one patches both."""
     import importlib

@@ -8,6 +8,7 @@ import pytest
 
 from loadgen import idle
 
+
 @pytest.mark.parametrize("n, hard, ports, workers, sources, want", [
     (10_000, 20_000, 28_232, None, None, (1, (None,))),
     (30_000, 20_000, 28_232, None, None, (2, ("127.0.0.1", "127.0.0.2", "127.0.0.3"))),

@@ -9,6 +9,7 @@ import pytest
 
 from loadgen.engine import native
 
+
 def test_the_native_engine_is_built_in_ci():
     """CI installs a compiler: there, a silent fallback to the Python engine must not pass for the fast path."""
     if not os.environ.get("CI"):

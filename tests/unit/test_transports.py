@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from servers import registry
 
+
 def test_registry_claims_what_this_file_expects():
     """tests/test_transports.py parametrizes over the transports the registry claims; make sure that is not vacuous."""
     assert {"threads", "selectors", "asyncio-protocol", "uvloop-protocol", "go", "go-1proc"} <= {
