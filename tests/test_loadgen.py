@@ -243,7 +243,7 @@ def test_existing_json_is_not_overwritten(tmp_path):
 
 
 def test_c_reference_client_builds_and_checks_echoes(start_server):
-    from loadgen import cref
+    from loadgen.suite import cref
 
     binary, reason = cref.build()
     if binary is None:
