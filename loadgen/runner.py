@@ -15,7 +15,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import resource
-import signal
 import sys
 import threading
 import time
@@ -25,9 +24,9 @@ from . import stats
 from .config import LoadConfig
 from .engine import UDP_COUNTS, drain_seconds, native, worker_main
 from .envinfo import environment
+from .lifecycle import RunScope
 from .output import SCHEMA_VERSION
 from .output import where as _where
-from .procs import interrupt
 from .procs import pid_exists as _pid_exists
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
 
@@ -169,21 +168,15 @@ class Runner:
         client_cpus, server_cpus = plan_cpus(cfg)
         fd_limit = ensure_fds(cfg, len(self.conn_ids))
         host, port, server_pid = cfg.host, cfg.port, cfg.server_pid
-        old_term = signal.signal(signal.SIGTERM, interrupt)
-        old_affinity = os.sched_getaffinity(0)
         progress = None
         procs: list = []
         pipes: list = []
+        scope = RunScope(cfg).__enter__()  # SIGTERM as Ctrl-C, the affinity given back, the server stopped
         try:
             path = cfg.path
             if cfg.server:
-                extra = cfg.server_args
-                if cfg.tls:  # a certificate made for this run; the load generator trusts only its authority
-                    self.tls_dir, certs = session_certs()
-                    extra = (*extra, "--tls-cert", certs.cert, "--tls-key", certs.key)
-                    cfg = self.cfg = replace(cfg, tls_ca=certs.ca)
-                self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus, extra,
-                                            transport=cfg.transport, path=cfg.path)
+                cfg = self.cfg = scope.start_server(server_cpus)
+                self.server, self.tls_dir = scope.server, scope.tls_dir
                 if cfg.transport == "unix":
                     path = self.server.addr[0]
                 else:
@@ -192,7 +185,7 @@ class Runner:
                 self.log(f"started {cfg.server} (pid {server_pid}) on {_where(cfg.transport, host, port, path)}, CPUs {_fmt(server_cpus)}")
             if server_pid is not None and not _pid_exists(server_pid):
                 raise RunError(f"--server-pid {server_pid}: no such process")
-            os.sched_setaffinity(0, set(client_cpus))
+            scope.pin(client_cpus)
             ctx = multiprocessing.get_context("fork")
             shares = [self.conn_ids[i::cfg.workers] for i in range(cfg.workers)]
             run_cfg = replace(cfg, host=host, port=port, path=path)
@@ -223,18 +216,12 @@ class Runner:
         finally:
             if progress is not None:
                 progress.stop()
-            signal.signal(signal.SIGTERM, old_term)
-            os.sched_setaffinity(0, old_affinity)  # an in-process caller (make bench) plans the next run from it
+            scope.restore()  # SIGTERM and the affinity first: an in-process caller (make bench) plans its next run
             for p in procs:
                 p.join(2)
                 if p.is_alive():
                     p.kill()
-            if self.server is not None:
-                self.server.stop()
-            if self.tls_dir is not None:
-                import shutil
-
-                shutil.rmtree(self.tls_dir, ignore_errors=True)
+            scope.close()  # the managed server stopped, its certificate folder removed
         doc = self.document(env, client_cpus, server_cpus, server_pid, host, port, fd_limit)
         return doc, exit_code(doc["result"])
 

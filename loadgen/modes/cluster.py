@@ -27,7 +27,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -41,8 +40,8 @@ from pathlib import Path
 from .. import stats
 from ..config import LoadConfig
 from ..envinfo import environment
-from ..procs import interrupt
-from ..runner import EXIT_INCOMPLETE, RunError, Runner, connect_budget_s, exit_code, session_certs
+from ..lifecycle import RunScope
+from ..runner import EXIT_INCOMPLETE, RunError, Runner, connect_budget_s, exit_code
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (loadgen/modes/cluster.py)
 CODE_DIRS = ("loadgen", "servers")  # what must be byte-identical on every host
@@ -370,17 +369,11 @@ class Coordinator:
             if n > 1 and not _is_loopback(ip):
                 self.log(f"{n} Dask workers on host {ip} share its CPUs: start one per host (dask worker --nworkers 1)")
 
-    def _start_server(self) -> None:
-        from ..target import CpuSampler, ManagedServer
+    def _start_server(self, scope: RunScope) -> None:
+        from ..target import CpuSampler
 
-        cfg = self.cfg
-        extra = cfg.server_args
-        if cfg.tls:
-            self.tls_dir, certs = session_certs((cfg.host,))  # the address the client hosts verify
-            extra = (*extra, "--tls-cert", certs.cert, "--tls-key", certs.key)
-            self.cfg = cfg = replace(cfg, tls_ca=certs.ca)
-        self.server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, cfg.server_cpus, extra,
-                                    transport=cfg.transport)
+        cfg = self.cfg = scope.start_server(self.cfg.server_cpus, (self.cfg.host,))  # the address the hosts verify
+        self.server, self.tls_dir = scope.server, scope.tls_dir
         host, port = self.server.addr
         self.cfg = replace(cfg, host=host, port=port, server_pid=self.server.pid)
         self.log(f"started {cfg.server} (pid {self.server.pid}) on {host}:{port}")
@@ -409,11 +402,11 @@ class Coordinator:
             raise RunError(f"--cluster {cfg.cluster}: the cluster failed before any traffic: {_one_line(exc)}") from None
         for i, h in enumerate(hosts):
             h.conn_ids = list(range(i, cfg.conns, len(hosts)))
-        old_term = signal.signal(signal.SIGTERM, interrupt)
+        scope = RunScope(cfg).__enter__()  # SIGTERM as Ctrl-C; the managed server stopped however the run ends
         env = environment()
         try:
             if cfg.server:
-                self._start_server()
+                self._start_server(scope)
                 cfg = self.cfg
             elif cfg.server_pid is not None:
                 from ..target import CpuSampler
@@ -430,16 +423,11 @@ class Coordinator:
             self._stop_all(hosts, start_v, stop_e, "interrupted")
             self._collect(hosts, time.monotonic() + 10)
         finally:
-            signal.signal(signal.SIGTERM, old_term)
+            scope.restore()
             for h in hosts:
                 if h.future is not None and h.result is None:
                     h.future.cancel()
-            if self.server is not None:
-                self.server.stop()
-            if self.tls_dir is not None:
-                import shutil
-
-                shutil.rmtree(self.tls_dir, ignore_errors=True)
+            scope.close()  # the managed server stopped, its certificate folder removed
         return self._document(hosts, env)
 
     def _submit(self, hosts: list[Host], names: dict) -> None:
@@ -637,6 +625,10 @@ class Coordinator:
         doc = merged.document(env, (), cfg.server_cpus, cfg.server_pid, cfg.host, cfg.port, None)
         self._cpu(doc, hosts)
         doc["hosts"] = [self._host_entry(h, n, doc) for n, h in enumerate(hosts)]
+        # the coordinator runs no engine: what the hosts ran (each host's own in hosts[])
+        engines = {e["engine"] for e in doc["hosts"] if e.get("engine")}
+        doc["result"]["engine"].update(name=engines.pop() if len(engines) == 1 else "mixed" if engines else "none",
+                                       note="per host, in hosts[]")
         doc["cluster"] = {"scheduler": cfg.cluster, "run_id": self.run_id, "hosts": len(hosts),
                           "max_clock_offset_ms": cfg.max_clock_offset * 1e3,
                           "note": "one host per Dask worker; counts and histograms merged exactly, the timeline by "

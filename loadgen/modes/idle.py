@@ -43,7 +43,7 @@ from servers.procs import die_with_parent
 
 from .. import stats
 from ..envinfo import environment
-from ..procs import interrupt
+from ..lifecycle import RunScope
 from ..result import IDLE
 from ..result import version as doc_version
 
@@ -594,7 +594,7 @@ def _merge_counts(states: list[dict]) -> dict:
 def run_idle(cfg, log) -> tuple[dict, int]:
     """The whole connection-scale run; (result document, exit code)."""
     from ..runner import EXIT_FAILURES, EXIT_INCOMPLETE, EXIT_OK, RunError, ensure_fds, plan_cpus
-    from ..target import ManagedServer, TargetError
+    from ..target import TargetError
 
     levels = list(cfg.idle)
     client_cpus, server_cpus = plan_cpus(cfg)
@@ -608,11 +608,14 @@ def run_idle(cfg, log) -> tuple[dict, int]:
     part_budget = math.ceil(max_failures / spread.workers) if max_failures else None
     server = None
     parts = None
-    old_affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, set(client_cpus))
+    # the affinity given back and the server stopped however the run ends; SIGTERM as Ctrl-C only from the
+    # moment the other processes are started (below)
+    scope = RunScope(cfg, term=False).__enter__()
+    scope.pin(client_cpus)
     try:
         if cfg.server:
-            server = ManagedServer(cfg.server, cfg.host, cfg.server_workers, server_cpus, extra=cfg.server_args)
+            scope.start_server(server_cpus)
+            server = scope.server
             host, port, pid = server.addr[0], server.addr[1], server.pid
         else:
             host, port, pid = cfg.host, cfg.port, cfg.server_pid
@@ -629,14 +632,14 @@ def run_idle(cfg, log) -> tuple[dict, int]:
         if spread.why:
             log(f"idle: spread over {spread.why}")
         # the other processes are forked before this one has an event loop (a forked loop is not safe to use)
-        old_term = signal.signal(signal.SIGTERM, interrupt)
+        scope.route_term()
         try:
             parts = Parts(cfg, spread.workers, info[4], info[0], spread.sources, part_budget, client_cpus)
         except PartLost as exc:
-            signal.signal(signal.SIGTERM, old_term)
+            scope.restore()
             raise TargetError(f"the load generator's own processes did not start: {exc}") from None
         except KeyboardInterrupt:  # (the helpers die with this process or on their pipe's EOF)
-            signal.signal(signal.SIGTERM, old_term)
+            scope.restore()
             raise TargetError("interrupted before the first connection") from None
         loop = asyncio.SelectorEventLoop()  # no thread pool: it would count as the client's memory and CPU
         asyncio.set_event_loop(loop)
@@ -737,7 +740,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
                 finals = parts.close()
             finally:
                 signal.signal(signal.SIGINT, old_int)
-                signal.signal(signal.SIGTERM, old_term)
+                scope.restore()  # SIGTERM as before the run (and the affinity)
             parts = None
             if len(finals) < spread.workers - 1 and lost is None:
                 lost = f"{spread.workers - 1 - len(finals)} load-generator process(es) did not report their counts"
@@ -748,9 +751,7 @@ def run_idle(cfg, log) -> tuple[dict, int]:
     finally:
         if parts is not None:
             parts.close()
-        os.sched_setaffinity(0, old_affinity)
-        if server is not None:
-            server.stop()
+        scope.close()  # the affinity given back, the managed server stopped
 
     final = _merge_counts(states)
     total_s = sum(lv["seconds"] for lv in out_levels)
