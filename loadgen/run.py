@@ -154,9 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_config(argv) -> LoadConfig:  # noqa: C901 (one flag set for every mode; modes as subcommands would split it)
-    p = build_parser()
-    a = p.parse_args(argv)
+def _check_target(a, p) -> None:
+    """The server side and the outputs: --server or --server-pid, workers, CPUs, the JSON/HDR files."""
     if a.server and a.server_pid:
         p.error("--server and --server-pid are exclusive: --server already knows its PID")
     if a.server_workers is not None and not a.server:
@@ -174,6 +173,10 @@ def parse_config(argv) -> LoadConfig:  # noqa: C901 (one flag set for every mode
         p.error(f"--server-workers applies only to multi-process models, not {a.server!r}")
     if a.server_args and not a.server:
         p.error("--server-arg needs --server")
+
+
+def _check_transport(a, p) -> None:
+    """The transport: a Unix socket's path, a UDP datagram's size, what the model serves; the timeout."""
     if a.transport == "unix":
         if a.path:  # the server (started in the repo root) and the workers must mean the same file
             a.path = os.path.abspath(a.path)
@@ -202,6 +205,10 @@ def parse_config(argv) -> LoadConfig:  # noqa: C901 (one flag set for every mode
             p.error(refusal)
     if a.timeout is None:
         a.timeout = 1.0 if a.transport == "udp" else 5.0
+
+
+def _check_search(a, p) -> None:
+    """--find-capacity and --sweep: their options only with them, the SLOs and sweep parsed."""
     search_opts = [o for o, v in (("--precision", a.precision), ("--start-rate", a.start_rate),
                                   ("--max-rate", a.max_rate), ("--max-steps", a.max_steps),
                                   ("--confirm", a.confirm or None)) if v is not None]
@@ -236,12 +243,20 @@ def parse_config(argv) -> LoadConfig:  # noqa: C901 (one flag set for every mode
             if any(f for _v, f in entries) and not a.find_capacity:
                 p.error("--sweep fractions (0.5x) are of the capacity --find-capacity finds: add --find-capacity "
                         "and --slo, or give rates in msgs/s")
+
+
+def _check_idle_flags(a, p) -> None:
+    """--idle's options only with --idle."""
     idle_opts = [o for o, v in (("--connect-rate", a.connect_rate), ("--hold", a.hold), ("--trickle", a.trickle),
                                 ("--source-addrs", a.source_addrs), ("--max-connect-failures", a.max_connect_failures))
                  if v is not None]
     if idle_opts and not a.idle:
         p.error(f"{', '.join(idle_opts)} applies to --idle")
     a.hold = 2.0 if a.hold is None else a.hold
+
+
+def _check_tls(a, p) -> None:
+    """--tls: a stream transport, the Python engine, an authority that loads, a model that serves TLS."""
     if a.tls_ca and not a.tls:
         p.error("--tls-ca applies to --tls")
     if a.tls:
@@ -268,6 +283,10 @@ def parse_config(argv) -> LoadConfig:  # noqa: C901 (one flag set for every mode
             if not _reg.get(a.server).tls:  # (a reuseport --inner without TLS is refused by the server itself)
                 p.error(f"--tls: model {a.server!r} does not serve TLS (these do: "
                         f"{', '.join(n for n, y in _reg.MODELS.items() if y.tls)})")
+
+
+def _check_idle(a, p) -> None:
+    """--idle: its connection levels, its source addresses, and what it cannot be combined with."""
     if a.idle:
         try:
             levels = [int(x) for x in a.idle.split(",")]
@@ -303,6 +322,10 @@ def parse_config(argv) -> LoadConfig:  # noqa: C901 (one flag set for every mode
         a.workers = a.workers or 1
         a.source_addrs = ()
         a.max_connect_failures = 200
+
+
+def _check_cluster(a, p) -> None:
+    """--cluster: the scheduler address, its TLS files, and what a cluster run cannot be."""
     cluster_opts = [o for o, v in (("--cluster-workers", a.cluster_workers), ("--max-clock-offset", a.max_clock_offset),
                                    ("--cluster-tls", a.cluster_tls)) if v is not None]
     if cluster_opts and not a.cluster:
@@ -327,6 +350,17 @@ def parse_config(argv) -> LoadConfig:  # noqa: C901 (one flag set for every mode
                 if not os.path.isfile(f):
                     p.error(f"--cluster-tls: {f}: no such file")
     a.cluster_tls = tuple(os.path.abspath(f) for f in tls_files)
+
+
+def parse_config(argv) -> LoadConfig:
+    """The command line as a LoadConfig; bad arguments are one line on stderr and exit 2 (the parser's error).
+    The checks run in this order, the first that fails speaks: the server side, the transport, the capacity
+    search, the flags of --idle, TLS, --idle itself, --cluster."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    for check in (_check_target, _check_transport, _check_search, _check_idle_flags, _check_tls, _check_idle,
+                  _check_cluster):
+        check(a, p)
     fields = {k: v for k, v in vars(a).items()}
     fields["server_args"] = tuple(a.server_args)
     fields["slos"] = tuple(a.slos)
