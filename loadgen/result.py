@@ -1,4 +1,5 @@
-"""Every document echobench writes: its kind, its schema version, and the one check every reader uses.
+"""Every document echobench writes: its kind, its schema version, the one check every reader uses; and a run's
+exit code, which its result document decides.
 
 A reader refuses a document of another kind or of a version it does not know, in one line (``DocumentError``,
 a ValueError), never a traceback and never a guess. Bump a version here, and only here, when a document's
@@ -17,6 +18,22 @@ AB = "echobench-ab"  # make bench-ab
 
 VERSIONS = {RUN: RUN_VERSION, IDLE: 2, SUITE: 1, PAIRED_CELL: RUN_VERSION, COST: 1, AB: 1}
 NAMES = {RUN: "result", IDLE: "connection-scale", SUITE: "suite", PAIRED_CELL: "paired-cell", COST: "cost", AB: "A/B"}
+
+
+EXIT_OK = 0
+EXIT_FAILURES = 1  # integrity failures or errors
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3  # no server, server died, interrupted, connections failed
+
+
+def exit_code(res: dict) -> int:
+    """A result's exit code (the ``result`` of a run document): incomplete 3, integrity failures or errors 1,
+    else 0."""
+    if not res["complete"]:
+        return EXIT_INCOMPLETE
+    if res["integrity_failures"] or sum(res["errors"].values()):
+        return EXIT_FAILURES
+    return EXIT_OK
 
 
 class DocumentError(ValueError):

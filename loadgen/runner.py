@@ -28,24 +28,11 @@ from .lifecycle import RunScope
 from .output import SCHEMA_VERSION
 from .output import where as _where
 from .procs import pid_exists as _pid_exists
+from .result import EXIT_FAILURES, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, exit_code  # noqa: F401 (home: result.py)
 from .target import CpuSampler, ManagedServer, TargetError, cpu_delta
 
 START_DELAY_NS = 50_000_000  # all workers start 50 ms after the parent says go
 FDS_PER_WORKER_OVERHEAD = 64
-
-EXIT_OK = 0
-EXIT_FAILURES = 1  # integrity failures or errors
-EXIT_USAGE = 2
-EXIT_INCOMPLETE = 3  # no server, server died, interrupted, connections failed
-
-
-def exit_code(res: dict) -> int:
-    """A result's exit code: incomplete 3, integrity failures or errors 1, else 0."""
-    if not res["complete"]:
-        return EXIT_INCOMPLETE
-    if res["integrity_failures"] or sum(res["errors"].values()):
-        return EXIT_FAILURES
-    return EXIT_OK
 
 
 class RunError(Exception):
