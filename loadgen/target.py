@@ -28,8 +28,10 @@ class ManagedServer:
 
     def __init__(self, model: str, host: str, workers: int | None, cpus: tuple[int, ...] | None,
                  extra: tuple[str, ...] = (), transport: str = "tcp", path: str | None = None,
-                 root=None) -> None:
-        """``root``: the tree whose ``servers`` package runs (default this checkout; an A/B run's base or head)."""
+                 root=None, python: str | None = None) -> None:
+        """``root``: the tree whose ``servers`` package runs (default this checkout; an A/B run's base or head).
+        ``python``: the interpreter that runs it (default this one; a variant's, loadgen/suite/variants.py), with
+        ``root`` (or this checkout) on its path, so its own site-packages supply uvloop, gevent and trio."""
         self.tmpdir = None
         if transport == "unix":
             if path is None:  # a private folder: nobody else's file can be in the way
@@ -38,14 +40,14 @@ class ManagedServer:
             where = ["--transport", "unix", "--path", path]
         else:
             where = ["--transport", transport, "--host", host, "--port", "0"]
-        argv = [sys.executable, "-m", "servers", model, *where, *extra]
+        argv = [python or sys.executable, "-m", "servers", model, *where, *extra]
         if workers is not None:
             argv += ["--workers", str(workers)]
         self.stderr = tempfile.TemporaryFile()
         pin = (lambda: os.sched_setaffinity(0, set(cpus))) if cpus else None
         env = {**os.environ, PARENT_ENV: str(os.getpid())}  # it stops when we die, even by SIGKILL
-        if root is not None:
-            env["PYTHONPATH"] = str(root)
+        if root is not None or python is not None:
+            env["PYTHONPATH"] = str(root or ROOT)
         self.proc = subprocess.Popen(
             argv, cwd=root or ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
             preexec_fn=pin, start_new_session=True, env=env,

@@ -57,3 +57,29 @@ def test_an_install_that_fails_is_one_line_and_leaves_nothing_behind(tmp_path):
         vr.ensure(v, packages=(), cache=tmp_path, install=failing)
     assert "no matching distribution" in str(e.value) and "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_runs_in_a_variants_interpreter_and_a_missing_package_is_one_line(tmp_path):
+    """The server side runs from the variant's environment (its own site-packages); the load generator stays
+    this one. A model the variant lacks a package for is refused at start, with the server's own reason."""
+    import psutil
+
+    from loadgen.config import LoadConfig
+    from loadgen.runner import plan_cpus
+    from loadgen.suite.paired import run_slice
+    from loadgen.target import ManagedServer, TargetError
+
+    v = vr.locate(vr.parse("current"))
+    python = str(vr.ensure(v, packages=(), cache=tmp_path) / "bin" / "python")  # no uvloop, gevent or trio in it
+    client, server_cpus = plan_cpus(LoadConfig(server="x"))
+    s = ManagedServer("asyncio-protocol", "127.0.0.1", None, server_cpus, python=python)
+    try:
+        assert psutil.Process(s.pid).cmdline()[0] == python
+        sl = run_slice(LoadConfig(conns=2, size=256, duration=0.1, warmup=0.05, cpus=client, server_cpus=server_cpus,
+                                  engine="python", quiet=True), s.pid, s.addr)
+        assert sl.messages > 0 and sl.errors == 0
+    finally:
+        s.stop()
+    with pytest.raises(TargetError) as e:
+        ManagedServer("uvloop-protocol", "127.0.0.1", None, server_cpus, python=python)
+    assert "uvloop" in str(e.value) and "\n" not in str(e.value)
