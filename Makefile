@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: go-build test test-fast bench bench-ab bench-ab-check bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test test-fast bench bench-ab bench-ab-check bench-pythons bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,14 @@ bench-tls: $(STAMP) go-build
 BASE ?= HEAD
 bench-ab: $(STAMP) go-build
 	$(PY) -m loadgen ab --base $(BASE) $(AB_ARGS)
+
+# The same models under several Pythons or package versions, side by side in one job (loadgen/suite/pythons.py):
+# instructions per message and paired wall-clock rounds per variant, ratios to the newest interpreter; each
+# variant's servers from its own cached environment (.variants/). results/<stamp>-pythons/, results/latest-pythons.
+#   make bench-pythons                                        every CPython 3.10 or newer found (PATH, pyenv)
+#   make bench-pythons VARIANTS="3.13 3.13+uvloop==0.19.0 3.13+uvloop==0.21.0"     which uvloop release?
+bench-pythons: $(STAMP)
+	$(PY) -m loadgen pythons $(if $(VARIANTS),--variants "$(VARIANTS)") $(PYTHONS_ARGS)
 
 # bench-ab's wall-clock verdicts end to end (tests/benchmarks/test_ab_gate.py): A/A runs stay quiet and a known
 # extra cost on one side is caught. Asserts what timings conclude, so a benchmark, not a test (~40 min here).

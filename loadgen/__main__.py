@@ -2,6 +2,7 @@
 
     python -m loadgen run --server uvloop-protocol --conns 100     # the load generator (loadgen/run.py)
     python -m loadgen ab --base origin/main                         # the change beside its base (make bench-ab)
+    python -m loadgen pythons --variants '3.12 3.13'                # the servers under several Pythons (make bench-pythons)
     python -m loadgen bench | compare | cost | calibrate | report   # the suite
 
 Each command is its module's ``main``; ``python -m loadgen COMMAND --help`` prints its options.
@@ -15,6 +16,8 @@ import sys
 COMMANDS = {  # name -> (module, what it does)
     "run": ("loadgen.run", "drive one server: throughput, latency, CPU (loadgen/run.py)"),
     "ab": ("loadgen.suite.ab", "a change measured beside its base in one job: cost and paired wall clock (make bench-ab)"),
+    "pythons": ("loadgen.suite.pythons", "the same models under several Pythons / package versions, side by side "
+                "(make bench-pythons)"),
     "bench": ("loadgen.suite.bench", "every model over a matrix (make bench)"),
     "compare": ("loadgen.suite.compare", "judge two runs or two cost documents (make bench-compare)"),
     "cost": ("loadgen.suite.cost", "user-space instructions per message under callgrind (make bench-cost)"),
@@ -40,8 +43,8 @@ def main(argv=None, prog: str = "python -m loadgen") -> int:
         print(f"{prog}: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    if name == "ab":
-        return module.main(rest, prog=f"{prog} ab")
+    if name in ("ab", "pythons"):
+        return module.main(rest, prog=f"{prog} {name}")
     return module.main(rest)
 
 

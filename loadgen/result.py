@@ -15,9 +15,10 @@ SUITE = "echobench-suite"  # make bench's suite.json
 PAIRED_CELL = "echobench-paired-cell"  # make bench (paired rounds): one model's slices in one cell
 COST = "echobench-cost"  # make bench-cost
 AB = "echobench-ab"  # make bench-ab
+PYTHONS = "echobench-pythons"  # make bench-pythons: the server side under several interpreters / package versions
 
-VERSIONS = {RUN: RUN_VERSION, IDLE: 2, SUITE: 1, PAIRED_CELL: RUN_VERSION, COST: 1, AB: 1}
-NAMES = {RUN: "result", IDLE: "connection-scale", SUITE: "suite", PAIRED_CELL: "paired-cell", COST: "cost", AB: "A/B"}
+VERSIONS = {RUN: RUN_VERSION, IDLE: 2, SUITE: 1, PAIRED_CELL: RUN_VERSION, COST: 1, AB: 1, PYTHONS: 1}
+NAMES = {RUN: "result", IDLE: "connection-scale", SUITE: "suite", PAIRED_CELL: "paired-cell", COST: "cost", AB: "A/B", PYTHONS: "pythons"}
 
 
 EXIT_OK = 0

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +40,10 @@ from .. import output, result
 from ..config import LoadConfig, OneLineParser, parse_size
 from ..envinfo import ROOT, environment
 from ..procs import interrupt
-from . import worktree
+from . import sides, worktree
 from .cost import CostError
 from .cost import positive_count as _count
-from .paired import Change, ab_verdict, run_slice, slice_order, summary
+from .paired import Change, ab_verdict, summary
 
 AB_SCHEMA_VERSION = result.version(result.AB)
 KIND = result.AB
@@ -56,12 +54,6 @@ PROBE_TIMEOUT_S = 60.0
 # wall-clock metrics: key in a slice, label, higher is worse
 WALL_METRICS = {"server_ns_per_msg": ("server CPU per message", True), "msgs_per_s": ("msgs/s", False),
                 "p99_us": ("p99 latency", True)}
-
-
-# Nothing this module runs in a tree writes bytecode there: a .pyc written under a random hash seed marshals its
-# set constants in that seed's order, and the callgrind runs (PYTHONHASHSEED=0) that load it then count a few
-# instructions per message more or less than from source (measured: selectors 13,499.84 vs 13,491.84, same code)
-NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 class UsageError(Exception):
@@ -102,30 +94,17 @@ class AbConfig:
 
 def probe(tree: Path) -> dict:
     """What the ``servers`` package of ``tree`` offers on this interpreter: {model: reason it cannot run or None}
-    and where it was imported from (which must be ``tree`` itself, not this checkout)."""
-    code = ("import json, servers; from servers import registry; print(json.dumps({'file': servers.__file__, "
-            "'models': {n: m.unavailable_reason() for n, m in registry.MODELS.items()}, "
-            "'python': [n for n, m in registry.MODELS.items() if not m.external]}))")
-    env = {**os.environ, "PYTHONPATH": str(tree), **NO_BYTECODE}
+    and where it was imported from (which must be ``tree`` itself, not this checkout): :func:`sides.probe`."""
     try:
-        out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True,
-                             timeout=PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise MeasureError(f"{tree}: importing its servers took over {PROBE_TIMEOUT_S:g} s") from None
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["?"])[-1]
-        raise MeasureError(f"{tree.name}: its servers do not import on this interpreter: {last}")
-    info = json.loads(out.stdout)
-    where = Path(info["file"]).resolve()
-    if tree.resolve() not in where.parents:
-        raise MeasureError(f"{tree.name}: its servers were imported from {where}, not from the tree itself")
-    return info
+        return sides.probe(sides.Side(tree.name, root=tree))
+    except sides.SideError as exc:
+        raise MeasureError(str(exc)) from None
 
 
 def build_go(tree: Path, log) -> None:
     """Build the tree's Go reference server (``build/echo-go``) before it is timed: its first start would."""
     code = "from servers.gomodel import build; build()"
-    env = {**os.environ, "PYTHONPATH": str(tree), "GOCACHE": str(ROOT / "build" / "go-cache"), **NO_BYTECODE}
+    env = {**os.environ, "PYTHONPATH": str(tree), "GOCACHE": str(ROOT / "build" / "go-cache"), **sides.NO_BYTECODE}
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise MeasureError(f"{tree.name}: building the Go server failed: "
@@ -186,86 +165,49 @@ def moved_functions(base: dict, head: dict, top: int = TOP_FUNCTIONS) -> list[di
 
 
 def measure_cost(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) -> dict:
-    """Both sides' instructions per message for each Python model; with ``jobs`` > 1, runs at once, each server
-    on its own CPU (the counts do not depend on the other CPU's load: an A/A run gives exact zeros)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Both sides' instructions per message for each Python model (:func:`sides.measure_cost`); with ``jobs`` > 1,
+    runs at once, each server on its own CPU (the counts do not depend on the other CPU's load: an A/A run gives
+    exact zeros)."""
     from . import cost
 
     if (why := cost.tools_missing()) is not None:
         raise UsageError(why)
-    cpus = sorted(os.sched_getaffinity(0))
-    jobs = max(1, min(cfg.jobs, len(cpus)))
-    args = {side: argparse.Namespace(server_args=list(cfg.base_args if side == "base" else cfg.head_args),
-                                     repeats=cfg.repeats, n1=cfg.n1, n2=cfg.n2, transport="tcp", conns=cfg.conns,
-                                     size=cfg.size) for side in ("base", "head")}
-    tasks = [(m, side) for m in models for side in ("base", "head")]
-    out: dict[str, dict] = {m: {} for m in models}
-    with tempfile.TemporaryDirectory(prefix="echobench-abcost-") as work:
-        dirs = []
-        for i in range(jobs):  # one folder per job, all of one length (the folder is the server's HOME)
-            d = Path(work) / f"j{i}"
-            d.mkdir()
-            dirs.append(d)
-        free = list(range(jobs))
+    both = [_side(cfg, name, trees) for name in ("base", "head")]
+    args = sides.cost_args(cfg.repeats, cfg.n1, cfg.n2, cfg.conns, cfg.size)
+    got = sides.measure_cost([(m, side) for m in models for side in both], args, cfg.jobs, log)
+    out = {}
+    for m in models:
+        b, h = got[(m, "base")], got[(m, "head")]
+        out[m] = {**cost_verdict(b, h, cfg.threshold), "runs": {"base": b["runs"], "head": h["runs"]}}
+    return out
 
-        def one(task):
-            m, side = task
-            slot = free.pop()
-            try:
-                return task, cost.measure_model(m, args[side], cpus[slot], dirs[slot], log, root=trees[side],
-                                                every_function=True, label=f"{side} ")
-            finally:
-                free.append(slot)
 
-        pool = ThreadPoolExecutor(max_workers=jobs)
-        try:
-            for (m, side), r in pool.map(one, tasks):
-                out[m][side] = r
-        finally:  # on an error or Ctrl-C: start nothing more; the runs under way end within their own timeouts
-            pool.shutdown(wait=True, cancel_futures=True)
-    return {m: {**cost_verdict(v["base"], v["head"], cfg.threshold), "runs": {s: v[s]["runs"] for s in v}}
-            for m, v in out.items()}
+def _side(cfg: AbConfig, name: str, trees: dict[str, Path]) -> "sides.Side":
+    return sides.Side(name, root=trees[name], server_args=tuple(cfg.base_args if name == "base" else cfg.head_args))
 
 
 # -- wall clock ----------------------------------------------------------------------------------------------
 
 def measure_wall(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) -> dict:
-    """Per model: both sides' servers running, paired slices in ABBA order, ratios head/base per round."""
+    """Per model: both sides' servers running, paired rounds A B, B A, ... (:func:`sides.measure_rounds`), ratios
+    head/base per round. A side whose server does not start or dies is a MeasureError."""
     from ..runner import RunError, plan_cpus
-    from ..target import ManagedServer, TargetError
     from .bench import cell_workers
-    from .paired import SliceError
 
     client_cpus, server_cpus = plan_cpus(LoadConfig(server="placeholder"))
     load = LoadConfig(conns=cfg.conns, size=cfg.size, duration=cfg.slice_s, warmup=cfg.warmup_s,
                       workers=cell_workers(client_cpus, cfg.conns), cpus=client_cpus, server_cpus=server_cpus)
+    both = [_side(cfg, name, trees) for name in ("base", "head")]
     out = {}
     for i, m in enumerate(models):
-        model = registry.get(m)
-        workers = len(server_cpus) if model.multiprocess else None
-        servers = {}
         try:
-            for side in ("base", "head"):
-                extra = cfg.base_args if side == "base" else cfg.head_args
-                try:
-                    servers[side] = ManagedServer(m, "127.0.0.1", workers, server_cpus, tuple(extra), root=trees[side])
-                except TargetError as exc:
-                    raise MeasureError(f"{side}: {exc}") from None
-            slices: dict[str, list] = {"base": [], "head": []}
-            try:
-                for side in ("base", "head"):  # one discarded slice each: first connections, first allocations
-                    run_slice(load, servers[side].pid, servers[side].addr)
-                for rnd, side in slice_order(cfg.rounds):
-                    if not servers[side].alive():
-                        raise MeasureError(f"{side}'s {m} server died: {servers[side].stderr_tail()}")
-                    slices[side].append(run_slice(load, servers[side].pid, servers[side].addr))
-            except (SliceError, ProcessLookupError, RunError) as exc:
-                raise MeasureError(f"{m}: {exc}") from None
-        finally:
-            for s in servers.values():
-                s.stop()
-        out[m] = wall_verdicts(slices["base"], slices["head"], cfg)
+            runs, _idle, _wall = sides.measure_rounds(m, both, load, cfg.rounds, 1, server_cpus, log)
+        except RunError as exc:
+            raise MeasureError(f"{m}: {exc}") from None
+        for name in ("base", "head"):
+            if runs[name].stopped is not None:
+                raise MeasureError(f"{name}'s {m} server: {runs[name].stopped}")
+        out[m] = wall_verdicts(runs["base"].slices, runs["head"].slices, cfg)
         r = out[m]["server_ns_per_msg"]
         log(f"bench-ab: [{i + 1}/{len(models)}] {m}: server CPU/msg head/base {r['median']:.3f} "
             f"[{r['ci'][0]:.3f}-{r['ci'][1]:.3f}] {r['verdict']}")

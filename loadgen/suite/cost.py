@@ -159,14 +159,15 @@ def _drive(addr, transport: str, conns: int, size: int, n: int, socks: list, con
 
 def measure_once(model: str, n: int, transport: str, conns: int, size: int, cpu: int,
                  server_args: tuple[str, ...], workdir: Path, annotate: bool,
-                 root: Path = ROOT) -> tuple[int, dict[str, tuple]]:
+                 root: Path = ROOT, python: str | None = None) -> tuple[int, dict[str, tuple]]:
     """One server process under callgrind, ``n`` messages: (user-space instructions, inclusive per function).
-    The server's code is imported from ``root`` (another commit's worktree, for an A/B run)."""
+    The server's code is imported from ``root`` (another commit's worktree, for an A/B run) and run by ``python``
+    (default this interpreter; a variant's, for make bench-pythons)."""
     out_dir = Path(tempfile.mkdtemp(prefix=f"cg-{model}-{n}-", dir=workdir))
     argv = ["setarch", platform.machine(), "-R", "taskset", "-c", str(cpu),
             "valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out_dir}/cg.%p",
             "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
-            sys.executable, "-m", "servers", model]
+            python or sys.executable, "-m", "servers", model]
     path = None
     if transport == "unix":
         path = str(workdir / "cost.sock")  # the same path every run: same argv, same work
@@ -285,7 +286,7 @@ def read_profile(path: Path, annotate: bool = True) -> tuple[int, dict[str, tupl
 
 
 def measure_model(model: str, a, cpu: int, workdir: Path, log, root: Path = ROOT, every_function: bool = False,
-                  label: str = "") -> dict:
+                  label: str = "", python: str | None = None) -> dict:
     """Instructions per message for one model: ``repeats`` pairs of runs, each pair N1 then N2. The servers run
     from ``root``; ``every_function`` keeps every function above half an instruction per message (an A/B diff
     needs both sides' full tables), not only the report's top lists."""
@@ -293,8 +294,8 @@ def measure_model(model: str, a, cpu: int, workdir: Path, log, root: Path = ROOT
     per_msg, tops = [], []
     for r in range(a.repeats):
         annotate = r == 0  # where the instructions go: from the first pair (the counts repeat)
-        t1, f1 = measure_once(model, a.n1, a.transport, a.conns, a.size, cpu, extra, workdir, annotate, root)
-        t2, f2 = measure_once(model, a.n2, a.transport, a.conns, a.size, cpu, extra, workdir, annotate, root)
+        t1, f1 = measure_once(model, a.n1, a.transport, a.conns, a.size, cpu, extra, workdir, annotate, root, python)
+        t2, f2 = measure_once(model, a.n2, a.transport, a.conns, a.size, cpu, extra, workdir, annotate, root, python)
         dn = a.n2 - a.n1
         per_msg.append((t2 - t1) / dn)
         if annotate:

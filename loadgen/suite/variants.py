@@ -162,13 +162,38 @@ def available(minimum: tuple[int, int] = (3, 10)) -> list[str]:
     return sorted(versions, key=lambda x: tuple(map(int, x.split("."))))
 
 
+def default_packages(names: tuple[str, ...] = SERVER_PACKAGES) -> tuple[str, ...]:
+    """The server packages pinned to the releases this environment has (``uvloop==0.23.0``), so that variants
+    differ in their interpreter only, unless a variant pins a package itself; a package not installed here is
+    left unpinned (the newest release the interpreter can install)."""
+    from importlib import metadata
+
+    out = []
+    for n in names:
+        try:
+            out.append(f"{n}=={metadata.version(n)}")
+        except metadata.PackageNotFoundError:
+            out.append(n)
+    return tuple(out)
+
+
+def requirement_name(req: str) -> str:
+    """The distribution a requirement names, normalised (``Trio>=0.25`` -> ``trio``)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ \[;@]", req.strip(), maxsplit=1)[0]).lower()
+
+
+def requirements(v: Variant, packages: tuple[str, ...]) -> list[str]:
+    """What a variant's environment installs: ``packages``, except those the variant pins itself, then its pins."""
+    pinned = {requirement_name(p) for p in v.pins}
+    return [p for p in packages if requirement_name(p) not in pinned] + list(v.pins)
+
+
 def cache_key(v: Variant, packages: tuple[str, ...]) -> str:
     """What defines a variant's environment, hashed: the interpreter (real path and version), the packages and
     the pins. Another key, another folder."""
     if v.python is None:
         raise ValueError("locate() the variant first")
-    what = {"python": os.path.realpath(v.python), "version": v.version, "packages": sorted(packages),
-            "pins": sorted(v.pins)}
+    what = {"python": os.path.realpath(v.python), "version": v.version, "packages": sorted(requirements(v, packages))}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -198,18 +223,18 @@ def ensure(v: Variant, packages: tuple[str, ...] = SERVER_PACKAGES, cache: Path 
         log(f"variants: {folder.name} is not a finished build (an install was cut short?): rebuilding it")
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    log(f"variants: building {folder.name} ({v.python}, {', '.join((*packages, *v.pins)) or 'no packages'})")
+    reqs = requirements(v, packages)
+    log(f"variants: building {folder.name} ({v.python}, {', '.join(reqs) or 'no packages'})")
     try:
-        requirements = [*packages, *v.pins]
-        made = subprocess.run([v.python, "-m", "venv", *([] if requirements else ["--without-pip"]), str(folder)],
+        made = subprocess.run([v.python, "-m", "venv", *([] if reqs else ["--without-pip"]), str(folder)],
                               capture_output=True, text=True, timeout=300)
         if made.returncode != 0:
             raise VariantError(f"variant {v.spec!r}: cannot make a virtual environment: "
                                f"{(made.stderr.strip().splitlines() or ['?'])[-1]}")
         python = str(folder / "bin" / "python")
-        if requirements:
-            (install or _pip_install)(python, requirements, v)
-        versions = _versions(python, [re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0] for r in requirements])
+        if reqs:
+            (install or _pip_install)(python, reqs, v)
+        versions = _versions(python, [requirement_name(r) for r in reqs])
         (folder / MARKER).write_text(json.dumps({"key": key, "spec": v.spec, "python": v.python,
                                                  "version": v.version, "packages": versions}, indent=1))
     except BaseException:
