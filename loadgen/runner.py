@@ -431,6 +431,9 @@ class Runner:
             "target": {"transport": cfg.transport, "host": None if cfg.transport == "unix" else host,
                        "port": None if cfg.transport == "unix" else port, "path": self.path,
                        "server_model": cfg.server, "server_pid": server_pid,
+                       # which interpreter ran the server (env.python_build describes this process's, which is the
+                       # server's when echobench started it; a server given by --server-pid may be another)
+                       "server_exe": _exe(server_pid),
                        "mode": "open loop" if open_loop else "closed loop"},
             "pinning": {"loadgen_cpus": list(client_cpus), "server_cpus": list(server_cpus) if server_cpus else None,
                         "server_pinned_by_loadgen": bool(cfg.server and server_cpus)},
@@ -490,3 +493,13 @@ def _fmt(cpus) -> str:
 
 
 __all__ = ["Runner", "RunError", "TargetError", "EXIT_OK", "EXIT_FAILURES", "EXIT_USAGE", "EXIT_INCOMPLETE"]
+
+
+def _exe(pid: int | None) -> str | None:
+    """The executable of process ``pid`` (/proc/PID/exe), or None where it cannot be read."""
+    if not pid:
+        return None
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None

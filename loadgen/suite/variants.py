@@ -198,7 +198,9 @@ def cache_key(v: Variant, packages: tuple[str, ...]) -> str:
 
 
 def venv_dir(v: Variant, packages: tuple[str, ...], cache: Path = CACHE) -> Path:
-    return Path(cache) / f"{v.label.split('@')[0]}-{cache_key(v, packages)}"
+    """``cache/v-<key>``: every variant's interpreter at a path of one length (the length of the paths a process
+    meets at start-up moves its instruction counts: docs/bench-ab.md); the spec is in the folder's marker."""
+    return Path(cache) / f"v-{cache_key(v, packages)}"
 
 
 def is_built(folder: Path, key: str) -> bool:
