@@ -7,8 +7,8 @@ messages, each after the echo of the last), ``N`` messages. Two runs, of ``N1`` 
 shutdown cancel, and ``(I(N2) - I(N1)) / (N2 - N1)`` is what one echo costs the server in user space. Repeated
 ``--repeats`` times from scratch, the figures' spread is printed (the goal: under 0.1%).
 
-Repeatable by construction: ``PYTHONHASHSEED=0``, address-space randomisation off for the server
-(``setarch -R``), a fixed environment, argv and working directory, the server pinned to one CPU, the client
+Repeatable by construction: ``PYTHONHASHSEED=0``, ``ECHOBENCH_SCHEDULER_SEED=0`` (trio's scheduler's coin),
+address-space randomisation off for the server (``setarch -R``), a fixed environment, argv and working directory, the server pinned to one CPU, the client
 strictly sequential.
 
 Where the instructions go: the same subtraction per function (callgrind's inclusive cost), so the report's
@@ -83,7 +83,9 @@ def tools_missing() -> str | None:
 def _fixed_env(home: str, root: Path = ROOT) -> dict[str, str]:
     """The measured process's whole environment: the same on every run (its size moves the stack)."""
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-            "LC_ALL": "C", "HOME": home, "PYTHONPATH": str(root)}
+            "LC_ALL": "C", "HOME": home,
+            "ECHOBENCH_SCHEDULER_SEED": "0",  # servers/trio_model.py: trio's scheduler flips coins
+            "PYTHONPATH": str(root)}
 
 
 def _echo(sock: socket.socket, msg: bytes, buf: bytearray, what: str) -> None:

@@ -205,53 +205,69 @@ def most_changed(doc: dict) -> tuple[str, dict] | None:
 
 
 def plot(doc: dict, out: Path) -> str | None:
-    """``pythons.png``: two panels, the variants across; per model a line: instructions per message (left, log
-    scale) and server CPU per message with its 95% interval (right)."""
+    """``pythons.png``: two panels, the variants across, per model a line through its ratio to the reference
+    variant (1 at the reference): instructions per message (left, exact) and server CPU per message (right, the
+    paired rounds' median ratio with its 95% interval). Ratios, not absolute figures: the paired ratio is what the
+    rounds measure precisely, and one axis then holds models an order of magnitude apart. The legend names each
+    model's figures on the reference."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ks = keys(doc)
+    ref = doc["reference"]
     models = doc["models"]
     cost, wall = doc.get("cost") or {}, (doc.get("wall") or {}).get("models") or {}
     if not (cost or wall):
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6))
     markers = "osD^v<>ph*"
     xs = list(range(len(ks)))
+    width = 0.25 / max(1, len(models))
     for i, m in enumerate(models):
-        style = {"marker": markers[i % len(markers)], "label": m, "color": f"C{i % 10}"}
+        dx = (i - (len(models) - 1) / 2) * width  # side by side, so that the whiskers do not hide each other
         cv = (cost.get(m) or {}).get("variants") or {}
-        pts = [(x, cv[k]["instructions_per_msg"]) for x, k in zip(xs, ks) if k in cv]
+        wm = wall.get(m) or {}
+        wv = wm.get("variants") or {}
+        label = m
+        if ref in cv:
+            label += f" ({cv[ref]['instructions_per_msg']:,.0f} instr"
+            us = ((wv.get(ref) or {}).get("median") or {}).get("server_us_per_msg")
+            label += f", {us:.2f} us)" if us else ")"
+        style = {"marker": markers[i % len(markers)], "color": f"C{i % 10}", "markersize": 5}
+        pts = [(x, cv[k]["ratio"]) for x, k in zip(xs, ks) if k in cv and "ratio" in cv[k]]
         if pts:
-            axes[0].plot([p[0] for p in pts], [p[1] for p in pts], **style)
-        wv = (wall.get(m) or {}).get("variants") or {}
-        pts = [(x, wv[k]["ci"]["server_us_per_msg"]) for x, k in zip(xs, ks) if k in wv and wv[k]["ci"].get("server_us_per_msg")]
+            axes[0].plot([p[0] + dx for p in pts], [p[1] for p in pts], label=label, **style)
+        pts = []
+        for x, k in zip(xs, ks):
+            if k == wm.get("reference"):
+                pts.append((x, 1.0, 1.0, 1.0))
+            elif k in wv and (r := (wv[k].get("vs_reference") or {}).get("server_ns_per_msg")):
+                pts.append((x, r["median"], r["ci"][0], r["ci"][1]))
         if pts:
-            med = [p[1]["median"] for p in pts]
-            err = [[p[1]["median"] - p[1]["ci"][0] for p in pts], [p[1]["ci"][1] - p[1]["median"] for p in pts]]
-            axes[1].errorbar([p[0] for p in pts], med, yerr=err, capsize=3, **style)
-    from matplotlib.ticker import LogLocator, ScalarFormatter
-
-    for ax in axes:  # models an order of magnitude apart: a log scale keeps each one's change readable
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_locator(LogLocator(subs="all"))
-    axes[0].set_ylabel("user-space instructions per message (callgrind, exact)")
-    axes[0].set_title("Instructions per message (the interpreter and the model's code)", fontsize=10, loc="left")
-    axes[1].set_ylabel("server CPU microseconds per message (user + kernel)")
-    axes[1].set_title(f"Server CPU per message, paired rounds, 95% intervals ({doc['config']['conns']} x "
-                      f"{output.human_size(doc['config']['size'])})", fontsize=10, loc="left")
+            axes[1].errorbar([p[0] + dx for p in pts], [p[1] for p in pts],
+                             yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]], capsize=2,
+                             label=None if cv else label, **style)
+    axes[0].set_ylabel(f"instructions per message, x {ref}'s (callgrind, exact)")
+    axes[0].set_title("User-space instructions per message (the interpreter and the model's code)", fontsize=10,
+                      loc="left")
+    axes[1].set_ylabel(f"server CPU per message, x {ref}'s (user + kernel)")
+    axes[1].set_title(f"Server CPU per message: paired ratio, 95% interval "
+                      f"({doc['config']['conns']} x {output.human_size(doc['config']['size'])})", fontsize=10, loc="left")
     for ax in axes:
-        ax.set_xticks(xs, [k + ("\n(reference)" if k == doc["reference"] else "") for k in ks], fontsize=8)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(xs, [k + ("\n(reference)" if k == ref else "") for k in ks], fontsize=8)
         ax.grid(True, alpha=0.35)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if not handles:
-        handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
-    fig.suptitle(f"The same server models under each variant ({doc['timestamp']})", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    handles, labels = [], []
+    for ax in axes:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False)
+    fig.suptitle(f"The same server models under each variant, as ratios to {ref} ({doc['timestamp']}; in the "
+                 "legend: the reference's figures)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * ((len(labels) + 2) // 3), 1, 0.96))
     fig.savefig(out / "pythons.png", dpi=100)
     plt.close(fig)
     return "pythons.png"

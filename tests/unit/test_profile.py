@@ -40,7 +40,7 @@ def test_multiples_of_the_base_rate_units_and_a_pause_left_by_a_start():
     ("hold:2x:5s", "give --rate"),
     ("hold:10k:0s", "must be positive"),
     ("hold:10k:5s,,hold:1k:1s", "phase 2 is empty"),
-    ("hold:10k:10s,spike:40k:5s@8s", "phase 2 ('spike:40k:5s') starts at 8s, before phase 1 (hold) ends at 10s: "
+    ("hold:10k:10s,spike:40k:5s@8s", "phase 2 ('spike:40k:5s@8s') starts at 8s, before phase 1 (hold) ends at 10s: "
                                      "phases overlap"),
     ("hold:0:5s", "offers no message"),
     ("hold:1k:2h", "not a duration"),
