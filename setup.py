@@ -13,6 +13,7 @@ setup(
             "loadgen.engine._native",
             ["loadgen/engine/_native.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            libraries=["m"],  # sqrt, ceil: a load profile's schedule
             optional=True,
         )
     ]

@@ -67,12 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--server-pid", type=_typed(_positive_int, "pid"), help="PID of an external server, for its CPU accounting (children included)")
     g = p.add_argument_group("load")
     g.add_argument("--conns", type=_typed(_positive_int, "count"), default=10, help="concurrent connections (default 10)")
-    g.add_argument("--duration", type=_typed(_seconds, "duration"), default=10.0, help="measured seconds (default 10)")
-    g.add_argument("--warmup", type=_typed(_seconds, "duration"), default=2.0, help="seconds of traffic before measuring, discarded (default 2)")
+    g.add_argument("--duration", type=_typed(_seconds, "duration"), help="measured seconds (default 10; a --profile "
+                   "sets it)")
+    g.add_argument("--warmup", type=_typed(_seconds, "duration"), help="seconds of traffic before measuring, discarded "
+                   "(default 2; 0 with a --profile, whose first phase plays that part)")
     g.add_argument("--size", type=_typed(parse_size, "size"), default=1024, help="message size in bytes, k/M suffixes (default 1k)")
     g.add_argument("--depth", type=_typed(_positive_int, "count"), default=1, help="messages in flight per connection (default 1)")
     g.add_argument("--rate", type=_typed(_rate, "rate"), help="open loop: total messages/s spread evenly over connections "
                    "(latency then counts from each message's intended send time)")
+    g.add_argument("--profile", metavar="PHASES", help="open loop, the rate shaped over time: phases KIND:RATE:DURATION "
+                   "separated by commas, KIND hold, ramp (FROM-TO) or spike, rates in msgs/s (60k, 1.5M) or multiples "
+                   "of --rate (2x), e.g. ramp:0-60k:10s,hold:60k:20s,spike:150k:5s,hold:30k:20s (docs/loadgen.md)")
+    g.add_argument("--interval", type=_typed(_interval, "interval"), help="the timeline's interval in seconds "
+                   "(default 0.1 for a run under a minute, else 1): rates, percentiles, server CPU and memory, and "
+                   "each interval's latency histogram")
     g.add_argument("--timeout", type=_typed(_seconds, "duration"), help="an echo not complete after this many seconds is lost "
                    "(default 5; UDP 1: a lost datagram is declared lost after it, never waited for)")
     g.add_argument("--connect-timeout", type=_typed(_seconds, "duration"), default=2.0, help="per-connection connect timeout (default 2)")
@@ -143,6 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_profile(a, p) -> None:
+    """--profile: parsed (its rates resolved against --rate), the run's duration taken from it, and what it cannot
+    be combined with; without it, the default duration and warm-up."""
+    if not a.profile:
+        a.duration = 10.0 if a.duration is None else a.duration
+        a.warmup = 2.0 if a.warmup is None else a.warmup
+        return
+    from loadgen.profile import ProfileError, parse
+
+    clash = [o for o, v in (("--duration", a.duration), ("--warmup", a.warmup or None), ("--find-capacity", a.find_capacity or None),
+                            ("--sweep", a.sweep), ("--idle", a.idle), ("--cluster", a.cluster)) if v is not None]
+    if clash:
+        p.error(f"--profile sets the load and the duration: drop {', '.join(clash)}")
+    try:
+        prof = parse(a.profile, base=a.rate)
+    except ProfileError as exc:
+        p.error(f"--profile: {exc}")
+    a.profile = prof.canonical()  # rates resolved: what the workers and the result document read
+    a.duration, a.warmup = prof.duration_s, 0.0
+    a.rate = prof.total / prof.duration_s  # the mean offered rate: open loop
+
+
 def _check_target(a, p) -> None:
     """The server side and the outputs: --server or --server-pid, workers, CPUs, the JSON/HDR files."""
     if a.server and a.server_pid:
@@ -203,8 +233,16 @@ def _check_search(a, p) -> None:
                                   ("--confirm", a.confirm or None)) if v is not None]
     if search_opts and not a.find_capacity:
         p.error(f"{', '.join(search_opts)} applies to --find-capacity")
-    if a.slos and not (a.find_capacity or a.sweep):
-        p.error("--slo applies to --find-capacity or --sweep")
+    if a.slos and not (a.find_capacity or a.sweep or a.profile):
+        p.error("--slo applies to --find-capacity, --sweep or --profile (its p99 judges recovery from a spike)")
+    if a.profile:
+        from loadgen.modes.capacity import parse_slo
+
+        for text in a.slos:
+            try:
+                parse_slo(text)
+            except ValueError as exc:
+                p.error(str(exc))
     a.precision = 0.05 if a.precision is None else a.precision
     a.start_rate = 1000.0 if a.start_rate is None else a.start_rate
     a.max_steps = 20 if a.max_steps is None else a.max_steps
@@ -343,11 +381,11 @@ def _check_cluster(a, p) -> None:
 
 def parse_config(argv) -> LoadConfig:
     """The command line as a LoadConfig; bad arguments are one line on stderr and exit 2 (the parser's error).
-    The checks run in this order, the first that fails speaks: the server side, the transport, the capacity
+    The checks run in this order, the first that fails speaks: the load profile, the server side, the transport, the capacity
     search, the flags of --idle, TLS, --idle itself, --cluster."""
     p = build_parser()
     a = p.parse_args(argv)
-    for check in (_check_target, _check_transport, _check_search, _check_idle_flags, _check_tls, _check_idle,
+    for check in (_check_profile, _check_target, _check_transport, _check_search, _check_idle_flags, _check_tls, _check_idle,
                   _check_cluster):
         check(a, p)
     fields = {k: v for k, v in vars(a).items()}

@@ -60,7 +60,9 @@ class LoadConfig:
     warmup: float = 2.0
     size: int = 1024
     depth: int = 1
-    rate: float | None = None  # messages/s over all connections; None = closed loop
+    rate: float | None = None  # messages/s over all connections; None = closed loop (with a profile: its mean)
+    profile: str | None = None  # --profile: the open-loop rate over time (loadgen/profile.py), rates resolved
+    interval: float | None = None  # --interval: the timeline's interval in seconds (None: tick_s decides)
     workers: int = 1
     cpus: tuple[int, ...] | None = None  # load generator's CPUs
     server_cpus: tuple[int, ...] | None = None
@@ -97,6 +99,13 @@ class LoadConfig:
     cluster_tls: tuple[str, ...] = ()  # (CA, certificate, key) PEM files for a tls:// scheduler
     max_clock_offset: float = 0.010  # seconds: a host whose clock is further off this one's is refused
     sweep: str | None = None  # --sweep: planned rates, or fractions of the capacity found (loadgen/modes/capacity.py)
+
+    @property
+    def tick_s(self) -> float:
+        """The timeline's interval: ``interval`` when given, else 100 ms for a run under a minute, 1 s beyond."""
+        if self.interval is not None:
+            return self.interval
+        return 0.1 if self.warmup + self.duration < 60 else 1.0
 
     def as_dict(self) -> dict:
         d = asdict(self)

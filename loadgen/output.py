@@ -161,6 +161,27 @@ def point_latest(results_root, out_dir, name: str = "latest") -> None:
         pass
 
 
+def render_recovery(spikes: list[dict], file=None) -> None:
+    """What each spike of a --profile did (plain text, stdout)."""
+    def us(x):
+        return "-" if x is None else f"{x:,.0f} us"
+
+    for r in spikes:
+        print(f"\nrecovery from the spike at {r['start_s']:g}-{r['end_s']:g} s ({r['rate']:,.0f} msgs/s offered, "
+              f"{r['due']:,} due, {r['echoed_during']:,} echoed in it):", file=file)
+        behind = (f"fell behind by {r['peak_backlog']:,} messages at most" if r["fell_behind"] else
+                  f"kept up (backlog at most {r['peak_backlog']:,})")
+        caught = ("" if not r["fell_behind"] else
+                  f", caught up at {r['caught_up_at_s']:g} s" if r["caught_up_at_s"] is not None else ", never caught up")
+        print(f"  {behind}{caught}", file=file)
+        rec = (f"recovered {r['recover_s']:g} s after the spike" if r["recover_s"] is not None else
+               "not recovered before the run ended")
+        print(f"  p99 peak {us(r['peak_p99_us'])}, p99.9 peak {us(r['peak_p999_us'])}; {rec} (p99 under "
+              f"{us(r['p99_limit_us'])}, {r['limit_from']})", file=file)
+        mem = "-" if r["peak_rss_mb"] is None else f"{r['rss_before_mb']:,.1f} -> {r['peak_rss_mb']:,.1f} MiB"
+        print(f"  server memory {mem}; errors {r['errors']}", file=file)
+
+
 def render_capacity(cap: dict, file=None) -> None:
     """The capacity search: every step, then the capacity with its bracket (plain text, stdout)."""
     file = file or sys.stdout

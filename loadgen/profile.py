@@ -88,6 +88,11 @@ class Profile:
             self._cum.append(self._cum[-1] + p.count(p.end_s))
 
     @property
+    def cumulative(self) -> list[float]:
+        """Messages due by each phase's start (what the native engine is given with the phases)."""
+        return self._cum[:-1]
+
+    @property
     def duration_s(self) -> float:
         return self.phases[-1].end_s if self.phases else 0.0
 
@@ -131,10 +136,27 @@ class Profile:
     def per_phase(self) -> list[int]:
         return [self.due_in(p.start_s, p.end_s) for p in self.phases]
 
+    def canonical(self) -> str:
+        """The profile as text with every rate in msgs/s and every pause spelled out (``hold:0``): parses back to
+        the same phases, with no base rate."""
+        out = []
+        for p in self.phases:
+            dur = f"{p.duration_s:.6f}".rstrip("0").rstrip(".") + "s"
+            if p.kind == "ramp":
+                out.append(f"ramp:{_num(p.rate_from)}-{_num(p.rate_to)}:{dur}")
+            else:
+                out.append(f"{'hold' if p.kind == 'pause' else p.kind}:{_num(p.rate_from)}:{dur}")
+        return ",".join(out)
+
     def as_dict(self) -> dict:
         return {"text": self.text, "duration_s": round(self.duration_s, 6), "total": self.total,
                 "peak_rate": self.peak_rate, "phases": [p.as_dict() for p in self.phases],
                 "due_per_phase": self.per_phase()}
+
+
+def _num(x: float) -> str:
+    """A rate as the parser reads it back: digits, no exponent."""
+    return f"{x:.6f}".rstrip("0").rstrip(".")
 
 
 _NUM = r"\d+(?:\.\d+)?"
@@ -213,3 +235,70 @@ def parse(text: str, base: float | None = None) -> Profile:
     if profile.total == 0:
         raise ProfileError("the profile offers no message (every rate is 0)")
     return profile
+
+
+CALM_INTERVALS = 3  # recovered: p99 back under the limit (and the backlog gone) for this many intervals in a row
+
+
+def recovery(timeline: list[dict], profile: Profile, slo_p99_us: float | None = None) -> list[dict]:
+    """What each spike did, from the run's timeline (exact counts per interval) and its profile: one entry per
+    spike phase.
+
+    - **backlog**: messages due (by the schedule) and not yet echoed, at each interval's end: the cumulative
+      ``due`` minus the cumulative ``messages``. A server that keeps up holds it near what is in flight; one that
+      falls behind lets it grow. ``peak_backlog`` is its largest value from the spike's start until recovery,
+      ``fell_behind`` whether it passed the largest backlog before the spike plus 1% of the spike's messages.
+    - **caught up**: the first interval end after the spike from which the backlog is back within that bound.
+    - **recovered**: the first interval end after the spike that starts ``CALM_INTERVALS`` intervals in a row with
+      p99 under the limit (``slo_p99_us``, else twice the median p99 before the spike) and the backlog caught up.
+      ``recover_s`` is from the spike's end; None when the run ended first.
+    - the latency peak (p99, p99.9), the errors, and the server's memory before and at its peak."""
+    out = []
+    ends = [e["t_s"] for e in timeline]
+    cum_due, cum_msgs, backlog = 0, 0, []
+    for e in timeline:
+        cum_due += e.get("due") or 0
+        cum_msgs += e.get("messages") or 0
+        backlog.append(cum_due - cum_msgs)
+    for k, ph in enumerate(profile.phases):
+        if ph.kind != "spike":
+            continue
+        # an interval belongs where its middle lies (its end is when the worker woke: a little after the tick)
+        mids = [e["t_s"] - (e.get("span_s") or 0.0) / 2 for e in timeline]
+        before = [i for i, t in enumerate(mids) if t < ph.start_s]
+        during = [i for i, t in enumerate(mids) if ph.start_s <= t < ph.end_s]
+        after = [i for i, t in enumerate(mids) if t >= ph.end_s]
+        p99_before = sorted(e["p99_us"] for i in before if (e := timeline[i]).get("p99_us") is not None)
+        base_p99 = p99_before[len(p99_before) // 2] if p99_before else None
+        limit = slo_p99_us if slo_p99_us is not None else (2 * base_p99 if base_p99 is not None else None)
+        bound = max((backlog[i] for i in before), default=0) + 0.01 * profile.due_in(ph.start_s, ph.end_s)
+        caught = next((i for i in after if backlog[i] <= bound), None)
+        calm = None
+        for j, i in enumerate(after):
+            run = after[j:j + CALM_INTERVALS]
+            if len(run) == CALM_INTERVALS and all(
+                    limit is not None and (timeline[x].get("p99_us") or 0) <= limit and backlog[x] <= bound for x in run):
+                calm = i
+                break
+        upto = [i for i in during + after if calm is None or i < calm] or during
+        rss_before = [timeline[i]["server_rss_mb"] for i in before if timeline[i].get("server_rss_mb") is not None]
+        rss_all = [timeline[i]["server_rss_mb"] for i in during + after if timeline[i].get("server_rss_mb") is not None]
+        p99s = [timeline[i]["p99_us"] for i in upto if timeline[i].get("p99_us") is not None]
+        p999s = [timeline[i]["p999_us"] for i in upto if timeline[i].get("p999_us") is not None]
+        out.append({
+            "phase": k, "start_s": ph.start_s, "end_s": ph.end_s, "rate": ph.rate_from,
+            "due": profile.due_in(ph.start_s, ph.end_s),
+            "echoed_during": sum(timeline[i].get("messages") or 0 for i in during),
+            "p99_before_us": base_p99, "p99_limit_us": limit,
+            "limit_from": "slo" if slo_p99_us is not None else "2 x the median p99 before the spike",
+            "peak_p99_us": max(p99s, default=None), "peak_p999_us": max(p999s, default=None),
+            "peak_backlog": max((backlog[i] for i in upto), default=0), "backlog_bound": round(bound, 1),
+            "fell_behind": max((backlog[i] for i in upto), default=0) > bound,
+            "caught_up_at_s": None if caught is None else ends[caught],
+            "recovered_at_s": None if calm is None else ends[calm],
+            "recover_s": None if calm is None else round(ends[calm] - ph.end_s, 3),
+            "errors": sum(timeline[i].get("errors") or 0 for i in during + after),
+            "rss_before_mb": max(rss_before) if rss_before else None,
+            "peak_rss_mb": max(rss_all) if rss_all else None,
+        })
+    return out

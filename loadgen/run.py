@@ -81,6 +81,8 @@ def main(argv=None) -> int:
         output.render_capacity(doc["result"]["capacity"])
     if doc["result"].get("sweep"):
         output.render_sweep(doc["result"]["sweep"])
+    if doc["result"].get("recovery"):
+        output.render_recovery(doc["result"]["recovery"])
     if cfg.json_path:
         output.write_json(doc, cfg.json_path)
     if cfg.hdr_path:

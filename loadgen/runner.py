@@ -82,20 +82,23 @@ def ensure_fds(cfg: LoadConfig, conns: int | None = None) -> int:
 
 
 class Progress:
-    """One live line on stderr (rich), refreshed once a second; plain lines when
+    """One live line on stderr (rich), refreshed at every interval of the timeline; plain lines (once a second) when
     stderr is not a terminal (CI logs); silent with --quiet."""
 
-    def __init__(self, quiet: bool, total_s: float, sink=None) -> None:
+    def __init__(self, quiet: bool, total_s: float, sink=None, console=None) -> None:
+        """``console``: a rich Console to draw on (a test's fake terminal); default stderr, when it is one."""
         self.live = None
         self.total_s = total_s
         self.sink = sink  # a caller's callable(text) instead of our own line (make bench's suite display)
-        self.plain = sink is None and not quiet and not sys.stderr.isatty()
+        terminal = console.is_terminal if console is not None else sys.stderr.isatty()
+        self.plain = sink is None and not quiet and not terminal
+        self.last_plain = float("-inf")
         if quiet or self.plain or sink is not None:
             return
         from rich.console import Console
         from rich.live import Live
 
-        self.live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
+        self.live = Live(console=console or Console(stderr=True), auto_refresh=False, transient=True)
         self.live.start()
 
     @property
@@ -106,8 +109,11 @@ class Progress:
     def update(self, text: str) -> None:
         if self.sink is not None:
             self.sink(text)
-        elif self.plain:
-            print(f"loadgen: {text}", file=sys.stderr, flush=True)
+        elif self.plain:  # a log, not a display: once a second, however short the timeline's intervals
+            now = time.monotonic()
+            if now - self.last_plain >= 1.0:
+                self.last_plain = now
+                print(f"loadgen: {text}", file=sys.stderr, flush=True)
         elif self.live is not None:
             from rich.text import Text
 
@@ -117,6 +123,17 @@ class Progress:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+def live_line(elapsed: float, total: float, msgs: float, p99_us: float, errors: int, server_pct: float | None,
+              phase: tuple[str, float] | None) -> str:
+    """The live view's line for the interval just ended: rate, p99, errors, server CPU, the profile's phase."""
+    text = f"{elapsed:5.1f}/{total:g} s  {msgs:>9,.0f} msgs/s  p99 {p99_us:8.1f} us  errors {errors}"
+    if server_pct is not None:
+        text += f"  server CPU {server_pct:5.1f}%"
+    if phase is not None:
+        text += f"  [{phase[0]} {phase[1]:,.0f}/s offered]"
+    return text
 
 
 class Runner:
@@ -134,6 +151,9 @@ class Runner:
         self.server: ManagedServer | None = None
         self.incomplete: str | None = None
         self.intervals: dict[int, dict[int, dict]] = {}  # interval -> worker -> report
+        self.server_sampler: CpuSampler | None = None
+        # the server's CPU seconds and memory when each interval's last report came in: interval -> (ns, s, bytes)
+        self.server_samples: dict[int, tuple[int, float, int | None]] = {}
         self.finals: dict[int, dict] = {}
         self.connect_ns: list[int] = []
         self.warm_t_ns: int | None = None
@@ -188,6 +208,7 @@ class Runner:
             self._connect_phase(pipes)
             client = CpuSampler([os.getpid()] + [p.pid for p in procs], children=False)
             server = CpuSampler([server_pid], children=True) if server_pid is not None else None
+            self.server_sampler = server
             t0 = self.start_instant(pipes)
             for pp in pipes:
                 pp.send(("start", t0))
@@ -261,6 +282,8 @@ class Runner:
             if self.cpu_start is None and now >= warm_end:
                 self.cpu_start = (client.sample(), server.sample() if server else None, client.waits())
                 self.t_cpu_start = now
+                if server is not None:  # the timeline's first server sample
+                    self._sample_server(-1)
             if self.cpu_end is None and now >= end:
                 self.cpu_end = (client.sample(), server.sample() if server else None, client.waits())
                 self.t_cpu_end = now
@@ -311,6 +334,8 @@ class Runner:
         elif kind == "interval":
             self.intervals.setdefault(data["i"], {})[idx] = data
             got = self.intervals[data["i"]]
+            if len(got) == self.cfg.workers and self.server_sampler is not None:
+                self._sample_server(data["i"])
             if progress is not None and progress.shows and len(got) == self.cfg.workers:
                 span = max(r["span_ns"] for r in got.values()) / 1e9
                 msgs = sum(r["msgs"] for r in got.values()) / span if span > 0 else 0
@@ -318,7 +343,8 @@ class Runner:
                 p99 = h.get_value_at_percentile(99) / 1000 if h.get_total_count() else float("nan")
                 errs = sum(r["errors"] + r["integrity"] for r in got.values())
                 elapsed = (time.perf_counter_ns() - t0) / 1e9
-                progress.update(f"{elapsed:5.1f}/{progress.total_s:g} s  {msgs:>9,.0f} msgs/s  p99 {p99:8.1f} us  errors {errs}")
+                progress.update(live_line(elapsed, progress.total_s, msgs, p99, errs, self._server_pct(data["i"]),
+                                          self._phase_at(elapsed - self.cfg.warmup)))
         elif kind == "final":
             self.finals[idx] = data
 
@@ -382,15 +408,7 @@ class Runner:
                 cpu["loadgen_wait_pct"] = wait
             verdict, detail = stats.verdict(csid, ssid, wall)
             self.client_side = (csid, wall)
-        timeline = []
-        for i, iv in enumerate(intervals):
-            h = stats.merge([r["hist"] for r in iv.values()])
-            n = sum(r["msgs"] for r in iv.values())
-            t_end = max(r["t_ns"] for r in iv.values())
-            span = max(r["span_ns"] for r in iv.values()) / 1e9
-            timeline.append({"t_s": round((t_end - self.warm_t_ns) / 1e9, 3) if self.warm_t_ns else i + 1,
-                             "msgs_per_s": round(n / span, 1) if span > 0 else None,
-                             "p99_us": round(h.get_value_at_percentile(99) / 1000, 3) if h.get_total_count() else None})
+        timeline = self.timeline(intervals)
         result = {
             "complete": self.incomplete is None,
             "incomplete_reason": self.incomplete,
@@ -419,6 +437,7 @@ class Runner:
             "histogram_unit": "ns",
             "histogram": stats.encode(lat),
             "histogram_uncorrected": stats.encode(unc) if unc is not None else None,
+            "recovery": self._recovery(timeline),  # with a --profile that spikes: what each spike did
             "capacity": None,  # set by a --find-capacity search (loadgen/modes/capacity.py)
             "sweep": None,  # set by --sweep (loadgen/modes/capacity.py)
         }
@@ -441,6 +460,93 @@ class Runner:
             "result": result,
         }
 
+
+    def _server_pct(self, i: int) -> float | None:
+        a, b = self.server_samples.get(i - 1), self.server_samples.get(i)
+        if a is None or b is None or b[0] <= a[0]:
+            return None
+        return (b[1] - a[1]) / ((b[0] - a[0]) / 1e9) * 100
+
+    def _phase_at(self, t: float) -> tuple[str, float] | None:
+        """The --profile's phase at ``t`` seconds and the rate it offers then (the live line's)."""
+        if not self.cfg.profile:
+            return None
+        if getattr(self, "_profile", None) is None:
+            from .profile import parse as parse_profile
+
+            self._profile = parse_profile(self.cfg.profile)
+        t = max(0.0, t)
+        return self._profile.phases[self._profile.phase_at(t)].kind, self._profile.rate_at(t)
+
+    def _recovery(self, timeline: list[dict]) -> list[dict] | None:
+        """Per spike of the --profile: its backlog, latency peak, time to recover (loadgen/profile.py
+        ``recovery``), judged against a ``--slo p99=...`` when one is given; None without a spike."""
+        if not self.cfg.profile:
+            return None
+        from .modes.capacity import parse_slo
+        from .profile import parse as parse_profile
+        from .profile import recovery
+
+        prof = parse_profile(self.cfg.profile)
+        if not any(p.kind == "spike" for p in prof.phases):
+            return None
+        slo = next((x.limit_us for x in map(parse_slo, self.cfg.slos) if x.percentile == "p99"), None)
+        return recovery(timeline, prof, slo)
+
+    def _sample_server(self, i: int) -> None:
+        """The server's CPU clock (ns, its descendants included) and resident memory, at the end of interval i."""
+        from .procs import process_cpu_ns
+
+        try:
+            cpu = process_cpu_ns(self.server_sampler.roots[0].pid, True) / 1e9
+        except (ProcessLookupError, IndexError):
+            return
+        self.server_samples[i] = (time.perf_counter_ns(), cpu, self.server_sampler.rss())
+
+    def timeline(self, intervals: list[dict[int, dict]]) -> list[dict]:
+        """The run interval by interval (``cfg.tick_s``): offered (what the schedule made due in it: the profile's
+        count, or the constant rate) and achieved msgs/s, latency percentiles, errors, the server's CPU and memory
+        as sampled when the interval's last report came in, and the interval's own latency histogram (encoded),
+        so that any window's percentiles can be computed exactly by merging its intervals' histograms."""
+        from .profile import parse as parse_profile
+
+        cfg = self.cfg
+        prof = parse_profile(cfg.profile) if cfg.profile else None
+        out = []
+        last_err: dict[int, int] = {}
+        for i, iv in enumerate(intervals):
+            h = stats.merge([r["hist"] for r in iv.values()])
+            n = sum(r["msgs"] for r in iv.values())
+            t_end = max(r["t_ns"] for r in iv.values())
+            span = max(r["span_ns"] for r in iv.values()) / 1e9
+            t = (t_end - self.warm_t_ns) / 1e9 if self.warm_t_ns else float(i + 1)
+            errs = {w: r["errors"] + r["integrity"] for w, r in iv.items()}
+            new_errors = sum(v - last_err.get(w, 0) for w, v in errs.items())
+            last_err.update(errs)
+            offered = due = None
+            if prof is not None and span > 0:
+                due = prof.due_in(max(0.0, t - span), t)
+                offered = due / span
+            elif cfg.rate is not None:
+                offered = cfg.rate
+            counted = h.get_total_count()
+            entry = {"i": i, "t_s": round(t, 3), "span_s": round(span, 4),
+                     "due": due, "messages": n,  # exact counts: scheduled in it (a profile's), echoed in it
+                     "offered_per_s": None if offered is None else round(offered, 1),
+                     "msgs_per_s": round(n / span, 1) if span > 0 else None,
+                     "p50_us": round(h.get_value_at_percentile(50) / 1000, 3) if counted else None,
+                     "p99_us": round(h.get_value_at_percentile(99) / 1000, 3) if counted else None,
+                     "p999_us": round(h.get_value_at_percentile(99.9) / 1000, 3) if counted else None,
+                     "errors": new_errors, "server_cpu_pct": None, "server_rss_mb": None,
+                     "phase": prof.phases[prof.phase_at(max(0.0, t - span / 2))].kind if prof else None,
+                     "histogram": stats.encode(h) if counted else None}
+            a, b = self.server_samples.get(i - 1), self.server_samples.get(i)
+            if b is not None:
+                entry["server_rss_mb"] = None if b[2] is None else round(b[2] / 2**20, 2)
+                if a is not None and b[0] > a[0]:
+                    entry["server_cpu_pct"] = round((b[1] - a[1]) / ((b[0] - a[0]) / 1e9) * 100, 1)
+            out.append(entry)
+        return out
 
     def _engine_stats(self, finals: list[dict]) -> dict:
         """Which engine ran, and for the native one how bursty the echoes came (events per epoll wake-up)."""

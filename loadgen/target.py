@@ -127,6 +127,25 @@ class CpuSampler:
         return out
 
 
+    def rss(self) -> int | None:
+        """Resident memory of the processes (descendants included when ``children``), bytes; None if none is
+        left."""
+        procs = list(self.roots)
+        if self.children:
+            for r in self.roots:
+                try:
+                    procs += r.children(recursive=True)
+                except psutil.NoSuchProcess:
+                    pass
+        total, seen = 0, False
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+                seen = True
+            except psutil.NoSuchProcess:
+                pass
+        return total if seen else None
+
     def waits(self) -> dict[int, float]:
         """Seconds each process has spent runnable but waiting for a CPU (``/proc/PID/schedstat``'s run delay;
         absent where the kernel does not keep it): a process that wants to run and cannot is starved, which its

@@ -11,7 +11,8 @@
  *     out of step) and "corrupt" otherwise (counted, the connection goes on); bytes when nothing is in flight
  *     are "unexpected" (fatal); an echo not complete after --timeout is "lost" (fatal);
  *   - closed loop: `depth` messages in flight, the next sent the moment an echo completes;
- *   - open loop: message k is due at first_due + k * interval; one sent late because the window was full is
+ *   - open loop: message k is due at first_due + k * interval, or with a load profile (loadgen/profile.py) at
+ *     first_due + T(id + k * sconns), T the schedule's inverse count over its phases; one sent late because the window was full is
  *     timed from when it was due (coordinated omission corrected), one sent late because the timer fired late
  *     from busy_since (the client's own lag, recorded apart);
  *   - an echo counts when it completes inside [warm_ns, end_ns); nothing is sent at or after end_ns.
@@ -26,6 +27,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -104,6 +106,7 @@ typedef struct {
     int64_t first_due, busy_since, timer_at;
     int64_t phase;
     Py_ssize_t heap_pos; /* -1: no timer armed */
+    Py_ssize_t cursor;   /* profile: the phase this connection's next message falls in (only moves forward) */
 } Conn;
 
 typedef struct {
@@ -123,7 +126,11 @@ typedef struct {
     int tiny;
     uint8_t *ring;
     uint32_t mask;
-    int64_t interval; /* 0: closed loop */
+    int64_t interval; /* 0: closed loop (1 with a profile: open loop, the schedule decides) */
+    Py_ssize_t nph;   /* profile: its phases (0: none); per phase start_s, dur_s, rate_from, rate_to, cum */
+    double *ph;       /* nph x PH_FIELDS, all from Python (loadgen/profile.py), so both engines share the numbers */
+    int64_t ptotal;   /* messages the whole profile makes due: message n >= ptotal is never due */
+    int64_t sconns;   /* connections in the whole run: connection id sends messages id, id + sconns, ... */
     int64_t warm_ns, end_ns;
     int sending, done, started;
     char outcome[256];
@@ -501,8 +508,35 @@ static inline void flush(Engine *e, Conn *c) {
     flush_slow(e, c);
 }
 
-static inline int64_t due_of(const Engine *e, const Conn *c) {
-    return c->first_due + (int64_t)c->seq * e->interval;
+#define PH_FIELDS 5
+#define NEVER INT64_MAX
+
+/* Seconds from a phase's start until n of its messages are due: the inverse of n(dt) = r0 dt + slope dt^2 / 2,
+   the stable root (loadgen/profile.py Phase.time_of, the same arithmetic). */
+static double phase_time_of(const double *p, double n) {
+    if (n <= 0)
+        return 0.0;
+    double a = (p[3] - p[2]) / p[1] / 2, b = p[2];
+    if (fabs(a) < 1e-12)
+        return n / b;
+    double disc = b * b + 4 * a * n;
+    return 2 * n / (b + sqrt(disc > 0 ? disc : 0.0));
+}
+
+static inline int64_t due_of(const Engine *e, Conn *c) {
+    if (e->nph == 0)
+        return c->first_due + (int64_t)c->seq * e->interval;
+    if (c->seq > (uint64_t)(e->ptotal / e->sconns)) /* past the schedule's end (and n below cannot overflow) */
+        return NEVER;
+    int64_t n = (int64_t)c->id + (int64_t)c->seq * e->sconns;
+    if (n >= e->ptotal || n < 0)
+        return NEVER;
+    /* the phase in which the count passes n: cum[i] <= n < cum[i + 1] (phases that make nothing due are passed) */
+    while (c->cursor + 1 < e->nph && e->ph[(c->cursor + 1) * PH_FIELDS + 4] <= (double)n)
+        c->cursor++;
+    const double *p = &e->ph[c->cursor * PH_FIELDS];
+    double t = p[0] + phase_time_of(p, (double)n - p[4]);
+    return c->first_due + (int64_t)(t * 1e9);
 }
 
 /* Open loop: send every message that is due, up to depth in flight; arm a timer for the next. */
@@ -687,6 +721,7 @@ static void Engine_dealloc(Engine *e) {
     free(e->conns);
     free(e->slots);
     free(e->ring);
+    free(e->ph);
     free(e->lat.v);
     free(e->unc.v);
     free(e->lag.v);
@@ -696,14 +731,73 @@ static void Engine_dealloc(Engine *e) {
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
+/* The profile's phases, checked: a sequence of (start_s, dur_s, rate_from, rate_to, cum) tuples of finite numbers,
+   back to back from 0, durations > 0, rates and counts >= 0 and counts never falling; ptotal at most the last
+   count rounded up; sconns >= 1; open loop (interval > 0). */
+static int load_profile(Engine *e, PyObject *profile, long long ptotal, long long sconns, long long interval) {
+    PyObject *pl = PySequence_Fast(profile, "profile must be a sequence of phases");
+    if (pl == NULL)
+        return -1;
+    int rc = -1;
+    Py_ssize_t nph = PySequence_Fast_GET_SIZE(pl);
+    if (nph < 1 || nph > 100000 || interval <= 0 || sconns < 1 || sconns > UINT32_MAX + 1LL || ptotal < 0) {
+        PyErr_SetString(PyExc_ValueError, "a profile needs 1 to 100000 phases, interval_ns > 0, sched_conns >= 1 "
+                                          "and profile_total >= 0");
+        goto done;
+    }
+    e->ph = malloc((size_t)nph * PH_FIELDS * sizeof(double));
+    if (e->ph == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nph; i++) {
+        PyObject *t = PySequence_Fast(PySequence_Fast_GET_ITEM(pl, i), "a phase must be a sequence");
+        if (t == NULL)
+            goto done;
+        int ok = PySequence_Fast_GET_SIZE(t) == PH_FIELDS;
+        for (int k = 0; ok && k < PH_FIELDS; k++) {
+            double v = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(t, k));
+            if (v == -1.0 && PyErr_Occurred()) {
+                Py_DECREF(t);
+                goto done;
+            }
+            ok = isfinite(v) && v >= 0 && v <= 1e15;
+            e->ph[i * PH_FIELDS + k] = v;
+        }
+        Py_DECREF(t);
+        double *p = &e->ph[i * PH_FIELDS];
+        if (!ok || p[1] <= 0 || (i == 0 ? p[0] != 0 || p[4] != 0 :
+                                 fabs(p[0] - (p[-PH_FIELDS] + p[1 - PH_FIELDS])) > 1e-6 || p[4] < p[4 - PH_FIELDS])) {
+            PyErr_Format(PyExc_ValueError, "profile phase %zd: (start_s, dur_s, rate_from, rate_to, cum) must be "
+                                           "finite, >= 0, back to back from 0, with dur_s > 0 and cum not falling", i);
+            goto done;
+        }
+    }
+    double last = e->ph[(nph - 1) * PH_FIELDS + 4], p1 = e->ph[(nph - 1) * PH_FIELDS + 1];
+    double r0 = e->ph[(nph - 1) * PH_FIELDS + 2], r1 = e->ph[(nph - 1) * PH_FIELDS + 3];
+    double whole = last + r0 * p1 + (r1 - r0) / p1 * p1 * p1 / 2; /* the count at the profile's end */
+    if ((double)ptotal > ceil(whole) + 1) {
+        PyErr_SetString(PyExc_ValueError, "profile_total is beyond what the phases make due");
+        goto done;
+    }
+    e->nph = nph;
+    e->ptotal = ptotal;
+    e->sconns = sconns;
+    rc = 0;
+done:
+    Py_DECREF(pl);
+    return rc;
+}
+
 static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
-    static char *names[] = {"fds", "conn_ids", "size", "depth", "ring", "interval_ns", "phases_ns", "wake_fd", NULL};
-    PyObject *fds, *ids, *ring, *phases;
+    static char *names[] = {"fds", "conn_ids", "size", "depth", "ring", "interval_ns", "phases_ns", "wake_fd",
+                            "profile", "profile_total", "sched_conns", NULL};
+    PyObject *fds, *ids, *ring, *phases, *profile = Py_None;
     Py_ssize_t size, depth;
-    long long interval;
+    long long interval, ptotal = 0, sconns = 0;
     int wake_fd;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOnnOLOi", names, &fds, &ids, &size, &depth, &ring, &interval,
-                                     &phases, &wake_fd))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOnnOLOi|OLL", names, &fds, &ids, &size, &depth, &ring, &interval,
+                                     &phases, &wake_fd, &profile, &ptotal, &sconns))
         return -1;
     if (e->conns != NULL || e->ring != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Engine.__init__ called twice");
@@ -756,6 +850,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
         }
         memcpy(e->ring + (size_t)i * e->size + (e->tiny ? 0 : HDR), PyBytes_AS_STRING(b), e->body);
     }
+    if (profile != Py_None && load_profile(e, profile, ptotal, sconns, interval) < 0)
+        goto out;
     e->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         Conn *c = &e->conns[i];
@@ -768,7 +864,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
         long long ph = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(pl, i));
         if (ph == -1 && PyErr_Occurred())
             goto out;
-        if (fd < 0 || fd > INT_MAX || id < 0 || id > UINT32_MAX || ph < 0) {
+        if (fd < 0 || fd > INT_MAX || id < 0 || id > UINT32_MAX || ph < 0 || (e->nph && id >= e->sconns)) {
             PyErr_SetString(PyExc_ValueError, "bad fd, connection id or phase");
             goto out;
         }

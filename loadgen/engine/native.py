@@ -17,7 +17,7 @@ import socket
 
 from .. import stats
 from ..payload import shared_ring
-from .traffic import CONNECT_CONCURRENCY, INTERRUPT_DRAIN_S, _now, drain_seconds
+from .traffic import CONNECT_CONCURRENCY, INTERRUPT_DRAIN_S, _now, drain_seconds, tick_times
 from .worker import ConnectError, Worker
 
 try:
@@ -114,11 +114,20 @@ class NativeWorker(Worker):
         self.conns = self.socks  # what worker_main counts
         interval = 0
         phases = [0] * len(self.conn_ids)
-        if cfg.rate is not None:
+        profile = {}
+        if cfg.profile:  # the schedule's numbers from loadgen/profile.py, so both engines use the same ones
+            from ..profile import parse as parse_profile
+
+            prof = parse_profile(cfg.profile)
+            interval = 1  # open loop; the profile decides when
+            profile = {"profile": [(p.start_s, p.duration_s, p.rate_from, p.rate_to, cum)
+                                   for p, cum in zip(prof.phases, prof.cumulative)],
+                       "profile_total": prof.total, "sched_conns": cfg.conns}
+        elif cfg.rate is not None:
             interval = int(1e9 / (cfg.rate / cfg.conns))
             phases = [interval * cid // cfg.conns for cid in self.conn_ids]
         self.engine = _native.Engine([s.fileno() for s in self.socks], self.conn_ids, cfg.size, cfg.depth,
-                                     shared_ring(cfg.size, cfg.seed), interval, phases, self.pipe.fileno())
+                                     shared_ring(cfg.size, cfg.seed), interval, phases, self.pipe.fileno(), **profile)
 
     # -- the run ---------------------------------------------------------------------
     def _on_parent(self) -> None:
@@ -165,10 +174,7 @@ class NativeWorker(Worker):
         limit = int(cfg.timeout * 1e9)
         self.threads = _thread_count()  # 1 unless something started a thread: a cost on every system call
         eng.start(t0, warm_end, end)
-        ticks = [warm_end]
-        while ticks[-1] + 10**9 < end:
-            ticks.append(ticks[-1] + 10**9)
-        ticks.append(end)
+        ticks = tick_times(warm_end, end, cfg.tick_s)
         last_msgs, last_t = 0, warm_end
         for i, tick in enumerate(ticks):
             self._run_until(tick)

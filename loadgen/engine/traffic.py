@@ -26,6 +26,17 @@ def drain_seconds(cfg: LoadConfig) -> float:
     return cfg.timeout + 0.2 if cfg.transport == "udp" else min(cfg.timeout, 5.0)
 
 
+def tick_times(warm_end: int, end: int, tick_s: float) -> list[int]:
+    """When a worker reports an interval (ns): the end of the warm-up, then every ``tick_s`` seconds, and the
+    run's end (the last interval may be shorter)."""
+    step = max(1, int(tick_s * 1e9))
+    ticks = [warm_end]
+    while ticks[-1] + step < end:
+        ticks.append(ticks[-1] + step)
+    ticks.append(end)
+    return ticks
+
+
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
     if name == "uvloop":
         try:
@@ -61,8 +72,10 @@ class _Traffic:
         self.dead = False  # closed by us (integrity failure) or lost
         self.go = False  # mirrors Worker.sending, without an attribute hop per message
         # open loop
-        self.interval_ns = 0
+        self.interval_ns = 0  # open loop when non-zero (1 with a profile, whose schedule then decides)
         self.phase_ns = 0
+        self.schedule = None  # a --profile's Profile (loadgen/profile.py): message n of all is due at T(n)
+        self.sched_conns = 1  # connections in the whole run: this one sends messages conn_id, conn_id + conns, ...
         self.first_due = 0
         self.busy_since = 0
         self.timer = None
@@ -71,7 +84,8 @@ class _Traffic:
     def _pump(self, now: int, from_timer: bool) -> None:
         """Open loop: send every message that is due, up to ``depth`` in flight; arm a timer for the next.
 
-        Message k is due at ``first_due + k * interval``. One sent late because the window was full (the server
+        Message k is due at ``first_due + k * interval`` (with a profile: at ``T(conn_id + k * conns)`` from the
+        start, :meth:`_due`). One sent late because the window was full (the server
         was behind) is timed from when it was due: coordinated omission corrected. One sent late because the
         client's timer fired late is timed from ``busy_since``, the moment the client got round to it.
         """
@@ -81,9 +95,9 @@ class _Traffic:
             # now is the client's (timed from now, and reported as lag). A full window means the server is behind.
             if self.in_flight() < self.depth:
                 self.busy_since = now
-                self.w.lag_append(max(0, now - (self.first_due + (self.seq - self.first_seq) * self.interval_ns)))
+                self.w.lag_append(max(0, now - self._due()))
         while self.in_flight() < self.depth and self.w.sending:
-            due = self.first_due + (self.seq - self.first_seq) * self.interval_ns
+            due = self._due()
             if due >= self.end_ns:
                 return
             if due > now:
@@ -91,6 +105,14 @@ class _Traffic:
                     self.timer = self.w.loop.call_later((due - now) / 1e9, self._on_timer)
                 return
             self._emit(due if due > self.busy_since else self.busy_since, now)
+
+    def _due(self) -> int:
+        """When this connection's next message is due (ns; ``end_ns`` once a profile has no more for it)."""
+        k = self.seq - self.first_seq
+        if self.schedule is None:
+            return self.first_due + k * self.interval_ns
+        t = self.schedule.time_of(self.conn_id + k * self.sched_conns)
+        return self.end_ns if t is None else self.first_due + int(t * 1e9)
 
     def _on_timer(self) -> None:
         if not self.dead:

@@ -15,7 +15,7 @@ from .. import stats
 from ..config import LoadConfig
 from .datagram import UDP_COUNTS, UdpConn
 from .stream import Closed1Conn, Conn
-from .traffic import CONNECT_CONCURRENCY, INTEGRITY_SAMPLES, INTERRUPT_DRAIN_S, _now, drain_seconds, new_loop
+from .traffic import CONNECT_CONCURRENCY, INTEGRITY_SAMPLES, INTERRUPT_DRAIN_S, _now, drain_seconds, new_loop, tick_times
 
 
 class Worker:
@@ -189,7 +189,13 @@ class Worker:
         cfg = self.cfg
         loop = self.loop
         self.done = loop.create_future()
-        if self.open_loop:
+        if self.open_loop and cfg.profile:  # the profile's schedule, from the start: no phase offset
+            from ..profile import parse as parse_profile
+
+            schedule = parse_profile(cfg.profile)
+            for c in self.conns:
+                c.interval_ns, c.phase_ns, c.schedule, c.sched_conns = 1, 0, schedule, cfg.conns
+        elif self.open_loop:
             per_conn_rate = cfg.rate / cfg.conns
             interval = int(1e9 / per_conn_rate)
             for c in self.conns:
@@ -204,10 +210,7 @@ class Worker:
             c.start(t0)
         if self.udp:
             self._sweep()
-        ticks = [warm_end]
-        while ticks[-1] + 10**9 < end:
-            ticks.append(ticks[-1] + 10**9)
-        ticks.append(end)
+        ticks = tick_times(warm_end, end, cfg.tick_s)
         for i, tick in enumerate(ticks):
             try:
                 await asyncio.wait_for(asyncio.shield(self.done), max(0.0, (tick - _now()) / 1e9))

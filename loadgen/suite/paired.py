@@ -18,6 +18,8 @@ import enum
 import statistics
 from dataclasses import dataclass, replace
 
+from ..procs import process_cpu_ns  # noqa: F401  (re-exported: the rounds and their tests read it here)
+
 LEVEL = 0.95
 MIN_ROUNDS = 6  # the fewest values whose order statistics give a 95% interval for the median
 
@@ -92,35 +94,6 @@ def slice_order(rounds: int, sides: tuple[str, str] = ("base", "head")) -> list[
     (the first slice of a round can meet a host that is still waking up)."""
     a, b = sides
     return [(r, s) for r in range(rounds) for s in ((a, b) if r % 2 == 0 else (b, a))]
-
-
-def process_cpu_ns(pid: int, children: bool = True) -> int:
-    """CPU time (user + kernel) of process ``pid`` in nanoseconds, every thread included, those that already
-    exited too, and with ``children`` its live descendants (a multi-process server's workers).
-
-    Read from the process's CPU-time clock (``clock_getcpuclockid``: clock id ``(~pid << 3) | 2``), which the
-    kernel keeps to the nanosecond: ``/proc/PID/stat`` counts clock ticks (10 ms, too coarse for a 0.5 s slice)
-    and ``/proc/PID/schedstat`` covers one thread only (a thread-per-connection server's work is in threads
-    that end with their connection). Raises ProcessLookupError when ``pid`` is gone."""
-    import time
-
-    pids = [pid]
-    if children:
-        import psutil
-
-        try:
-            pids += [c.pid for c in psutil.Process(pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            raise ProcessLookupError(pid) from None
-    total = 0
-    for i, p in enumerate(pids):
-        try:
-            total += time.clock_gettime_ns(((~p) << 3) | 2)
-        except OSError:
-            if i == 0:
-                raise ProcessLookupError(pid) from None
-            # a child that ended between the listing and the read: a server's worker died, which the caller sees
-    return total
 
 
 def process_user_kernel_s(pid: int) -> tuple[float, float]:

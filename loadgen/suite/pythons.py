@@ -234,6 +234,9 @@ def measure_cost(cfg: PythonsConfig, models: list[str], ready: list[Ready], ref:
         furthest = max((k for k in per if k != ref.side.key and base is not None),
                        key=lambda k: abs(entry[k]["ratio"] - 1), default=None)
         out[m] = {"variants": entry, "reference": ref.side.key if base is not None else None,
+                  # every variant against the reference: the functions whose own instructions moved most
+                  "moved_by_variant": {k: ab.moved_functions(base, per[k], top=TOP_FUNCTIONS)
+                                       for k in per if k != ref.side.key and base is not None},
                   "moved": None if furthest is None else {
                       "variant": furthest, "ratio": entry[furthest]["ratio"],
                       "functions": ab.moved_functions(base, per[furthest], top=TOP_FUNCTIONS)},

@@ -15,8 +15,9 @@ def build_text(b: dict | None) -> str:
         return "-"
     flags = [name for name, on in (("PGO", b.get("optimizations")), ("LTO", b.get("lto")), ("debug", b.get("debug")),
                                    ("free-threaded", b.get("free_threading"))) if on]
+    linked = {True: ", shared libpython", False: ", static libpython"}.get(b.get("shared"), "")
     return (f"{b.get('implementation')} {b.get('version')}, {b.get('compiler', '').strip() or '?'}, "
-            f"{'+'.join(flags) or 'no PGO/LTO'}")
+            f"{'+'.join(flags) or 'no PGO/LTO'}{linked}")
 
 
 def _iv(r: dict | None, digits: int = 3) -> str:

@@ -892,6 +892,12 @@ def write_report(run_dir: Path) -> dict:
     md += ["## Plots", ""]
     for key, fname in plots.items():
         md += [f"### {captions[key]}", "", f"![{captions[key]}]({fname})", ""]
+    drawn = draw_timelines(run_dir)
+    if drawn:
+        md += ["## Timelines", "", "Each cell's first trial, interval by interval (offered and achieved msgs/s, "
+               "latency percentiles, server CPU and memory; loadgen/suite/timeline.py):", ""]
+        md += [f"- [{name}]({rel})" for name, rel in drawn]
+        md += [""]
     (run_dir / "report.md").write_text("\n".join(md))
     # html (self-contained: images embedded)
     h = ["<!doctype html><html><head><meta charset='utf-8'><title>echobench report</title>"
@@ -948,6 +954,27 @@ def write_report(run_dir: Path) -> dict:
     return {"md": run_dir / "report.md", "html": run_dir / "report.html", "plots": plots, "summary": summary}
 
 
+def draw_timelines(run_dir: Path) -> list[tuple[str, str]]:
+    """The timeline of each cell's first trial (a trials-mode run keeps every trial's run document; a paired
+    cell keeps slices, not timelines) into ``timelines/``: [(cell, relative path)]."""
+    from .timeline import plot_timeline
+
+    first: dict[str, Path] = {}
+    for p in sorted((run_dir / "cells").glob("*_t*.json")):
+        key, _, trial = p.stem.rpartition("_t")
+        if trial.isdigit() and (key not in first or int(trial) < int(first[key].stem.rpartition("_t")[2])):
+            first[key] = p
+    out = []
+    for key, p in sorted(first.items()):
+        doc = json.loads(p.read_text())
+        if doc.get("kind") == PAIRED_CELL:
+            continue
+        (run_dir / "timelines").mkdir(exist_ok=True)
+        if plot_timeline(doc, run_dir / "timelines" / f"{key}.png", title=key) is not None:
+            out.append((key, f"timelines/{key}.png"))
+    return out
+
+
 def _md_inline(text: str) -> str:
     """The tiny subset of Markdown our notes use (**bold**, `code`) as HTML."""
     import re
@@ -959,20 +986,42 @@ def _md_inline(text: str) -> str:
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    usage = "usage: python -m loadgen.suite.report RUN_DIR  (plots, report.md and report.html from a run folder's JSON)"
+    usage = ("usage: python -m loadgen.suite.report RUN_DIR | RUN.json  (plots, report.md and report.html from a run "
+             "folder's JSON; the timeline of one run document, RUN.timeline.png)")
     if args in (["-h"], ["--help"]):
         print(usage)
         return 0
     if len(args) != 1 or args[0].startswith("-"):
-        why = f"unknown option {args[0]!r}" if args and args[0].startswith("-") else "expected one RUN_DIR"
+        why = f"unknown option {args[0]!r}" if args and args[0].startswith("-") else "expected one RUN_DIR or RUN.json"
         print(f"python -m loadgen.suite.report: error: {why} ({usage})", file=sys.stderr)
         return 2
+    target = Path(args[0])
+    if target.is_file():  # one run document: its timeline
+        return _timeline_of(target)
     try:
-        paths = write_report(Path(args[0]))
+        paths = write_report(target)
     except ReportError as exc:
         print(f"report: error: {exc}", file=sys.stderr)
         return 2
     print(f"{paths['md']}\n{paths['html']}")
+    return 0
+
+
+def _timeline_of(path: Path) -> int:
+    """``RUN.json`` -> ``RUN.timeline.png`` beside it; exit 2 (one line) when it is not a run document with a
+    timeline."""
+    from .timeline import plot_timeline
+
+    try:
+        doc = check(json.loads(path.read_text()), RUN, path)
+    except (ValueError, OSError) as exc:
+        print(f"report: error: {str(exc).splitlines()[0] if str(exc) else exc}", file=sys.stderr)
+        return 2
+    out = plot_timeline(doc, path.with_suffix(".timeline.png"))
+    if out is None:
+        print(f"report: error: {path}: the run has no timeline", file=sys.stderr)
+        return 2
+    print(out)
     return 0
 
 

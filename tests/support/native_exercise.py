@@ -46,14 +46,24 @@ def peer_loop(peer: socket.socket, reply, stop: threading.Event) -> None:
                 return
 
 
-def run(size: int, depth: int, reply, seconds: float = 0.15, interval: int = 0, conns: int = 2, timeout_s=None):
+def profile_args(text: str, conns: int) -> dict:
+    """The native Engine's keyword arguments for a load profile (as loadgen/engine/native.py passes them)."""
+    from loadgen.profile import parse
+
+    prof = parse(text)
+    return {"profile": [(p.start_s, p.duration_s, p.rate_from, p.rate_to, c) for p, c in zip(prof.phases, prof.cumulative)],
+            "profile_total": prof.total, "sched_conns": conns}
+
+
+def run(size: int, depth: int, reply, seconds: float = 0.15, interval: int = 0, conns: int = 2, timeout_s=None,
+        profile=None):
     from loadgen.engine import _native  # the extension itself: no fallback here
 
     pairs = [socket.socketpair() for _ in range(conns)]
     for a, _b in pairs:
         a.setblocking(False)
     eng = _native.Engine([a.fileno() for a, _ in pairs], list(range(conns)), size, depth, shared_ring(size, 0),
-                         interval, [interval * i // conns for i in range(conns)], -1)
+                         interval, [interval * i // conns for i in range(conns)], -1, **(profile or {}))
     stop = threading.Event()
     threads = [threading.Thread(target=peer_loop, args=(b, reply, stop), daemon=True) for _, b in pairs]
     for t in threads:
@@ -124,6 +134,25 @@ def main() -> int:
 
         res, _ = run(64, 1, close_after, conns=1)
         assert res["outcome"] and "lost mid-run" in res["outcome"], res
+        # a load profile: a ramp up, a spike, a pause and a ramp down, over the schedule's phases
+        text = "ramp:0-20000:50ms,spike:60000:30ms,hold:0:20ms,ramp:30000-0:50ms"
+        res, _ = run(64, 4, echo, interval=1, profile=profile_args(text, 2))
+        assert set(res["integrity"]) <= {"lost"} and 0 < res["messages_total"] <= profile_args(text, 2)["profile_total"], res
+        for bad in (dict(profile=[]), dict(profile=[(0, 1, 1, 1)]), dict(profile=[(0, -1, 1, 1, 0)]),
+                    dict(profile=[(0, 1, 1, 1, 0), (2, 1, 1, 1, 1)]), dict(profile=[(0, float("nan"), 1, 1, 0)]),
+                    dict(profile=[(0, 1, 1, 1, 0)], sched_conns=0), dict(profile=[(0, 1, 1, 1, 5)]),
+                    dict(profile=[(0, 1, 10, 10, 0)], profile_total=10**6), dict(profile="x")):
+            a, b = socket.socketpair()
+            try:
+                _native.Engine([a.fileno()], [0], 64, 1, shared_ring(64, 0), 1, [0], -1,
+                               **{"profile_total": 1, "sched_conns": 1, **bad})
+            except (ValueError, TypeError):
+                pass
+            else:
+                raise AssertionError(f"accepted the profile {bad}")
+            finally:
+                a.close()
+                b.close()
         for bad in ((0, 1, shared_ring(64, 0)), (64, 1, shared_ring(64, 0)[:3]), (64, 1, shared_ring(32, 0))):
             try:
                 _native.Engine([], [], *bad, 0, [], -1)

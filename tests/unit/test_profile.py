@@ -74,3 +74,47 @@ def test_a_hold_spaces_messages_evenly_and_connections_interleave():
     first = [p.time_of(c) for c in range(conns)]
     second = [p.time_of(c + conns) for c in range(conns)]
     assert [round(b - a, 9) for a, b in zip(first, second)] == [0.004] * conns
+
+
+def test_the_canonical_text_parses_back_to_the_same_schedule_without_a_base():
+    p = pf.parse("hold:0.5x:10s,spike:3x:250ms,ramp:1.5M-1x:1s@20s", base=33333.5)
+    text = p.canonical()
+    assert "x" not in text and "e+" not in text
+    q = pf.parse(text)
+    same = [{**x.as_dict(), "kind": "hold" if x.kind == "pause" else x.kind} for x in p.phases]  # a pause: hold:0
+    assert [x.as_dict() for x in q.phases] == same and q.per_phase() == p.per_phase()
+
+
+def _tl(profile, echoed, p99, span=0.1):
+    """A synthetic timeline: each interval's due count from the schedule, its echoes and p99 as given."""
+    out = []
+    for i, (n, p) in enumerate(zip(echoed, p99)):
+        t = round((i + 1) * span, 6)
+        out.append({"t_s": t, "span_s": span, "due": profile.due_in(t - span, t), "messages": n, "p99_us": p,
+                    "p999_us": p * 2, "errors": 0, "server_rss_mb": 20.0 + (5 if 10 <= i < 14 else 0)})
+    return out
+
+
+def test_recovery_is_read_from_counts_the_backlog_and_the_calm_intervals_after_the_spike():
+    p = pf.parse("hold:1000:1s,spike:4000:0.5s,hold:1000:1.5s")  # 100, then 400, then 100 due per 0.1 s
+    # a server of 2,000/s: keeps up before, 200 per interval in the spike (backlog +200 each), then 200 per interval
+    # until the backlog of 1,000 is gone (+100 net per interval: 10 intervals), then 100
+    echoed = [100] * 10 + [200] * 5 + [200] * 10 + [100] * 5
+    p99 = [100.0] * 10 + [5000.0] * 5 + [3000.0] * 10 + [120.0] * 5
+    (r,) = pf.recovery(_tl(p, echoed, p99), p)
+    assert r["due"] == 2000 and r["echoed_during"] == 1000 and r["peak_backlog"] == 1000 and r["fell_behind"]
+    assert r["caught_up_at_s"] == 2.5 and r["p99_before_us"] == 100.0 and r["p99_limit_us"] == 200.0
+    assert r["recovered_at_s"] == 2.6 and r["recover_s"] == 1.1  # the first of three calm intervals in a row
+    assert r["peak_p99_us"] == 5000.0 and r["peak_p999_us"] == 10000.0
+    assert r["rss_before_mb"] == 20.0 and r["peak_rss_mb"] == 25.0
+    # judged against an SLO instead: the 3 ms intervals pass it, the backlog still has to go
+    (s,) = pf.recovery(_tl(p, echoed, p99), p, slo_p99_us=4000.0)
+    assert s["p99_limit_us"] == 4000.0 and s["recovered_at_s"] == 2.5 and s["limit_from"] == "slo"
+    # a server that keeps up: no backlog beyond what was in flight, recovered as soon as the spike ends
+    keeps = [100] * 10 + [400] * 5 + [100] * 15
+    (k,) = pf.recovery(_tl(p, keeps, [100.0] * 30), p)
+    assert not k["fell_behind"] and k["peak_backlog"] == 0 and k["recover_s"] == 0.1
+    # one that never catches up before the run ends
+    (n,) = pf.recovery(_tl(p, [100] * 10 + [100] * 20, [100.0] * 10 + [9000.0] * 20), p)
+    assert n["fell_behind"] and n["caught_up_at_s"] is None and n["recovered_at_s"] is None and n["recover_s"] is None
+    assert pf.recovery(_tl(p, keeps, [100.0] * 30), pf.parse("hold:1000:3s")) == []  # no spike, nothing to say
