@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.echobench-installed
 
-.PHONY: go-build test test-fast bench bench-ab bench-ab-check bench-pythons bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
+.PHONY: go-build test test-fast bench bench-ab bench-ab-check bench-pythons bench-overload bench-full bench-conns bench-tls bench-ci bench-compare bench-gate-check bench-cost bench-cost-compare bench-pytest bench-loadgen report venv clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,12 @@ bench-ab: $(STAMP) go-build
 #   make bench-pythons VARIANTS="3.13 3.13+uvloop==0.19.0 3.13+uvloop==0.21.0"     which uvloop release?
 bench-pythons: $(STAMP)
 	$(PY) -m loadgen pythons $(if $(VARIANTS),--variants "$(VARIANTS)") $(PYTHONS_ARGS)
+
+# Overload and recovery (loadgen/suite/overload.py): per model, its capacity at p99 <= 1 ms, then a profile that
+# holds 0.5x, spikes to 2x and 4x and returns to 0.5x; latency peak, backlog, time to recover, memory, per model.
+# results/<stamp>-overload/ (overload.md, timelines/), results/latest-overload.
+bench-overload: $(STAMP) go-build
+	$(PY) -m loadgen overload $(OVERLOAD_ARGS)
 
 # bench-ab's wall-clock verdicts end to end (tests/benchmarks/test_ab_gate.py): A/A runs stay quiet and a known
 # extra cost on one side is caught. Asserts what timings conclude, so a benchmark, not a test (~40 min here).

@@ -18,6 +18,8 @@ COMMANDS = {  # name -> (module, what it does)
     "ab": ("loadgen.suite.ab", "a change measured beside its base in one job: cost and paired wall clock (make bench-ab)"),
     "pythons": ("loadgen.suite.pythons", "the same models under several Pythons / package versions, side by side "
                 "(make bench-pythons)"),
+    "overload": ("loadgen.suite.overload", "each model offered 2x and 4x its capacity: latency, backlog, memory, "
+                 "recovery (make bench-overload)"),
     "bench": ("loadgen.suite.bench", "every model over a matrix (make bench)"),
     "compare": ("loadgen.suite.compare", "judge two runs or two cost documents (make bench-compare)"),
     "cost": ("loadgen.suite.cost", "user-space instructions per message under callgrind (make bench-cost)"),
@@ -43,7 +45,7 @@ def main(argv=None, prog: str = "python -m loadgen") -> int:
         print(f"{prog}: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    if name in ("ab", "pythons"):
+    if name in ("ab", "pythons", "overload"):
         return module.main(rest, prog=f"{prog} {name}")
     return module.main(rest)
 

@@ -16,9 +16,10 @@ PAIRED_CELL = "echobench-paired-cell"  # make bench (paired rounds): one model's
 COST = "echobench-cost"  # make bench-cost
 AB = "echobench-ab"  # make bench-ab
 PYTHONS = "echobench-pythons"  # make bench-pythons: the server side under several interpreters / package versions
+OVERLOAD = "echobench-overload"  # make bench-overload: each model's spikes beyond its capacity, and its recovery
 
-VERSIONS = {RUN: RUN_VERSION, IDLE: 2, SUITE: 1, PAIRED_CELL: RUN_VERSION, COST: 1, AB: 1, PYTHONS: 1}
-NAMES = {RUN: "result", IDLE: "connection-scale", SUITE: "suite", PAIRED_CELL: "paired-cell", COST: "cost", AB: "A/B", PYTHONS: "pythons"}
+VERSIONS = {RUN: RUN_VERSION, IDLE: 2, SUITE: 1, PAIRED_CELL: RUN_VERSION, COST: 1, AB: 1, PYTHONS: 1, OVERLOAD: 1}
+NAMES = {RUN: "result", IDLE: "connection-scale", SUITE: "suite", PAIRED_CELL: "paired-cell", COST: "cost", AB: "A/B", PYTHONS: "pythons", OVERLOAD: "overload"}
 
 
 EXIT_OK = 0

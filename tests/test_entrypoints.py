@@ -14,7 +14,7 @@ from conftest import ROOT_DIR
 
 PY = sys.executable
 ECHOBENCH = str(Path(sys.executable).with_name("echobench"))  # the console script ([project.scripts])
-SUBCOMMANDS = ["run", "ab", "pythons", "bench", "compare", "cost", "calibrate", "report"]
+SUBCOMMANDS = ["run", "ab", "pythons", "overload", "bench", "compare", "cost", "calibrate", "report"]
 
 ENTRY_POINTS = {
     "loadgen/run.py": [PY, str(Path(ROOT_DIR) / "loadgen" / "run.py")],
@@ -24,7 +24,7 @@ ENTRY_POINTS = {
     **{f"echobench {c}": [ECHOBENCH, c] for c in SUBCOMMANDS},
     **{f"-m loadgen {c}": [PY, "-m", "loadgen", c] for c in SUBCOMMANDS},
     # the suite's modules, where they live now and where they used to (thin aliases)
-    **{f"-m loadgen.suite.{m}": [PY, "-m", f"loadgen.suite.{m}"] for m in ("ab", "pythons", "bench", "compare", "cost", "calibrate", "report")},
+    **{f"-m loadgen.suite.{m}": [PY, "-m", f"loadgen.suite.{m}"] for m in ("ab", "pythons", "overload", "bench", "compare", "cost", "calibrate", "report")},
     **{f"-m loadgen.{m}": [PY, "-m", f"loadgen.{m}"] for m in ("bench", "compare", "cost", "calibrate", "report")},
     "-m servers": [PY, "-m", "servers"],
     "-m servers.tls": [PY, "-m", "servers.tls"],

@@ -30,7 +30,7 @@ def test_the_same_interpreter_twice_gives_exact_zero_cost_deltas_and_a_missing_o
     subprocess.run(["git", "clone", "-q", str(ROOT_DIR), str(repo)], check=True, timeout=120)
     before = set(worktree.ours(repo))
     cfg = pythons.PythonsConfig(variants=("current", "current@HEAD", "2.1"), packages=(), models=MODELS,
-                                n1=100, n2=300, repeats=2, rounds=6, slice_s=0.1, warmup_s=0.05, instances=1,
+                                n1=100, n2=300, repeats=1, rounds=6, slice_s=0.1, warmup_s=0.05, instances=1,
                                 cache=str(tmp_path / "cache"), results=str(tmp_path / "results"), repo=str(repo))
     log = []
     out_dir, doc = pythons.run(cfg, log.append)

@@ -1,0 +1,289 @@
+"""``make bench-overload`` / ``python -m loadgen overload``: what each model does when offered more than it can
+serve, and how it comes back.
+
+Per model, on a fresh server each time:
+
+1. its **capacity at the SLO** (``--slo``, default p99 <= 1 ms): a short open-loop search (loadgen/modes/capacity.py);
+2. a **load profile** from that capacity (loadgen/profile.py): hold 0.5x, spike to 2x, back to 0.5x, spike to 4x,
+   back to 0.5x (``--spikes``, ``--hold``, ``--spike``, ``--recover``), ``--depth`` messages in flight per
+   connection so that an overloaded server is really offered the excess (with one in flight, the excess would
+   wait in the load generator, never reaching the server's buffers);
+3. from the run's timeline (exact counts per 100 ms), per spike: the latency peak, the backlog (messages due and
+   not yet echoed), when the server caught up and when p99 was back under the SLO (``recover_s``), the errors
+   and resets, and the server's memory before and at its peak (does its buffering grow without bound?).
+
+The summary names the model that recovers fastest from the 2x spike and the one whose memory grows most, with
+their figures; every model's timeline is drawn (``timelines/<model>.png``). Output: ``results/<stamp>-overload/``
+(``overload.json``, versioned; ``overload.md``; ``runs/<model>.json``, each profile run's own document).
+Exit status: 0; 2 bad usage; 3 nothing could be measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from servers import registry
+
+from .. import output, result
+from ..config import LoadConfig, OneLineParser, parse_size
+from ..envinfo import ROOT, environment
+from ..procs import interrupt
+
+KIND = result.OVERLOAD
+
+
+class UsageError(Exception):
+    """A request that cannot be measured as asked: one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class OverloadConfig:
+    models: tuple[str, ...] = ()  # (): every model that can run here
+    slo: str = "p99=1ms"
+    conns: int = 50
+    size: int = 1024
+    depth: int = 16
+    spikes: tuple[float, ...] = (2.0, 4.0)  # multiples of the capacity
+    base: float = 0.5  # the load around the spikes, a multiple of the capacity
+    hold_s: float = 3.0  # before the first spike
+    spike_s: float = 2.0
+    recover_s: float = 5.0  # after each spike
+    precision: float = 0.10  # the capacity search's
+    step_s: float = 1.0
+    step_warmup_s: float = 0.3
+    start_rate: float = 2000.0
+    max_steps: int = 14
+    engine: str = "auto"
+    results: str = str(ROOT / "results")
+    quiet: bool = False
+
+
+def profile_text(cfg: OverloadConfig) -> str:
+    """The profile in multiples of the capacity: hold, then each spike followed by a recovery hold."""
+    parts = [f"hold:{cfg.base:g}x:{cfg.hold_s:g}s"]
+    for k in cfg.spikes:
+        parts += [f"spike:{k:g}x:{cfg.spike_s:g}s", f"hold:{cfg.base:g}x:{cfg.recover_s:g}s"]
+    return ",".join(parts)
+
+
+def measure_model(m: str, cfg: OverloadConfig, out_dir: Path, log) -> dict:
+    """One model: its capacity, then the profile from it; the entry of overload.json."""
+    from ..modes.capacity import find
+    from ..profile import parse
+    from ..runner import RunError, Runner
+    from ..target import TargetError
+    from .timeline import plot_timeline
+
+    base = LoadConfig(server=m, conns=cfg.conns, size=cfg.size, slos=(cfg.slo,), quiet=True, engine=cfg.engine,
+                      workers=1)
+    entry: dict = {"model": m}
+    t0 = time.monotonic()
+    try:
+        doc, _code = find(replace(base, find_capacity=True, precision=cfg.precision, start_rate=cfg.start_rate,
+                                  max_steps=cfg.max_steps, duration=cfg.step_s, warmup=cfg.step_warmup_s), lambda s: None)
+    except (RunError, TargetError) as exc:
+        return {**entry, "error": f"the capacity search could not run: {exc}"}
+    cap = doc["result"]["capacity"] or {}
+    entry["capacity"] = {k: cap.get(k) for k in ("msgs_per_s", "bracket", "complete", "stopped")}
+    entry["capacity_s"] = round(time.monotonic() - t0, 1)
+    found = cap.get("msgs_per_s")
+    if not found:
+        return {**entry, "error": f"no capacity at {cfg.slo} was found ({cap.get('stopped') or 'no rate met it'})"}
+    prof = parse(profile_text(cfg), base=found)
+    pcfg = replace(base, profile=prof.canonical(), rate=prof.total / prof.duration_s, duration=prof.duration_s,
+                   warmup=0.0, depth=cfg.depth)
+    log(f"overload: {m}: capacity {found:,.0f} msgs/s at {cfg.slo}; profile {pcfg.profile}")
+    try:
+        pdoc, _pcode = Runner(pcfg, lambda s: None).execute()
+    except (RunError, TargetError) as exc:
+        return {**entry, "error": f"the profile run could not run: {exc}"}
+    (out_dir / "runs").mkdir(exist_ok=True)
+    output.write_json(pdoc, str(out_dir / "runs" / f"{m}.json"))
+    (out_dir / "timelines").mkdir(exist_ok=True)
+    plot_timeline(pdoc, out_dir / "timelines" / f"{m}.png",
+                  title=f"{m}: capacity {found:,.0f} msgs/s at {cfg.slo}; {profile_text(cfg)} of it; "
+                        f"{cfg.conns} connections x {output.human_size(cfg.size)}, {cfg.depth} in flight each")
+    res = pdoc["result"]
+    spikes = []
+    for k, r in zip(cfg.spikes, res.get("recovery") or []):
+        spikes.append({"times_capacity": k, **r})
+    rss = [e["server_rss_mb"] for e in res["timeline"] if e.get("server_rss_mb") is not None]
+    return {**entry, "profile": pcfg.profile, "spikes": spikes, "errors": res["errors"],
+            "integrity_failures": res["integrity_failures"], "complete": res["complete"],
+            "incomplete_reason": res["incomplete_reason"], "verdict": res["verdict"],
+            "loadgen_pct": res["cpu"].get("loadgen_pct"), "engine": res["engine"]["name"],
+            "rss_start_mb": rss[0] if rss else None, "rss_peak_mb": max(rss) if rss else None,
+            "rss_end_mb": rss[-1] if rss else None, "elapsed_s": round(time.monotonic() - t0, 1)}
+
+
+def summary(entries: list[dict]) -> list[str]:
+    """The report's opening: the model that recovers fastest from the first spike and the one whose memory grows
+    most, with their figures."""
+    ok = [e for e in entries if e.get("spikes")]
+    out = []
+    if not ok:
+        return ["No model was measured."]
+    first = [(e, e["spikes"][0]) for e in ok]
+    rec = [(e, s) for e, s in first if s["recover_s"] is not None]
+    if rec:
+        e, s = min(rec, key=lambda es: es[1]["recover_s"])
+        out.append(f"**Fastest to recover** from the {s['times_capacity']:g}x spike: `{e['model']}`, p99 back under "
+                   f"{_us(s['p99_limit_us'])} {s['recover_s']:g} s after the spike ended (peak p99 {_us(s['peak_p99_us'])}, "
+                   f"peak backlog {s['peak_backlog']:,} messages).")
+    never = [e["model"] for e, s in first if s["recover_s"] is None]
+    if never:
+        out.append("Not recovered before the run ended: " + ", ".join(f"`{m}`" for m in never) + ".")
+    growth = [(e, (e["rss_peak_mb"] or 0) - (e["rss_start_mb"] or 0)) for e in ok if e.get("rss_peak_mb")]
+    if growth:
+        e, g = max(growth, key=lambda eg: eg[1])
+        out.append(f"**Memory grows most** in `{e['model']}`: {e['rss_start_mb']:,.1f} -> {e['rss_peak_mb']:,.1f} MiB "
+                   f"(+{g:,.1f}), {e['rss_end_mb']:,.1f} MiB at the end.")
+    return out
+
+
+def _us(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x / 1000:,.1f} ms" if x >= 1000 else f"{x:,.0f} us"
+
+
+def markdown(doc: dict) -> str:
+    cfg = doc["config"]
+    lines = [f"# echobench overload: {len(doc['models'])} models ({doc['timestamp']}, {doc['elapsed_s']:.0f} s)", "",
+             f"Per model, on a fresh server: its capacity at {cfg['slo']} (open-loop search, {cfg['precision']:.0%} "
+             f"precision), then `{profile_text(OverloadConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))}` "
+             f"of that capacity, {cfg['conns']} connections x {output.human_size(cfg['size'])}, {cfg['depth']} "
+             "messages in flight per connection. Latency is timed from each message's due time. Backlog: messages "
+             "due and not yet echoed. Recovered: p99 under the SLO with the backlog gone for three 100 ms intervals "
+             "in a row, counted from the spike's end.", ""]
+    lines += [f"- {x}" for x in summary(doc["entries"])] + [""]
+    spikes = cfg["spikes"]
+    head = ["model", "capacity"] + [f"{k:g}x: peak p99 / backlog / recover" for k in spikes] + [
+        "server memory (MiB) start -> peak -> end", "errors", "client"]
+    lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for e in doc["entries"]:
+        if e.get("error"):
+            lines.append(f"| {e['model']} | {e['error']} |" + " |" * (len(head) - 2))
+            continue
+        cells = [e["model"], f"{e['capacity']['msgs_per_s']:,.0f}"]
+        for s in e["spikes"]:
+            rec = f"{s['recover_s']:g} s" if s["recover_s"] is not None else "not recovered"
+            cells.append(f"{_us(s['peak_p99_us'])} / {s['peak_backlog']:,} / {rec}")
+        cells += [f"{e['rss_start_mb']:,.1f} -> {e['rss_peak_mb']:,.1f} -> {e['rss_end_mb']:,.1f}"
+                  if e.get("rss_peak_mb") else "-",
+                  ", ".join(f"{k} {v}" for k, v in e["errors"].items()) or "0",
+                  f"{e['engine']}, {e['loadgen_pct'] or 0:.0f}%" + (" (saturated)" if e["verdict"] == "client-bound" else "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Timelines: " + ", ".join(f"[{e['model']}](timelines/{e['model']}.png)" for e in doc["entries"]
+                                           if e.get("spikes") is not None) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: OverloadConfig, log) -> tuple[Path, dict]:
+    t0 = time.monotonic()
+    models = list(cfg.models) or [n for n, m in registry.MODELS.items() if m.unavailable_reason() is None]
+    for m in models:
+        if m not in registry.MODELS:
+            raise UsageError(f"{m!r} is not a server model (choose from {', '.join(registry.MODELS)})")
+        if (why := registry.get(m).unavailable_reason()) is not None:
+            raise UsageError(f"{m}: {why}")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = Path(cfg.results) / f"{stamp}-overload"
+    out_dir.mkdir(parents=True, exist_ok=False)
+    entries = []
+    for i, m in enumerate(models):
+        log(f"overload: [{i + 1}/{len(models)}] {m}")
+        entries.append(measure_model(m, cfg, out_dir, log))
+    cfg_doc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+    doc = {"kind": KIND, "schema_version": result.version(KIND),
+           "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "env": environment(),
+           "config": cfg_doc, "models": models, "entries": entries, "elapsed_s": round(time.monotonic() - t0, 1)}
+    output.write_json(doc, str(out_dir / "overload.json"))
+    (out_dir / "overload.md").write_text(markdown(doc))
+    output.point_latest(Path(cfg.results), out_dir, "latest-overload")
+    return out_dir, doc
+
+
+def _multiples(text: str) -> tuple[float, ...]:
+    try:
+        xs = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"multiples of the capacity, e.g. 2,4; got {text!r}") from None
+    if not xs or any(not 0 < x <= 100 for x in xs):
+        raise argparse.ArgumentTypeError(f"multiples of the capacity between 0 and 100, e.g. 2,4; got {text!r}")
+    return xs
+
+
+def _seconds(text: str) -> float:
+    x = float(text)
+    if not 0 < x <= 600:
+        raise argparse.ArgumentTypeError(f"seconds between 0 and 600, got {text}")
+    return x
+
+
+def parse_config(argv=None, prog: str = "python -m loadgen overload") -> OverloadConfig:
+    from .cost import positive_count
+
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=lambda s: tuple(x for x in s.split(",") if x), default=(),
+                   help="comma-separated (default: every model that can run here)")
+    p.add_argument("--slo", default="p99=1ms", help="the latency objective for the capacity and for recovery "
+                   "(default p99=1ms)")
+    p.add_argument("--conns", type=positive_count, default=50)
+    p.add_argument("--size", type=parse_size, default=1024)
+    p.add_argument("--depth", type=positive_count, default=16, help="messages in flight per connection (default 16)")
+    p.add_argument("--spikes", type=_multiples, default=(2.0, 4.0), help="the spikes, multiples of the capacity "
+                   "(default 2,4)")
+    p.add_argument("--base", type=float, default=0.5, help="the load around the spikes, x capacity (default 0.5)")
+    p.add_argument("--hold", dest="hold_s", type=_seconds, default=3.0, help="seconds before the first spike (3)")
+    p.add_argument("--spike", dest="spike_s", type=_seconds, default=2.0, help="seconds each spike lasts (2)")
+    p.add_argument("--recover", dest="recover_s", type=_seconds, default=5.0, help="seconds after each spike (5)")
+    p.add_argument("--engine", choices=["auto", "native", "python"], default="auto")
+    p.add_argument("--results", default=str(ROOT / "results"), help="where the run folder goes (default results/)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    a = p.parse_args(argv)
+    from ..modes.capacity import parse_slo
+
+    try:
+        if parse_slo(a.slo).percentile != "p99":
+            p.error(f"--slo: recovery is judged on p99 (e.g. p99=1ms); got {a.slo!r}")
+    except ValueError as exc:
+        p.error(str(exc))
+    if not 0 < a.base < 1:
+        p.error("--base must be between 0 and 1 (a fraction of the capacity)")
+    return OverloadConfig(models=a.models, slo=a.slo, conns=a.conns, size=a.size, depth=a.depth, spikes=a.spikes,
+                          base=a.base, hold_s=a.hold_s, spike_s=a.spike_s, recover_s=a.recover_s, engine=a.engine,
+                          results=a.results, quiet=a.quiet)
+
+
+def main(argv=None, prog: str = "python -m loadgen overload") -> int:
+    cfg = parse_config(argv, prog)
+
+    def log(msg: str) -> None:
+        if not cfg.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        out_dir, doc = run(cfg, log)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 3
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    sys.stdout.write((out_dir / "overload.md").read_text())
+    log(f"overload: {doc['elapsed_s']:.0f} s; {out_dir / 'overload.md'}")
+    return 0 if any(e.get("spikes") for e in doc["entries"]) else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m loadgen.suite.overload"))
