@@ -101,6 +101,12 @@ class Progress:
         self.live = Live(console=console or Console(stderr=True), auto_refresh=False, transient=True)
         self.live.start()
 
+    def wants(self) -> bool:
+        """Whether an update now would be seen (the plain log prints once a second: no line is computed between)."""
+        if self.plain:
+            return time.monotonic() - self.last_plain >= 1.0
+        return self.shows
+
     @property
     def shows(self) -> bool:
         """Whether an update is seen (with --quiet nothing is: the line is then not even computed)."""
@@ -332,11 +338,15 @@ class Runner:
         if kind == "warm":
             self.warm_t_ns = data["t_ns"] if self.warm_t_ns is None else min(self.warm_t_ns, data["t_ns"])
         elif kind == "interval":
+            for name in ("hist", "hist_unc", "lag"):  # the worker sends raw samples: histograms are made here
+                raw = data.pop(name + "_raw", None)
+                if raw is not None:
+                    data[name] = stats.encode_samples(raw)
             self.intervals.setdefault(data["i"], {})[idx] = data
             got = self.intervals[data["i"]]
             if len(got) == self.cfg.workers and self.server_sampler is not None:
                 self._sample_server(data["i"])
-            if progress is not None and progress.shows and len(got) == self.cfg.workers:
+            if progress is not None and progress.wants() and len(got) == self.cfg.workers:
                 span = max(r["span_ns"] for r in got.values()) / 1e9
                 msgs = sum(r["msgs"] for r in got.values()) / span if span > 0 else 0
                 h = stats.merge([r["hist"] for r in got.values()])

@@ -15,7 +15,6 @@ import asyncio
 import os
 import socket
 
-from .. import stats
 from ..payload import shared_ring
 from .traffic import CONNECT_CONCURRENCY, INTERRUPT_DRAIN_S, _now, drain_seconds, tick_times
 from .worker import ConnectError, Worker
@@ -156,14 +155,14 @@ class NativeWorker(Worker):
                 return
 
     def _flush(self) -> dict:
-        """This interval's samples into histograms: the same report as the Python engine's."""
+        """This interval's samples, raw: the same report as the Python engine's."""
         chunks = self.pending + [self.engine.take()]
         self.pending = []
         rep = {}
         for name, k in (("hist", 0), ("hist_unc", 1), ("lag", 2)):
             if k == 1 and self.cfg.rate is None:
                 continue
-            rep[name] = stats.encode_samples(b"".join(c[k] for c in chunks if c[k]))
+            rep[name + "_raw"] = b"".join(c[k] for c in chunks if c[k])  # the parent encodes (worker.py _flush)
         return rep
 
     def run_native(self, t0: int) -> None:

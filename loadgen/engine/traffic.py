@@ -93,9 +93,13 @@ class _Traffic:
             self.timer = None
             # Only a connection with room in its window was idle, waiting on the client's timer: lateness until
             # now is the client's (timed from now, and reported as lag). A full window means the server is behind.
-            if self.in_flight() < self.depth:
+            # A timer that fired before the message was due (the loop's timers round to milliseconds) is no
+            # lateness at all: it records nothing (it used to record a 0 at every early wake-up, tens of
+            # thousands a second, which swamped the lag's percentiles and the worker's reports).
+            due = self._due()
+            if self.in_flight() < self.depth and due <= now:
                 self.busy_since = now
-                self.w.lag_append(max(0, now - self._due()))
+                self.w.lag_append(now - due)
         while self.in_flight() < self.depth and self.w.sending:
             due = self._due()
             if due >= self.end_ns:

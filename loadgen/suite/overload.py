@@ -89,6 +89,8 @@ def measure_model(m: str, cfg: OverloadConfig, out_dir: Path, log) -> dict:
                                   max_steps=cfg.max_steps, duration=cfg.step_s, warmup=cfg.step_warmup_s), lambda s: None)
     except (RunError, TargetError) as exc:
         return {**entry, "error": f"the capacity search could not run: {exc}"}
+    if doc["result"]["incomplete_reason"] == "interrupted":  # Ctrl-C or SIGTERM: the whole run stops
+        raise KeyboardInterrupt
     cap = doc["result"]["capacity"] or {}
     entry["capacity"] = {k: cap.get(k) for k in ("msgs_per_s", "bracket", "complete", "stopped")}
     entry["capacity_s"] = round(time.monotonic() - t0, 1)
@@ -103,6 +105,8 @@ def measure_model(m: str, cfg: OverloadConfig, out_dir: Path, log) -> dict:
         pdoc, _pcode = Runner(pcfg, lambda s: None).execute()
     except (RunError, TargetError) as exc:
         return {**entry, "error": f"the profile run could not run: {exc}"}
+    if pdoc["result"]["incomplete_reason"] == "interrupted":
+        raise KeyboardInterrupt
     (out_dir / "runs").mkdir(exist_ok=True)
     output.write_json(pdoc, str(out_dir / "runs" / f"{m}.json"))
     (out_dir / "timelines").mkdir(exist_ok=True)
