@@ -136,10 +136,17 @@ def summary(entries: list[dict]) -> list[str]:
     first = [(e, e["spikes"][0]) for e in ok]
     rec = [(e, s) for e, s in first if s["recover_s"] is not None]
     if rec:
-        e, s = min(rec, key=lambda es: es[1]["recover_s"])
-        out.append(f"**Fastest to recover** from the {s['times_capacity']:g}x spike: `{e['model']}`, p99 back under "
-                   f"{_us(s['p99_limit_us'])} {s['recover_s']:g} s after the spike ended (peak p99 {_us(s['peak_p99_us'])}, "
-                   f"peak backlog {s['peak_backlog']:,} messages).")
+        best = min(s["recover_s"] for _e, s in rec)
+        tied = [(e, s) for e, s in rec if s["recover_s"] == best]
+        e, s = tied[0]
+        if len(tied) == 1:
+            out.append(f"**Fastest to recover** from the {s['times_capacity']:g}x spike: `{e['model']}`, p99 back under "
+                       f"{_us(s['p99_limit_us'])} {s['recover_s']:g} s after the spike ended (peak p99 "
+                       f"{_us(s['peak_p99_us'])}, peak backlog {s['peak_backlog']:,} messages).")
+        else:  # recovered within the same interval: the timeline cannot order them
+            out.append(f"**Fastest to recover** from the {s['times_capacity']:g}x spike, tied at {best:g} s after it "
+                       f"ended (p99 back under {_us(s['p99_limit_us'])}): "
+                       + ", ".join(f"`{x['model']}` (peak p99 {_us(y['peak_p99_us'])})" for x, y in tied) + ".")
     never = [e["model"] for e, s in first if s["recover_s"] is None]
     if never:
         out.append("Not recovered before the run ended: " + ", ".join(f"`{m}`" for m in never) + ".")
@@ -168,7 +175,7 @@ def markdown(doc: dict) -> str:
              "in a row, counted from the spike's end.", ""]
     lines += [f"- {x}" for x in summary(doc["entries"])] + [""]
     spikes = cfg["spikes"]
-    head = ["model", "capacity"] + [f"{k:g}x: peak p99 / backlog / recover" for k in spikes] + [
+    head = ["model", "capacity"] + [f"{k:g}x: peak p99 / peak backlog / recover" for k in spikes] + [
         "server memory (MiB) start -> peak -> end", "errors", "client"]
     lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for e in doc["entries"]:
@@ -178,7 +185,8 @@ def markdown(doc: dict) -> str:
         cells = [e["model"], f"{e['capacity']['msgs_per_s']:,.0f}"]
         for s in e["spikes"]:
             rec = f"{s['recover_s']:g} s" if s["recover_s"] is not None else "not recovered"
-            cells.append(f"{_us(s['peak_p99_us'])} / {s['peak_backlog']:,} / {rec}")
+            behind = " (fell behind)" if s["fell_behind"] else ""
+            cells.append(f"{_us(s['peak_p99_us'])} / {s['peak_backlog']:,}{behind} / {rec}")
         cells += [f"{e['rss_start_mb']:,.1f} -> {e['rss_peak_mb']:,.1f} -> {e['rss_end_mb']:,.1f}"
                   if e.get("rss_peak_mb") else "-",
                   ", ".join(f"{k} {v}" for k, v in e["errors"].items()) or "0",

@@ -21,7 +21,7 @@ def test_the_profile_holds_spikes_and_recovers_in_multiples_of_the_capacity():
 
 def _entry(model, recover, growth, p99=5000.0):
     spike = {"times_capacity": 2.0, "recover_s": recover, "p99_limit_us": 1000.0, "peak_p99_us": p99,
-             "peak_backlog": 1234}
+             "peak_backlog": 1234, "fell_behind": recover is None}
     return {"model": model, "capacity": {"msgs_per_s": 50000.0}, "spikes": [spike, {**spike, "times_capacity": 4.0}],
             "rss_start_mb": 20.0, "rss_peak_mb": 20.0 + growth, "rss_end_mb": 20.0 + growth / 2,
             "errors": {}, "engine": "native", "loadgen_pct": 40.0, "verdict": "server-bound"}
@@ -40,6 +40,9 @@ def test_the_summary_names_the_fastest_recovery_and_the_largest_growth_with_figu
     assert "| b | 50,000 | 5.0 ms / 1,234 / 0.3 s | 5.0 ms / 1,234 / 0.3 s | 20.0 -> 22.5 -> 21.2 | 0 | native, 40% |" in md
     assert "| d | no capacity at p99=1ms was found |" in md and "[c](timelines/c.png)" in md
     assert ov.summary([]) == ["No model was measured."]
+    tie = ov.summary([_entry("a", 0.1, 1.0, p99=2000.0), _entry("b", 0.1, 1.0), _entry("c", 0.4, 1.0)])
+    assert tie[0] == ("**Fastest to recover** from the 2x spike, tied at 0.1 s after it ended (p99 back under 1.0 ms): "
+                      "`a` (peak p99 2.0 ms), `b` (peak p99 5.0 ms).")
 
 
 @pytest.mark.parametrize("argv, fragment", [(["--spikes", "2,x"], "multiples of the capacity"),
