@@ -3,7 +3,8 @@ serve, and how it comes back.
 
 Per model, on a fresh server each time:
 
-1. its **capacity at the SLO** (``--slo``, default p99 <= 1 ms): a short open-loop search (loadgen/modes/capacity.py);
+1. its **capacity at the SLO** (``--slo``, default p99 <= 1 ms): a short open-loop search (loadgen/modes/capacity.py)
+   under the same connections and messages in flight as the profile;
 2. a **load profile** from that capacity (loadgen/profile.py): hold 0.5x, spike to 2x, back to 0.5x, spike to 4x,
    back to 0.5x (``--spikes``, ``--hold``, ``--spike``, ``--recover``), ``--depth`` messages in flight per
    connection so that an overloaded server is really offered the excess (with one in flight, the excess would
@@ -80,8 +81,10 @@ def measure_model(m: str, cfg: OverloadConfig, out_dir: Path, log) -> dict:
     from ..target import TargetError
     from .timeline import plot_timeline
 
+    # the capacity is searched under the same load shape as the profile (connections, messages in flight): with
+    # 16 in flight a server batches its reads, and its capacity at one in flight is a quarter of it or less here
     base = LoadConfig(server=m, conns=cfg.conns, size=cfg.size, slos=(cfg.slo,), quiet=True, engine=cfg.engine,
-                      workers=1)
+                      workers=1, depth=cfg.depth)
     entry: dict = {"model": m}
     t0 = time.monotonic()
     try:
@@ -99,7 +102,7 @@ def measure_model(m: str, cfg: OverloadConfig, out_dir: Path, log) -> dict:
         return {**entry, "error": f"no capacity at {cfg.slo} was found ({cap.get('stopped') or 'no rate met it'})"}
     prof = parse(profile_text(cfg), base=found)
     pcfg = replace(base, profile=prof.canonical(), rate=prof.total / prof.duration_s, duration=prof.duration_s,
-                   warmup=0.0, depth=cfg.depth)
+                   warmup=0.0)
     log(f"overload: {m}: capacity {found:,.0f} msgs/s at {cfg.slo}; profile {pcfg.profile}")
     try:
         pdoc, _pcode = Runner(pcfg, lambda s: None).execute()
