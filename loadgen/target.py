@@ -109,7 +109,8 @@ class CpuSampler:
                 pass
         self.children = children
 
-    def sample(self) -> dict[int, float]:
+    def _processes(self) -> list:
+        """The root processes, and with ``children`` their live descendants."""
         procs = list(self.roots)
         if self.children:
             for r in self.roots:
@@ -117,8 +118,11 @@ class CpuSampler:
                     procs += r.children(recursive=True)
                 except psutil.NoSuchProcess:
                     pass
+        return procs
+
+    def sample(self) -> dict[int, float]:
         out = {}
-        for p in procs:
+        for p in self._processes():
             try:
                 t = p.cpu_times()
                 out[p.pid] = t.user + t.system
@@ -126,19 +130,11 @@ class CpuSampler:
                 pass
         return out
 
-
     def rss(self) -> int | None:
         """Resident memory of the processes (descendants included when ``children``), bytes; None if none is
         left."""
-        procs = list(self.roots)
-        if self.children:
-            for r in self.roots:
-                try:
-                    procs += r.children(recursive=True)
-                except psutil.NoSuchProcess:
-                    pass
         total, seen = 0, False
-        for p in procs:
+        for p in self._processes():
             try:
                 total += p.memory_info().rss
                 seen = True
