@@ -260,7 +260,7 @@ class Runner:
             for pp in multiprocessing.connection.wait([p for p in pipes if id(p) not in ready], min(left, 0.2)):
                 try:
                     kind, idx, data = pp.recv()
-                except EOFError:
+                except (EOFError, OSError):
                     raise RunError("a load-generator worker died while connecting") from None
                 self.connect_ns += data.get("connect_ns", [])
                 if kind == "fatal":
@@ -305,7 +305,7 @@ class Runner:
             for pp in multiprocessing.connection.wait(open_pipes, max(0.0, timeout)):
                 try:
                     kind, idx, data = pp.recv()
-                except EOFError:
+                except (EOFError, OSError):  # a worker that died, even halfway through a report
                     open_pipes.remove(pp)
                     if idx_missing := [i for i in range(len(pipes)) if i not in self.finals]:
                         self.incomplete = self.incomplete or f"load-generator worker(s) {idx_missing} died"

@@ -285,7 +285,18 @@ class Worker:
             self.sweeper = self.loop.call_later(min(0.1, max(0.01, self.cfg.timeout / 10)), self._sweep)
 
     def report(self, kind: str, data: dict) -> None:
-        self.pipe.send((kind, self.index, data))
+        """Send a report to the parent. The event loop watches this pipe for the parent's messages, which makes
+        it non-blocking; a report larger than the pipe's free space (an interval's raw samples at a high rate)
+        would then fail with EAGAIN halfway, so it is written blocking: the parent reads its pipes continuously."""
+        fd = self.pipe.fileno()
+        was = os.get_blocking(fd)
+        if not was:
+            os.set_blocking(fd, True)
+        try:
+            self.pipe.send((kind, self.index, data))
+        finally:
+            if not was:
+                os.set_blocking(fd, False)
 
     def stop_requested(self) -> None:
         """Ctrl-C or SIGTERM: stop sending, give the echoes in flight a short drain, then end. What is still in
