@@ -123,10 +123,10 @@ class Profile:
         the profile ends before it."""
         if n < 0 or n >= self.total:
             return None
-        i = bisect.bisect_right(self._cum, n) - 1  # the phase in which N passes n (pauses add nothing)
-        while i < len(self.phases) and self._cum[i + 1] <= n:
-            i += 1
-        p = self.phases[min(i, len(self.phases) - 1)]
+        # the last phase that starts with fewer than n + 1 messages due: the one in which N passes n (phases
+        # that make nothing due share their cumulative count with the next one, and bisect_right passes them)
+        i = bisect.bisect_right(self._cum, n) - 1
+        p = self.phases[i]
         return p.start_s + p.time_of(n - self._cum[i])
 
     def due_in(self, start: float, end: float) -> int:

@@ -157,6 +157,9 @@ class Runner:
         self.server: ManagedServer | None = None
         self.incomplete: str | None = None
         self.intervals: dict[int, dict[int, dict]] = {}  # interval -> worker -> report
+        from .profile import parse as parse_profile
+
+        self.profile = parse_profile(cfg.profile) if cfg.profile else None  # --profile's schedule, parsed once
         self.server_sampler: CpuSampler | None = None
         # the server's CPU seconds and memory when each interval's last report came in: interval -> (ns, s, bytes)
         self.server_samples: dict[int, tuple[int, float, int | None]] = {}
@@ -479,29 +482,21 @@ class Runner:
 
     def _phase_at(self, t: float) -> tuple[str, float] | None:
         """The --profile's phase at ``t`` seconds and the rate it offers then (the live line's)."""
-        if not self.cfg.profile:
+        if self.profile is None:
             return None
-        if getattr(self, "_profile", None) is None:
-            from .profile import parse as parse_profile
-
-            self._profile = parse_profile(self.cfg.profile)
         t = max(0.0, t)
-        return self._profile.phases[self._profile.phase_at(t)].kind, self._profile.rate_at(t)
+        return self.profile.phases[self.profile.phase_at(t)].kind, self.profile.rate_at(t)
 
     def _recovery(self, timeline: list[dict]) -> list[dict] | None:
         """Per spike of the --profile: its backlog, latency peak, time to recover (loadgen/profile.py
         ``recovery``), judged against a ``--slo p99=...`` when one is given; None without a spike."""
-        if not self.cfg.profile:
+        if self.profile is None or not any(p.kind == "spike" for p in self.profile.phases):
             return None
         from .modes.capacity import parse_slo
-        from .profile import parse as parse_profile
         from .profile import recovery
 
-        prof = parse_profile(self.cfg.profile)
-        if not any(p.kind == "spike" for p in prof.phases):
-            return None
         slo = next((x.limit_us for x in map(parse_slo, self.cfg.slos) if x.percentile == "p99"), None)
-        return recovery(timeline, prof, slo)
+        return recovery(timeline, self.profile, slo)
 
     def _sample_server(self, i: int) -> None:
         """The server's CPU clock (ns, its descendants included) and resident memory, at the end of interval i."""
@@ -518,10 +513,8 @@ class Runner:
         count, or the constant rate) and achieved msgs/s, latency percentiles, errors, the server's CPU and memory
         as sampled when the interval's last report came in, and the interval's own latency histogram (encoded),
         so that any window's percentiles can be computed exactly by merging its intervals' histograms."""
-        from .profile import parse as parse_profile
-
         cfg = self.cfg
-        prof = parse_profile(cfg.profile) if cfg.profile else None
+        prof = self.profile
         out = []
         last_err: dict[int, int] = {}
         for i, iv in enumerate(intervals):
