@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -320,6 +321,39 @@ def measure_model(model: str, a, cpu: int, workdir: Path, log, root: Path = ROOT
                            "inclusive_per_msg": round(costs[k][1], 1)} for k in keep]}
 
 
+def measure_at_once(tasks: list, measure, jobs: int, prefix: str) -> list:
+    """``measure(task, cpu, workdir)`` for every task, ``jobs`` at once (at most one per usable CPU), each on a CPU
+    and in a work folder of its own; the results in the tasks' order. The folders are all of one length (a folder
+    is its server's HOME, and the path's length moves the count); the counts do not depend on the other CPU's load
+    (an A/A run gives exact zeros with two at once). On an error or Ctrl-C nothing more starts, and the runs under
+    way end within their own timeouts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cpus = sorted(os.sched_getaffinity(0))
+    jobs = max(1, min(jobs, len(cpus), len(tasks)))
+    with tempfile.TemporaryDirectory(prefix=prefix) as work:
+        dirs = [Path(work) / f"j{i}" for i in range(jobs)]
+        for d in dirs:
+            d.mkdir()
+        free = list(range(jobs))
+        lock = threading.Lock()
+
+        def one(task):
+            with lock:
+                slot = free.pop()
+            try:
+                return measure(task, cpus[slot], dirs[slot])
+            finally:
+                with lock:
+                    free.append(slot)
+
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
+            return list(pool.map(one, tasks))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 # -- the report ------------------------------------------------------------------------------------
 
 def markdown(doc: dict, pair: tuple[str, str] | None) -> str:
@@ -406,16 +440,15 @@ def run(a, log) -> tuple[Path, dict]:
     out_dir = Path(a.results) / f"{stamp}-{git_short()}"
     out_dir.mkdir(parents=True)
     t0 = time.monotonic()
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="echobench-cost-") as work:
-        for m in models:
-            results[m] = measure_model(m, a, cpu, Path(work), log)
+    got = measure_at_once(models, lambda m, c, work: measure_model(m, a, c, work, log), a.jobs, "echobench-cost-")
+    results = dict(zip(models, got))
     doc = {
         "kind": KIND, "schema_version": COST_SCHEMA_VERSION,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "env": environment(),
         "config": {"transport": a.transport, "conns": a.conns, "size": a.size, "n1": a.n1, "n2": a.n2,
-                   "repeats": a.repeats, "tool": "callgrind", "cpu": cpu, "pythonhashseed": 0, "aslr": "off"},
+                   "repeats": a.repeats, "tool": "callgrind", "cpu": cpu, "jobs": min(a.jobs, len(os.sched_getaffinity(0))),
+                   "pythonhashseed": 0, "aslr": "off"},
         "models": results,
         "elapsed_s": round(time.monotonic() - t0, 1),
     }
@@ -455,6 +488,8 @@ def main(argv=None) -> int:
     p.add_argument("--n1", type=positive_count, default=1000, help="messages in the short run (default 1000)")
     p.add_argument("--n2", type=positive_count, default=3000, help="messages in the long run (default 3000)")
     p.add_argument("--repeats", type=positive_count, default=2, help="pairs of runs per model, to measure the spread (default 2)")
+    p.add_argument("--jobs", type=positive_count, default=min(2, len(os.sched_getaffinity(0))),
+                   help="callgrind runs at once, one per CPU (default: 2 where there are 2 CPUs)")
     p.add_argument("--server-arg", dest="server_args", action="append", default=[], metavar="ARG",
                    help="an extra argument for every server (e.g. --server-arg=--burn-loop=20)")
     p.add_argument("--side-by-side", default=",".join(DEFAULT_SIDE_BY_SIDE), metavar="A,B",

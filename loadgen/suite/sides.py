@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,38 +94,16 @@ def measure_cost(tasks: list[tuple[str, Side]], args: argparse.Namespace, jobs: 
     """Instructions per message for each (model, side) in ``tasks``, every function's share kept (a diff needs
     both sides' full tables): {(model, side.key): cost.measure_model's result}. With ``jobs`` > 1, runs at once,
     each server on its own CPU. CostError (one line) when a run fails."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from . import cost
 
-    cpus = sorted(os.sched_getaffinity(0))
-    jobs = max(1, min(jobs, len(cpus)))
-    out: dict[tuple[str, str], dict] = {}
-    with tempfile.TemporaryDirectory(prefix="echobench-sidecost-") as work:
-        dirs = []
-        for i in range(jobs):  # one folder per job, all of one length (the folder is the server's HOME)
-            d = Path(work) / f"j{i}"
-            d.mkdir()
-            dirs.append(d)
-        free = list(range(jobs))
+    def one(task, cpu, work):
+        m, side = task
+        a = argparse.Namespace(**{**vars(args), "server_args": list(side.server_args)})
+        return cost.measure_model(m, a, cpu, work, log, root=side.root, every_function=True, label=f"{side.key} ",
+                                  python=side.python)
 
-        def one(task):
-            m, side = task
-            slot = free.pop()
-            try:
-                a = argparse.Namespace(**{**vars(args), "server_args": list(side.server_args)})
-                return task, cost.measure_model(m, a, cpus[slot], dirs[slot], log, root=side.root,
-                                                every_function=True, label=f"{side.key} ", python=side.python)
-            finally:
-                free.append(slot)
-
-        pool = ThreadPoolExecutor(max_workers=jobs)
-        try:
-            for (m, side), r in pool.map(one, tasks):
-                out[(m, side.key)] = r
-        finally:  # on an error or Ctrl-C: start nothing more; the runs under way end within their own timeouts
-            pool.shutdown(wait=True, cancel_futures=True)
-    return out
+    got = cost.measure_at_once(tasks, one, jobs, "echobench-sidecost-")
+    return {(m, side.key): r for (m, side), r in zip(tasks, got)}
 
 
 def measure_rounds(model: str, sides: list[Side], load, rounds: int, instances: int, server_cpus, log,

@@ -37,3 +37,24 @@ def test_a_model_new_since_the_cost_baseline_is_listed_not_judged_and_a_vanished
     assert "Not judged (no baseline yet" in cmp.cost_markdown([v], base, current, 0.01)
     with pytest.raises(cmp.CompareError, match="only in baseline"):
         cmp.compare_cost(current, base, 0.01)
+
+
+def test_runs_at_once_keep_the_tasks_order_and_give_each_a_cpu_and_a_folder_of_one_length(monkeypatch):
+    import os
+    import threading
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 5})
+    both = threading.Barrier(2, timeout=10)  # two at once, or this times out
+    seen = []
+
+    def measure(task, cpu, work):
+        if task < 2:
+            both.wait()
+        seen.append((cpu, str(work)))
+        assert work.is_dir()
+        return task * 10
+
+    assert cost.measure_at_once([0, 1, 2, 3, 4], measure, 2, "eb-test-") == [0, 10, 20, 30, 40]
+    assert {c for c, _ in seen} == {3, 5} and len({len(w) for _, w in seen}) == 1 and len({w for _, w in seen}) == 2
+    one = []
+    assert cost.measure_at_once(["x"], lambda t, c, w: one.append(c) or t, 4, "eb-test-") == ["x"] and one == [3]
