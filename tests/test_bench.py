@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -62,17 +63,23 @@ hold = 0.2
 """
 
 
-def bench(tmp_path, conns="[1, 2]", preexec_fn=None, capacity=False):
+def bench(tmp_path, conns="[1, 2]", preexec_fn=None, capacity=False, text=None):
     matrix = tmp_path / "tiny.toml"
-    matrix.write_text(TINY.format(models=json.dumps(MODELS), conns=conns) + (CAPACITY if capacity else ""))
+    matrix.write_text(text or TINY.format(models=json.dumps(MODELS), conns=conns) + (CAPACITY if capacity else ""))
     results = tmp_path / "results"
     out = subprocess.run([sys.executable, "-m", "loadgen.suite.bench", "--matrix", str(matrix), "--results", str(results)],
                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn)
     return out, results
 
 
-def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
-    out, results = bench(tmp_path, capacity=True)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One run of the tiny matrix with its capacity and connection tables, shared by the tests that read it."""
+    return bench(tmp_path_factory.mktemp("tiny"), capacity=True)
+
+
+def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tiny):
+    out, results = tiny
     assert out.returncode == 0, out.stderr
     run = (results / "latest").resolve()
     assert run.parent == results.resolve() and "-" in run.name  # <UTC stamp>-<git sha>
@@ -140,10 +147,11 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tmp_path):
     assert "msgs/s" in out.stdout  # the main table on stdout
 
 
-def test_report_regenerates_from_json_alone(tmp_path):
-    out, results = bench(tmp_path)
+def test_report_regenerates_from_json_alone(tiny, tmp_path):
+    out, results = tiny
     assert out.returncode == 0, out.stderr
-    run = (results / "latest").resolve()
+    run = tmp_path / (results / "latest").resolve().name  # a copy under the run's own name: the shared run stays whole
+    shutil.copytree((results / "latest").resolve(), run)
     before = (run / "report.md").read_text()
     for f in list(run.glob("*.png")) + list(run.glob("*.svg")) + [run / "report.md", run / "report.html"]:
         f.unlink()
@@ -157,7 +165,10 @@ def test_a_failing_cell_is_reported_and_the_suite_goes_on(tmp_path):
     def low_fds():  # 400 connections cannot be opened: those cells fail, the rest must still run
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    out, results = bench(tmp_path, conns="[1, 400]", preexec_fn=low_fds)
+    # one trial, the connections sweep alone: the cells that fail and one that does not
+    text = TINY.format(models=json.dumps(MODELS), conns="[1, 400]").replace("trials = 2", "trials = 1")
+    text = text.split('[[sweep]]\nname = "message size"')[0]
+    out, results = bench(tmp_path, text=text, preexec_fn=low_fds)
     assert out.returncode == 1, out.stderr
     suite = json.loads((results / "latest" / "suite.json").read_text())
     failed = [c for c in suite["cells"] if c["status"] == "failed"]
