@@ -18,6 +18,7 @@ import pytest
 from test_loadgen import QUICK, RUN, assert_one_line_error, loadgen
 
 from loadgen import stats
+from loadgen.modes import cluster
 
 from conftest import ROOT_DIR
 from support.dask_procs import DaskProc, scheduler, worker
@@ -257,8 +258,9 @@ def test_a_killed_client_host_ends_the_run_incomplete_with_the_others_results(tm
 def test_hosts_stop_on_their_own_when_the_coordinator_is_killed(tmp_path, dask_cluster, fault_server):
     addr, (w1,) = dask_cluster(workers=1)
     s = fault_server("count")
+    # a silence of 3 s, not 15: the run would otherwise go on for two minutes
     run = DaskProc([*RUN, "--cluster", addr, "--port", str(s.port), "--conns", "2", *CLOCK, "--warmup", "0.5",
-                    "--duration", "120"])
+                    "--duration", "120"], env={**os.environ, cluster.BEAT_TIMEOUT_ENV: "3"})
     try:
         run.wait_for(r"loadgen: +[1-9]\d*\.\d/120\.5 s", timeout=90)
         agents = psutil.Process(w1.proc.pid).children(recursive=True)
@@ -267,7 +269,6 @@ def test_hosts_stop_on_their_own_when_the_coordinator_is_killed(tmp_path, dask_c
     finally:
         if run.proc.poll() is None:
             run.proc.kill()
-    # the heartbeat goes stale after 15 s; the run would otherwise go on for two minutes
     _gone, alive = psutil.wait_procs(agents, timeout=90)
     assert not alive
 

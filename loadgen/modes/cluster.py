@@ -50,6 +50,8 @@ CLOCK_SAMPLES = 7
 CLOCK_SAMPLES_MAX = 50
 START_AHEAD_NS = 1_000_000_000  # the start instant is this far ahead when it is set: every host has it by then
 BEAT_TIMEOUT_S = 15.0  # a host stops on its own when the coordinator's heartbeat is older than this
+# ... unless the coordinator's environment sets another silence (a test of a killed coordinator need not wait 15 s)
+BEAT_TIMEOUT_ENV = "ECHOBENCH_CLUSTER_SILENCE_S"
 DASK_CALL_S = 30.0  # no single call to the scheduler may take longer
 AGENT_START_S = 60.0  # a host's agent: Python start-up and imports on a slow host, before it connects
 POLL_S = 0.25
@@ -107,6 +109,21 @@ def _probe():
 
 # -- on each client host ------------------------------------------------------------------------------------------
 
+def beat_timeout_s() -> float:
+    """How long a host waits on a silent coordinator: ``BEAT_TIMEOUT_S``, or ``ECHOBENCH_CLUSTER_SILENCE_S``
+    (at least 3 s: the coordinator beats once a second). RunError (one line) when that is not a number of seconds."""
+    text = os.environ.get(BEAT_TIMEOUT_ENV)
+    if text is None:
+        return BEAT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 3:  # NaN too
+        raise RunError(f"{BEAT_TIMEOUT_ENV}={text!r}: give a number of seconds, at least 3")
+    return value
+
+
 def host_task(spec: dict) -> dict:
     """Runs in a Dask worker: start this host's agent, relay ready / start / stop, return its final report."""
     from distributed import Event, Queue, Variable
@@ -144,7 +161,7 @@ def host_task(spec: dict) -> dict:
             except Exception:  # noqa: BLE001 (the scheduler is gone: the agent's own deadlines end it)
                 return
             silent_s = (time.time_ns() - offset - beat) / 1e9  # on the coordinator's clock
-            if silent_s > BEAT_TIMEOUT_S:
+            if silent_s > spec.get("beat_timeout_s", BEAT_TIMEOUT_S):
                 send({"kind": "stop", "reason": f"the coordinator went silent (no heartbeat for {silent_s:.0f} s)"})
                 return
 
@@ -386,6 +403,7 @@ class Coordinator:
         cfg = self.cfg
         names = {k: f"echobench-{self.run_id}-{k}" for k in ("ready", "start", "stop", "beat")}
         try:  # before any traffic: whatever goes wrong is one line and exit 2
+            self.beat_timeout = beat_timeout_s()
             hosts = self._hosts()
             self._check_identity(hosts)
             self._measure_clocks(hosts)
@@ -443,7 +461,7 @@ class Coordinator:
         for h in hosts:
             agent_cfg = replace(cfg, cluster=None, json_path=None, hdr_path=None, quiet=True, server=None,
                                 server_pid=None, server_workers=None, server_args=(), tls_ca=None)
-            spec = {"addr": h.addr, "names": names, "start_wait_s": start_wait_s,
+            spec = {"addr": h.addr, "names": names, "start_wait_s": start_wait_s, "beat_timeout_s": self.beat_timeout,
                     "deadline_s": AGENT_START_S + start_wait_s + run_s + drain_seconds(cfg) + 60,
                     "agent": {"cfg": agent_cfg.as_dict(), "conn_ids": h.conn_ids, "offset_ns": h.offset_ns,
                               "name": h.name, "tls_ca_pem": tls_pem, "start_wait_s": start_wait_s}}

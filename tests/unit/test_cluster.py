@@ -85,3 +85,20 @@ def test_client_hosts_on_one_machine_are_judged_together_and_never_flatter_the_s
     verdict, detail = cluster_verdict(beside, busy_server, "srv")  # a client host on the server's machine
     assert verdict == "both-saturated" and "server's own machine" in detail
     assert cluster_verdict(beside, None, "srv")[0] == "neither"
+
+
+def test_the_coordinators_silence_is_15_s_or_what_its_environment_says_and_a_bad_value_is_one_line(monkeypatch):
+    import pytest
+
+    from loadgen.modes import cluster
+    from loadgen.runner import RunError
+
+    monkeypatch.delenv(cluster.BEAT_TIMEOUT_ENV, raising=False)
+    assert cluster.beat_timeout_s() == cluster.BEAT_TIMEOUT_S == 15.0
+    monkeypatch.setenv(cluster.BEAT_TIMEOUT_ENV, "3")
+    assert cluster.beat_timeout_s() == 3.0
+    for bad in ("x", "2.5", "nan", "-4", ""):  # under 3 s a host could stop between two beats of a live coordinator
+        monkeypatch.setenv(cluster.BEAT_TIMEOUT_ENV, bad)
+        with pytest.raises(RunError, match="at least 3") as exc:
+            cluster.beat_timeout_s()
+        assert "\n" not in str(exc.value)
