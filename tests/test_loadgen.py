@@ -20,7 +20,7 @@ from servers import registry
 from conftest import MODEL_PARAMS, ROOT_DIR, model_params
 
 RUN = [sys.executable, str(ROOT_DIR / "loadgen" / "run.py")]
-QUICK = ["--duration", "1.5", "--warmup", "0.5"]
+QUICK = ["--duration", "0.8", "--warmup", "0.2"]
 DEFAULT_MODEL = "uvloop-protocol" if registry.get("uvloop-protocol").unavailable_reason() is None else "asyncio-protocol"
 
 
@@ -374,7 +374,7 @@ def test_the_search_finds_a_known_capacity_and_sweeps_fractions_of_it(tmp_path, 
     closed_rate = closed["result"]["msgs_per_s"]
     assert closed_rate <= rate * 1.01  # the pacing holds: nobody gets more than RATE echoes a second
     out, doc = loadgen(tmp_path, "--port", str(s.port), "--find-capacity", "--slo", "p90=50ms", "--start-rate",
-                       str(rate * 0.3), "--precision", "0.05", "--max-steps", "12", "--duration", "1.5", "--warmup", "0.5",
+                       str(rate * 0.3), "--precision", "0.05", "--max-steps", "12", "--duration", "1", "--warmup", "0.3",
                        "--sweep", "0.5x,1.5x", "--quiet", timeout=180)
     cap = doc["result"]["capacity"]
     lo, hi = cap["bracket"]
