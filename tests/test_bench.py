@@ -60,6 +60,22 @@ sweep = [0.5]
 [connections]
 levels = [20, 50]
 hold = 0.2
+
+# one model, short: as tests/test_overload.py
+[overload]
+models = ["selectors"]
+slo = "p99=50ms"
+conns = 5
+depth = 4
+spikes = [2]
+hold = 0.5
+spike = 0.5
+recover = 1.0
+precision = 0.3
+step = 0.4
+step_warmup = 0.1
+start_rate = 1000
+max_steps = 8
 """
 
 
@@ -145,6 +161,15 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tiny):
     assert md.startswith(f"# echobench report: {run.name}\n\n## In short")
     assert "capacity at p99 <= 1s" in ranking  # the column beside closed-loop throughput
     assert "msgs/s" in out.stdout  # the main table on stdout
+    over = suite["overload"]  # overload and recovery (the [overload] table): one model, one spike
+    assert over["complete"] and [e["model"] for e in over["entries"]] == ["selectors"], over
+    (e,) = over["entries"]
+    assert "error" not in e and len(e["spikes"]) == 1 and e["spikes"][0]["times_capacity"] == 2.0, e
+    assert (run / "overload" / "runs" / "selectors.json").exists()
+    assert (run / "overload" / "timelines" / "selectors.png").stat().st_size > 10_000
+    section = md.split("## Overload and recovery")[1].split("## Notes")[0]
+    assert "| selectors |" in section and "(overload/timelines/selectors.png)" in section
+    assert "Overload and recovery" in html
 
 
 def test_report_regenerates_from_json_alone(tiny, tmp_path):
@@ -230,6 +255,12 @@ def test_bad_capacity_table_is_a_one_line_error(tmp_path, table, fragment):
     ("tls", "conns = 2", "conns >= 1 and sizes"),
     ("tls", "conns = 2\nsizes = [1024]\nmodels = [\"selectors\"]", "only models that serve TLS"),
     ("tls", "conns = 2\nsizes = [1024]\nrate = 5", "unknown key(s) rate"),
+    ("overload", "rate = 5", "unknown key(s) rate"),
+    ("overload", "spikes = [0]", "multiples of the capacity"),
+    ("overload", "base = 1.5", "between 0 and 1"),
+    ("overload", "slo = \"p90=1ms\"", "judged on p99"),
+    ("overload", "hold = -1", "seconds"),
+    ("overload", "models = [\"nope\"]", "a list of known models"),
 ])
 def test_bad_connections_or_tls_table_is_a_one_line_error(tmp_path, section, table, fragment):
     out = bad_matrix(tmp_path, TINY.format(models=json.dumps(MODELS), conns="[1]") + f"\n[{section}]\n" + table)

@@ -68,6 +68,49 @@ SLICE_OVERHEAD_S = 0.1  # a paired slice's connects, fork and drain (0.08 s at 1
 
 
 
+def _after_matrix(display: "SuiteDisplay", sections: list) -> None:
+    """The tables after the matrix (connection scale, capacity, overload), in order: one that fails is marked
+    incomplete in its section with what stopped it, and the next still runs; Ctrl-C stops them all."""
+    for what, holder, fn in sections:
+        try:
+            fn()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # the matrix's measurements are kept: the section says what stopped it
+            display.log(f"bench: {what} stopped: {type(exc).__name__}: {exc}")
+            if "section" in holder:
+                holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
+
+
+def run_overload(matrix: dict, models: list[str], out_dir: Path, display: "SuiteDisplay", holder: dict) -> None:
+    """Overload and recovery per model (loadgen/suite/overload.py, as ``make bench-overload``, from the matrix's
+    ``[overload]`` table): its capacity at the SLO, then a profile of spikes from it. Each profile run's document
+    goes to ``overload/runs/<model>.json``, its timeline to ``overload/timelines/<model>.png``; the section is in
+    ``holder["section"]`` from the start."""
+    from . import overload
+
+    names = section_models(matrix, "overload", models)
+    if not names:
+        return
+    cfg = overload.config_from_table(matrix["overload"], models=tuple(names), quiet=True)
+    folder = out_dir / "overload"
+    folder.mkdir(exist_ok=True)
+    section = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items() if k != "results"},
+               "entries": [], "complete": True}
+    holder["section"] = section
+    for model in names:
+        display.cell(f"overload {model}: capacity at {cfg.slo}, then {overload.profile_text(cfg)} of it")
+        try:
+            entry = overload.measure_model(model, cfg, folder, lambda msg: None)
+        except KeyboardInterrupt:
+            section["complete"] = False
+            raise
+        section["entries"].append(entry)
+        if entry.get("error"):
+            display.log(f"bench: overload {model}: {entry['error']}")
+        display.advance()
+
+
 def run_connections(matrix: dict, models: list[str], base: LoadConfig, out_dir: Path, display: "SuiteDisplay",
                     holder: dict) -> None:
     """Connection scale per model (loadgen/modes/idle.py, as ``loadgen/run.py --idle``): memory per idle connection,
@@ -488,12 +531,20 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     cap_runs = len(section_models(matrix, "capacity", models)) * (CAPACITY_STEPS_GUESS + len(cap.get("sweep", []))) if cap else 0
     cap_s = cap_runs * (cap["duration"] + cap["warmup"] + RUN_OVERHEAD_S) if cap else 0.0
     conn_models = len(section_models(matrix, "connections", models))
-    display = SuiteDisplay(total + cap_runs + conn_models, per_run, quiet)
+    over_models = len(section_models(matrix, "overload", models))
+    if over_models:  # each: a capacity search (~10 steps guessed) and the profile
+        from ..profile import parse as parse_profile
+        from .overload import config_from_table, profile_text
+
+        ocfg = config_from_table(matrix["overload"])
+        cap_s += over_models * (10 * (ocfg.step_s + ocfg.step_warmup_s + RUN_OVERHEAD_S)
+                                + parse_profile(profile_text(ocfg), base=1000.0).duration_s)
+    display = SuiteDisplay(total + cap_runs + conn_models + over_models, per_run, quiet)
     for m, why in skipped.items():
         display.log(f"bench: skipping {m}: {why}")
     if cluster:
         display.log(f"bench: load from the Dask cluster at {cluster['address']}, servers on {cluster['server_host']}; "
-                    "Unix-socket cells, connection scale and capacity searches do not run across hosts and are left out")
+                    "Unix-socket cells, connection scale, capacity searches and overload runs do not run across hosts and are left out")
     if engine_note:
         display.log(f"bench: the load generator uses its Python engine: {engine_note}")
     how = (f"paired rounds: {run['rounds']} rounds ({run.get('rounds_main', run['rounds'])} at the main load) x {run.get('instances', 2)} servers per model, slices of "
@@ -507,6 +558,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
     interrupted = False
     cap_holder: dict = {}
     conn_holder: dict = {}
+    over_holder: dict = {}
     t_start = time.monotonic()
     paired_cells: list[dict] = []
     paired_info: dict = {}
@@ -556,23 +608,13 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
                     display.advance()
         if cluster:
             raise _MatrixDone
-        try:
-            run_connections(matrix, models, base, out_dir, display, conn_holder)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # the matrix's measurements are kept
-            display.log(f"bench: connection scale stopped: {type(exc).__name__}: {exc}")
-            if "section" in conn_holder:
-                conn_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
-        try:
-            run_capacity(matrix, models, base, paired_cells if paired else _summary(cells, matrix, models, docs, fails),
-                         out_dir, display, cap_holder, client_cpus)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # the matrix's measurements are kept: the capacity section says what stopped it
-            display.log(f"bench: capacity searches stopped: {type(exc).__name__}: {exc}")
-            if "section" in cap_holder:
-                cap_holder["section"].update(complete=False, error=f"{type(exc).__name__}: {exc}")
+        _after_matrix(display, [
+            ("connection scale", conn_holder, lambda: run_connections(matrix, models, base, out_dir, display, conn_holder)),
+            ("capacity searches", cap_holder, lambda: run_capacity(
+                matrix, models, base, paired_cells if paired else _summary(cells, matrix, models, docs, fails), out_dir,
+                display, cap_holder, client_cpus)),
+            ("overload runs", over_holder, lambda: run_overload(matrix, models, out_dir, display, over_holder)),
+        ])
     except _MatrixDone:
         pass
     except KeyboardInterrupt:
@@ -597,6 +639,7 @@ def run_suite(matrix: dict, results_root: Path, only: list[str] | None, quiet: b
         "cells": summary,
         "capacity": cap_holder.get("section"),
         "connections": conn_holder.get("section"),
+        "overload": over_holder.get("section"),
         "runs_planned": total,
         "runs_done": (sum(c["trials_ok"] + len(c["failures"]) for c in paired_cells) if paired else
                       sum(len(v) for v in docs.values()) + sum(1 for v in fails.values() for f in v if f["doc"] is None)),

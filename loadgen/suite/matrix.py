@@ -1,7 +1,7 @@
 """A benchmark matrix (``loadgen/suite/matrices/*.toml``): reading and checking it, and the plan it makes.
 
 A matrix is data: ``[run]`` (how cells are measured: paired rounds or fresh trials), ``[[sweep]]`` loads,
-``[transports]``, ``[tls]``, ``[capacity]`` and ``[connections]``. :func:`load_matrix` refuses a bad one in one
+``[transports]``, ``[tls]``, ``[capacity]``, ``[connections]`` and ``[overload]``. :func:`load_matrix` refuses a bad one in one
 line (MatrixError); :func:`plan` turns a good one into the models and cells to run.
 """
 
@@ -65,6 +65,14 @@ def load_matrix(name_or_path: str) -> dict:
     conn = m.get("connections")
     if conn is not None:
         _check_connections(conn, path)
+    if m.get("overload") is not None:
+        from .overload import config_from_table
+
+        try:
+            config_from_table(m["overload"])
+        except ValueError as exc:
+            raise MatrixError(f"{path}: [overload] {exc}") from None
+        _section_models_key(m["overload"], "overload", path)
     m["path"] = str(path)
     return m
 
@@ -239,7 +247,7 @@ def cell_models(matrix: dict, models: list[str], transport: str) -> list[str]:
 
 
 def section_models(matrix: dict, section: str, models: list[str]) -> list[str]:
-    """The models a matrix table (``[capacity]``, ``[connections]``) runs: its ``models`` ("all" by default)."""
+    """The models a matrix table (``[capacity]``, ``[connections]``, ``[overload]``) runs: its ``models`` ("all" by default)."""
     table = matrix.get(section)
     if not table:
         return []

@@ -170,23 +170,29 @@ def _us(x) -> str:
     return f"{x / 1000:,.1f} ms" if x >= 1000 else f"{x:,.0f} us"
 
 
-def markdown(doc: dict) -> str:
-    cfg = doc["config"]
-    lines = [f"# echobench overload: {len(doc['models'])} models ({doc['timestamp']}, {doc['elapsed_s']:.0f} s)", "",
-             f"Per model, on a fresh server: its capacity at {cfg['slo']} (open-loop search, {cfg['precision']:.0%} "
-             f"precision), then `{profile_text(OverloadConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))}` "
-             f"of that capacity, {cfg['conns']} connections x {output.human_size(cfg['size'])}, {cfg['depth']} "
-             "messages in flight per connection. Latency is timed from each message's due time. Backlog: messages "
-             "due and not yet echoed. Recovered: p99 under the SLO with the backlog gone for three 100 ms intervals "
-             "in a row, counted from the spike's end.", ""]
-    lines += [f"- {x}" for x in summary(doc["entries"])] + [""]
-    spikes = cfg["spikes"]
-    head = ["model", "capacity"] + [f"{k:g}x: peak p99 / peak backlog / recover" for k in spikes] + [
+def config_of(doc_config: dict) -> OverloadConfig:
+    """The OverloadConfig a document's ``config`` was written from (lists back to tuples)."""
+    return OverloadConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc_config.items()})
+
+
+def method(cfg: OverloadConfig) -> str:
+    """One paragraph: how each model was measured."""
+    return (f"Per model, on a fresh server: its capacity at {cfg.slo} (open-loop search, {cfg.precision:.0%} "
+            f"precision), then `{profile_text(cfg)}` of that capacity, {cfg.conns} connections x "
+            f"{output.human_size(cfg.size)}, {cfg.depth} messages in flight per connection. Latency is timed from "
+            "each message's due time. Backlog: messages due and not yet echoed. Recovered: p99 under the SLO with the "
+            "backlog gone for three 100 ms intervals in a row, counted from the spike's end.")
+
+
+def table(cfg: OverloadConfig, entries: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): per model its capacity, each spike's peak p99 / peak backlog / recovery, memory, errors and
+    the client."""
+    head = ["model", "capacity"] + [f"{k:g}x: peak p99 / peak backlog / recover" for k in cfg.spikes] + [
         "server memory (MiB) start -> peak -> end", "errors", "client"]
-    lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for e in doc["entries"]:
+    rows = []
+    for e in entries:
         if e.get("error"):
-            lines.append(f"| {e['model']} | {e['error']} |" + " |" * (len(head) - 2))
+            rows.append([e["model"], e["error"]] + [""] * (len(head) - 2))
             continue
         cells = [e["model"], f"{e['capacity']['msgs_per_s']:,.0f}"]
         for s in e["spikes"]:
@@ -197,10 +203,78 @@ def markdown(doc: dict) -> str:
                   if e.get("rss_peak_mb") else "-",
                   ", ".join(f"{k} {v}" for k, v in e["errors"].items()) or "0",
                   f"{e['engine']}, {e['loadgen_pct'] or 0:.0f}%" + (" (saturated)" if e["verdict"] == "client-bound" else "")]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Timelines: " + ", ".join(f"[{e['model']}](timelines/{e['model']}.png)" for e in doc["entries"]
-                                           if e.get("spikes") is not None) + "."]
+        rows.append(cells)
+    return head, rows
+
+
+def timeline_links(entries: list[dict], folder: str = "timelines") -> str:
+    return "Timelines: " + ", ".join(f"[{e['model']}]({folder}/{e['model']}.png)" for e in entries
+                                     if e.get("spikes") is not None) + "."
+
+
+def markdown(doc: dict) -> str:
+    cfg = config_of(doc["config"])
+    lines = [f"# echobench overload: {len(doc['models'])} models ({doc['timestamp']}, {doc['elapsed_s']:.0f} s)", "",
+             method(cfg), ""]
+    lines += [f"- {x}" for x in summary(doc["entries"])] + [""]
+    head, rows = table(cfg, doc["entries"])
+    lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", timeline_links(doc["entries"])]
     return "\n".join(lines) + "\n"
+
+
+# a matrix's [overload] table (make bench-full): key -> (OverloadConfig field, check, what it must be)
+TABLE_KEYS = {
+    "slo": ("slo", lambda v: isinstance(v, str), "a p99 objective, e.g. \"p99=1ms\""),
+    "conns": ("conns", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a connection count >= 1"),
+    "size": ("size", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a message size in bytes >= 1"),
+    "depth": ("depth", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "messages in flight >= 1"),
+    "spikes": ("spikes", lambda v: isinstance(v, list) and v and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100 for x in v),
+        "a list of multiples of the capacity, e.g. [2, 4]"),
+    "base": ("base", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
+             "a fraction of the capacity between 0 and 1"),
+    "hold": ("hold_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 600, "seconds (0, 600]"),
+    "spike": ("spike_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 600, "seconds (0, 600]"),
+    "recover": ("recover_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 600,
+                "seconds (0, 600]"),
+    "precision": ("precision", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
+                  "the capacity search's precision, between 0 and 1"),
+    "step": ("step_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 600,
+             "seconds (0, 600]"),
+    "step_warmup": ("step_warmup_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 600,
+                    "seconds [0, 600]"),
+    "start_rate": ("start_rate", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                   "msgs/s > 0"),
+    "max_steps": ("max_steps", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a step count >= 1"),
+    "models": (None, lambda v: True, ""),  # checked with the other tables' models
+}
+
+
+def config_from_table(table_: dict, **extra) -> OverloadConfig:
+    """The OverloadConfig of a matrix's ``[overload]`` table (every key optional: this command's defaults);
+    ValueError (one line, without the table's name) when a key is unknown or its value is not what it must be."""
+    from ..modes.capacity import parse_slo
+
+    unknown = set(table_) - set(TABLE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    fields = {}
+    for key, v in table_.items():
+        field, ok, what = TABLE_KEYS[key]
+        if field is None:
+            continue
+        if not ok(v):
+            raise ValueError(f"{key}: {what}")
+        fields[field] = tuple(float(x) for x in v) if key == "spikes" else v
+    if "slo" in fields:
+        try:
+            if parse_slo(fields["slo"]).percentile != "p99":
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"slo: recovery is judged on p99 (e.g. \"p99=1ms\"); got {fields['slo']!r}") from None
+    return OverloadConfig(**fields, **extra)
 
 
 def run(cfg: OverloadConfig, log) -> tuple[Path, dict]:

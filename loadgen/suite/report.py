@@ -438,6 +438,23 @@ def plot_connections(suite: dict, out: Path, sty: dict, sub: str) -> str | None:
     return _save(fig, out, "rss_vs_conns")
 
 
+def overload_section(suite: dict) -> tuple[str, list[str], list[str], list[list[str]]] | None:
+    """(title, lines above the table: the method, the summary and what stopped it; header, rows) of the overload
+    section (``[overload]``, loadgen/suite/overload.py), or None."""
+    from . import overload
+
+    sec = suite.get("overload")
+    if not sec or not sec.get("entries"):
+        return None
+    cfg = overload.config_of(sec["config"])
+    head, rows = overload.table(cfg, sec["entries"])
+    above = [overload.method(cfg)] + overload.summary(sec["entries"])
+    if not sec.get("complete", True):
+        above.append("**Incomplete**: " + (sec.get("error") or "interrupted") + ".")
+    above.append(overload.timeline_links(sec["entries"], "overload/timelines"))
+    return f"Overload and recovery: spikes of {', '.join(f'{k:g}x' for k in cfg.spikes)} the capacity at {cfg.slo}", above, head, rows
+
+
 def connections_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | None:
     conn = suite.get("connections")
     if not conn or not conn.get("models"):
@@ -888,6 +905,9 @@ def write_report(run_dir: Path) -> dict:
         md += [f"## {ctable[0]}", "", _md_table(ctable[1], ctable[2]), ""]
     for tab in tls_tabs:
         md += [f"## {tab[0]}", "", _md_table(tab[1], tab[2]), ""]
+    over = overload_section(suite)
+    if over:
+        md += [f"## {over[0]}", "", over[1][0], ""] + [f"- {x}" for x in over[1][1:]] + ["", _md_table(over[2], over[3]), ""]
     md += ["## Notes", ""] + [f"- {x}" for x in paired_notes + notes(suite)] + [""]
     md += ["## Plots", ""]
     for key, fname in plots.items():
@@ -934,6 +954,11 @@ def write_report(run_dir: Path) -> dict:
             h += [f"<h2>{html.escape(tab[0])}</h2><table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in tab[1]) + "</tr>"]
             h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>" for r in tab[2]]
             h += ["</table>"]
+    if over:
+        h += [f"<h2>{html.escape(over[0])}</h2><p>{_md_inline(over[1][0])}</p><ul>"]
+        h += [f"<li>{_md_inline(x)}</li>" for x in over[1][1:]] + ["</ul><table><tr>"
+                                                                   + "".join(f"<th>{html.escape(x)}</th>" for x in over[2]) + "</tr>"]
+        h += ["<tr>" + "".join(f"<td>{_md_inline(x)}</td>" for x in r) + "</tr>" for r in over[3]] + ["</table>"]
     h += ["<h2>Notes</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in paired_notes + notes(suite)] + ["</ul><h2>Plots</h2>"]
     for key, fname in plots.items():
         data = base64.b64encode((run_dir / fname).read_bytes()).decode()
@@ -951,6 +976,8 @@ def write_report(run_dir: Path) -> dict:
         summary += f"\n\n{ttable[0]}\n{_md_table(ttable[1], ttable[2])}"
     for tab in tls_tabs:
         summary += f"\n\n{tab[0]}\n{_md_table(tab[1], tab[2])}"
+    if over:
+        summary += f"\n\n{over[0]}\n{_md_table(over[2], over[3])}"
     return {"md": run_dir / "report.md", "html": run_dir / "report.html", "plots": plots, "summary": summary}
 
 

@@ -24,6 +24,11 @@ def test_shipped_matrices_cover_the_issue(name):
     if name == "full":
         assert 10000 in conns and len(sizes) > 4
         assert m["connections"]["levels"][-1] >= 50000  # connection scale: memory per connection per model
+        # overload and recovery for every model, as make bench-overload runs it
+        from loadgen.suite import overload
+
+        assert overload.config_from_table(m["overload"]) == overload.OverloadConfig()
+        assert m["overload"].get("models", "all") == "all"
         # TLS against plain TCP on one engine, at a small and a large message
         assert {(t, s) for t, c, s in cells if t in ("tls", "tcp-py")} == {(t, s) for t in ("tls", "tcp-py")
                                                                          for s in (1024, 65536)}

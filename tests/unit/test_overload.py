@@ -54,3 +54,19 @@ def test_bad_options_are_one_line_and_exit_2(argv, fragment, capsys):
         ov.parse_config(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and fragment in err and err.count("\n") == 1
+
+
+def test_a_matrix_overload_table_gives_the_commands_config_and_refuses_bad_keys_in_one_line():
+    assert ov.config_from_table({}) == ov.OverloadConfig()
+    cfg = ov.config_from_table({"spikes": [2, 3.5], "hold": 1, "step": 0.4, "max_steps": 3, "models": ["selectors"]},
+                               models=("selectors",))
+    assert cfg.spikes == (2.0, 3.5) and cfg.hold_s == 1 and cfg.step_s == 0.4 and cfg.max_steps == 3
+    assert cfg.models == ("selectors",)
+    for table, fragment in (({"rate": 1}, "unknown key(s) rate"), ({"spikes": []}, "multiples"),
+                            ({"spikes": [2, True]}, "multiples"), ({"conns": 0}, "connection count"),
+                            ({"base": 1}, "between 0 and 1"), ({"slo": "p99=fast"}, "judged on p99"),
+                            ({"slo": "p50=1ms"}, "judged on p99"), ({"recover": 0}, "seconds"),
+                            ({"precision": 1}, "precision"), ({"max_steps": 0}, "step count")):
+        with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as exc:
+            ov.config_from_table(table)
+        assert "\n" not in str(exc.value)
