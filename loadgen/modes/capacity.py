@@ -113,7 +113,7 @@ class Step:
     reason: str | None = None  # why the step is invalid, for people
     invalid: Invalid | None = None  # why the step is invalid, for the search
     meets: bool | None = None  # every SLO held (None when invalid)
-    phase: str = "ramp"  # ramp, descend or bisect
+    phase: str = "ramp"  # ramp, descend, recheck, bisect or confirm
     overload: bool = False  # achieved < planned because the server fell behind (a valid, broken step)
     send_lag_p50_us: float | None = None  # the client's own timer lateness (None: not known)
     loadgen_wait_pct: float | None = None  # the client's time waiting for a CPU, % of the window (None: not known)
@@ -183,8 +183,9 @@ class SearchResult:
 def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float, precision: float = 0.05,
            growth: float = 2.0, max_steps: int = 20, max_rate: float | None = None, log=lambda msg: None,
            confirm: bool = False) -> SearchResult:
-    """Ramp geometrically from ``start_rate`` while every SLO holds (or come down while it breaks), then bisect
-    to ``precision``. With ``confirm``, the rate found is run once more and must hold again: if it breaks, it
+    """Ramp geometrically from ``start_rate`` while every SLO holds (or come down while it breaks, and once a
+    rate holds run the lowest broken one again: a break before anything held may be the server starting), then
+    bisect to ``precision``. With ``confirm``, the rate found is run once more and must hold again: if it breaks, it
     counts as broken and the search goes on below it (a tail percentile on a shared machine can pass once on
     luck; the capacity is then a rate that held twice).
 
@@ -217,6 +218,7 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
     stop: Stop | None = None
     confirmed = False
     failed: set[float] = set()  # rates that held once and broke when confirmed
+    rechecked = False  # a break before anything held has been run once more
     rate, phase = start_rate, "ramp"
     while True:
         tops = [x for x in (hi, ceiling) if x is not None]
@@ -249,7 +251,8 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
             break
         if len(steps) >= max_steps or rate < MIN_RATE:
             stopped = (f"no rate from {hi:,.1f} msgs/s up meets the SLO within {len(steps)} steps" if phase == "descend"
-                       else f"max_steps ({max_steps}) reached while {'ramping' if phase == 'ramp' else 'bisecting'}")
+                       else f"max_steps ({max_steps}) reached while "
+                       + {"ramp": "ramping", "recheck": "rechecking"}.get(phase, "bisecting"))
             stop = Stop.NO_RATE_MEETS if phase == "descend" else Stop.MAX_STEPS
             break
         step = run(rate, phase)
@@ -263,11 +266,21 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
             break
         if step.meets:
             lo = rate
+            if phase == "recheck":  # the break did not repeat: it said nothing about the rate
+                hi = None
         else:
             hi = rate
+        if phase == "descend" and step.meets and not rechecked:
+            # the rate above broke before any rate had held: a server still starting or a stall of the host breaks
+            # a first step as surely as a rate beyond the server. Run it once more before it caps the search (once
+            # per search): if it holds now, the search ramps up from it
+            rechecked = True
+            phase, rate = "recheck", hi
+            continue
         if lo is not None and (hi is not None or ceiling is not None):
             phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
         elif hi is None:  # still holding: up
+            phase = "ramp"
             if max_rate is not None and rate >= max_rate:
                 stopped, stop = f"the SLO still holds at max_rate ({max_rate:,.0f} msgs/s)", Stop.MAX_RATE_HOLDS
                 break

@@ -52,9 +52,30 @@ def test_the_search_finds_a_known_capacity_within_its_precision(true_capacity):
 
 
 def test_when_the_start_rate_already_breaks_it_comes_down():
-    r = cap.search(server(400), [cap.parse_slo("p99=1ms")], start_rate=10_000, precision=0.05)
+    m = server(400)
+    r = cap.search(m, [cap.parse_slo("p99=1ms")], start_rate=10_000, precision=0.05)
     assert r.complete and r.bracket[0] <= 400 < r.bracket[1]
     assert any(s.phase == "descend" for s in r.steps)
+    # once a rate held, the lowest broken one ran again (once) and broke again: the bisection trusts it
+    (again,) = [s for s in r.steps if s.phase == "recheck"]
+    assert again.rate == 625 and not again.meets and m.calls.count(625) == 2
+
+
+def test_a_first_step_broken_by_a_server_still_starting_does_not_cap_the_search():
+    """The first step breaks although the rate is far below the capacity (a server still starting its threads):
+    once a lower rate holds, the broken rate runs again, holds, and the search ramps on to the real capacity."""
+    real = server(20_000)
+
+    def measure(rate):
+        step = real(rate)
+        if len(real.calls) == 1:  # the first step only
+            step.latency_us = {"p50": 5_000, "p99": 50_000, "p999": 90_000}
+        return step
+
+    r = cap.search(measure, [cap.parse_slo("p99=1ms")], start_rate=2_000, precision=0.05)
+    assert [s.phase for s in r.steps[:3]] == ["ramp", "descend", "recheck"] and r.steps[2].rate == 2_000
+    assert r.steps[2].meets and r.steps[3].phase == "ramp" and r.steps[3].rate == 4_000
+    assert r.complete and r.bracket[0] <= 20_000 < r.bracket[1] and r.bracket[1] / r.bracket[0] - 1 <= 0.05
 
 
 def test_every_slo_must_hold():
