@@ -179,7 +179,7 @@ def method(cfg: OverloadConfig) -> str:
     """One paragraph: how each model was measured."""
     return (f"Per model, on a fresh server: its capacity at {cfg.slo} (open-loop search, {cfg.precision:.0%} "
             f"precision), then `{profile_text(cfg)}` of that capacity, {cfg.conns} connections x "
-            f"{output.human_size(cfg.size)}, {cfg.depth} messages in flight per connection. Latency is timed from "
+            f"{output.human_size(cfg.size)}, {cfg.depth} message{'s' if cfg.depth != 1 else ''} in flight per connection. Latency is timed from "
             "each message's due time. Backlog: messages due and not yet echoed. Recovered: p99 under the SLO with the "
             "backlog gone for three 100 ms intervals in a row, counted from the spike's end.")
 
