@@ -161,6 +161,9 @@ def test_tiny_matrix_writes_run_folder_json_plots_and_reports(tiny):
     assert md.startswith(f"# echobench report: {run.name}\n\n## In short")
     assert "capacity at p99 <= 1s" in ranking  # the column beside closed-loop throughput
     assert "msgs/s" in out.stdout  # the main table on stdout
+    keys = {p.stem.rpartition("_t")[0] for p in cells}  # a timeline per cell: its first trial, interval by interval
+    assert sorted(p.stem for p in (run / "timelines").glob("*.png")) == sorted(keys)
+    assert "## Timelines" in md and all(f"(timelines/{k}.png)" in md for k in keys)
     over = suite["overload"]  # overload and recovery (the [overload] table): one model, one spike
     assert over["complete"] and [e["model"] for e in over["entries"]] == ["selectors"], over
     (e,) = over["entries"]
@@ -381,6 +384,10 @@ def test_paired_rounds_measure_every_model_in_the_same_rounds_and_the_report_lea
     html = (run / "report.html").read_text()
     assert html.index("The answer") < html.index("In short") and "name='viewport'" in html
     assert "At 2 connections x 1 KiB" in out.stdout
+    # a timeline per paired cell: its slices, one point each where they ran
+    assert sorted(p.stem for p in (run / "timelines").glob("*.png")) == sorted(p.stem for p in docs)
+    assert all(s["started_at"] > 0 and s["wall_s"] > 0 for s in doc["slices"])
+    assert "paired cell's slices" in md and (run / "timelines" / f"{docs[0].stem}.png").stat().st_size > 10_000
 
 
 def test_a_paired_run_needs_rounds_and_says_so_in_one_line(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import statistics
+import time
 from dataclasses import dataclass, replace
 
 from ..procs import process_cpu_ns  # noqa: F401  (re-exported: the rounds and their tests read it here)
@@ -135,6 +136,8 @@ class Slice:
     histogram: str | None = None  # the window's latency histogram, encoded (loadgen.stats.encode)
     loss_pct: float | None = None  # UDP: datagrams not echoed in time
     jain: float | None = None  # how evenly the connections were served
+    started_at: float | None = None  # when the slice started (epoch s) and how long it ran: its place on a timeline
+    wall_s: float | None = None
 
 
 class SliceError(Exception):
@@ -153,7 +156,9 @@ def run_slice(cfg, pid: int, addr: tuple, children: bool = True) -> Slice:
     where = {"path": addr[0]} if cfg.transport == "unix" else {"host": addr[0], "port": addr[1]}
     cfg = replace(cfg, **where, server=None, server_pid=pid, quiet=True)
     split0, before = process_user_kernel_s(pid), process_cpu_ns(pid, children)
+    started_at, t0 = time.time(), time.monotonic()
     doc, code = Runner(cfg, log=lambda msg: None).execute()
+    wall_s = time.monotonic() - t0
     after, split1 = process_cpu_ns(pid, children), process_user_kernel_s(pid)
     res = doc["result"]
     if res["incomplete_reason"] == "interrupted":  # Ctrl-C or SIGTERM reached the load generator: the caller's
@@ -171,7 +176,8 @@ def run_slice(cfg, pid: int, addr: tuple, children: bool = True) -> Slice:
                  server_user_s=split1[0] - split0[0], server_kernel_s=split1[1] - split0[1],
                  p50_us=lat.get("p50"), client_us_per_msg=res["cpu"].get("loadgen_us_per_msg"), verdict=res["verdict"],
                  server_ns=after - before, histogram=res.get("histogram"),
-                 loss_pct=(res.get("udp") or {}).get("loss_pct"), jain=(res.get("fairness") or {}).get("jain"))
+                 loss_pct=(res.get("udp") or {}).get("loss_pct"), jain=(res.get("fairness") or {}).get("jain"),
+                 started_at=started_at, wall_s=wall_s)
 
 
 def summary(xs: list[float]) -> dict:

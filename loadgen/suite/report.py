@@ -914,8 +914,9 @@ def write_report(run_dir: Path) -> dict:
         md += [f"### {captions[key]}", "", f"![{captions[key]}]({fname})", ""]
     drawn = draw_timelines(run_dir)
     if drawn:
-        md += ["## Timelines", "", "Each cell's first trial, interval by interval (offered and achieved msgs/s, "
-               "latency percentiles, server CPU and memory; loadgen/suite/timeline.py):", ""]
+        md += ["## Timelines", "", "Each cell over time (loadgen/suite/timeline.py): a trials-mode cell's first trial "
+               "interval by interval (offered and achieved msgs/s, latency percentiles, server CPU and memory); a "
+               "paired cell's slices, one point each where it ran in the run (msgs/s, p50/p99, server CPU):", ""]
         md += [f"- [{name}]({rel})" for name, rel in drawn]
         md += [""]
     (run_dir / "report.md").write_text("\n".join(md))
@@ -982,22 +983,32 @@ def write_report(run_dir: Path) -> dict:
 
 
 def draw_timelines(run_dir: Path) -> list[tuple[str, str]]:
-    """The timeline of each cell's first trial (a trials-mode run keeps every trial's run document; a paired
-    cell keeps slices, not timelines) into ``timelines/``: [(cell, relative path)]."""
-    from .timeline import plot_timeline
+    """Every cell's timeline into ``timelines/``: [(cell, relative path)]. A trials-mode cell: its first trial's
+    run document, interval by interval. A paired cell: its slices, one point each where they ran in the run."""
+    from .timeline import paired_timeline, plot_timeline
 
     first: dict[str, Path] = {}
-    for p in sorted((run_dir / "cells").glob("*_t*.json")):
+    for p in sorted((run_dir / "cells").glob("*.json")):
         key, _, trial = p.stem.rpartition("_t")
-        if trial.isdigit() and (key not in first or int(trial) < int(first[key].stem.rpartition("_t")[2])):
-            first[key] = p
+        if trial.isdigit() and key:
+            if key not in first or int(trial) < int(first[key].stem.rpartition("_t")[2]):
+                first[key] = p
+        else:  # a paired cell's document is named by its key alone
+            first.setdefault(p.stem, p)
     out = []
+    suite_file = run_dir / "suite.json"
+    suite = json.loads(suite_file.read_text()) if suite_file.exists() else {}
     for key, p in sorted(first.items()):
         doc = json.loads(p.read_text())
-        if doc.get("kind") == PAIRED_CELL:
-            continue
+        points = doc.get("kind") == PAIRED_CELL
+        if points:  # the run's timestamp and host are the suite's
+            b = doc.get("bench") or {}
+            doc = {"result": {"timeline": paired_timeline(doc)}, "timestamp": suite.get("timestamp", ""),
+                   "env": suite.get("env") or {}, "config": {"server": b.get("model"), "conns": b.get("conns"),
+                                                             "size": b.get("size")}}
         (run_dir / "timelines").mkdir(exist_ok=True)
-        if plot_timeline(doc, run_dir / "timelines" / f"{key}.png", title=key) is not None:
+        if plot_timeline(doc, run_dir / "timelines" / f"{key}.png", title=key + (" (paired slices)" if points else ""),
+                         points=points) is not None:
             out.append((key, f"timelines/{key}.png"))
     return out
 
