@@ -208,8 +208,8 @@ class Runner:
             self.path = path
             for i, ids in enumerate(shares):
                 parent_end, child_end = ctx.Pipe()
-                p = ctx.Process(target=worker_main, args=(run_cfg, i, ids, child_end, client_cpus[i % len(client_cpus)]),
-                                daemon=True)
+                p = ctx.Process(target=worker_main, daemon=True,
+                                args=(run_cfg, i, ids, child_end, client_cpus[i % len(client_cpus)], [*pipes, parent_end]))
                 p.start()
                 child_end.close()
                 procs.append(p)

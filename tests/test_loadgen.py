@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import json
 import os
 import re
@@ -437,7 +438,9 @@ def test_bad_capacity_arguments(tmp_path, args, fragment):
 @pytest.mark.parametrize("model", model_params(["asyncio-protocol", "reuseport", "go"]))
 def test_a_load_generator_killed_outright_leaves_no_server_behind(model):
     """SIGKILL gives run.py no chance to stop the server it started: the server stops itself when its parent dies
-    (the Go binary too, exec'd by ``python -m servers``; reuseport's workers with their parent)."""
+    (the Go binary too, exec'd by ``python -m servers``; reuseport's workers with their parent). Its own worker
+    processes end too: each sees its pipe's end-of-file (a worker that kept a copy of the parent's end once waited
+    on it forever)."""
     import queue
     import threading
 
@@ -456,6 +459,17 @@ def test_a_load_generator_killed_outright_leaves_no_server_behind(model):
                 server = psutil.Process(int(m.group(1)))
         family = [server] + server.children(recursive=True)
         assert len(family) >= (2 if model == "reuseport" else 1)
+        while not re.search(r"\d+\.\d/60 s", line):  # the progress log: traffic runs, so its workers are up
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        workers = [c for c in psutil.Process(proc.pid).children() if c.pid != server.pid]
+        assert workers, "the load generator started no worker process"
+
+        def sockets(pid):
+            return {x for x in (os.readlink(f) for f in glob.glob(f"/proc/{pid}/fd/*")) if x.startswith("socket:")}
+
+        for w in workers:  # a worker holding the parent's end of its pipe would never see the parent die
+            assert not sockets(w.pid) & sockets(proc.pid), (w.pid, sockets(w.pid) & sockets(proc.pid))
+        family += workers
     finally:
         proc.kill()
         proc.wait(10)

@@ -328,8 +328,12 @@ class ConnectError(Exception):
         self.failed = len(failures)
 
 
-def worker_main(cfg: LoadConfig, index: int, conn_ids: list[int], pipe, cpu: int | None) -> None:
-    """Entry point of a worker process."""
+def worker_main(cfg: LoadConfig, index: int, conn_ids: list[int], pipe, cpu: int | None, inherited=()) -> None:
+    """Entry point of a worker process. ``inherited``: the parent's ends of the workers' pipes, this one's and the
+    ones forked before it, copied by the fork. They are closed first: a worker holding them would never see its
+    own pipe's end-of-file if the parent died without a word (SIGKILL), and would wait on it forever."""
+    for c in inherited:
+        c.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it tells us to stop
     if cpu is not None:
         try:
