@@ -95,8 +95,8 @@ def run_overload(matrix: dict, models: list[str], out_dir: Path, display: "Suite
     cfg = overload.config_from_table(matrix["overload"], models=tuple(names), quiet=True)
     folder = out_dir / "overload"
     folder.mkdir(exist_ok=True)
-    section = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items() if k != "results"},
-               "entries": [], "complete": True}
+    section = {"config": {k: v for k, v in overload.config_doc(cfg).items() if k != "results"}, "entries": [],
+               "complete": True}
     holder["section"] = section
     for model in names:
         display.cell(f"overload {model}: capacity at {cfg.slo}, then {overload.profile_text(cfg)} of it")

@@ -170,6 +170,11 @@ def _us(x) -> str:
     return f"{x / 1000:,.1f} ms" if x >= 1000 else f"{x:,.0f} us"
 
 
+def config_doc(cfg: OverloadConfig) -> dict:
+    """``cfg`` as a document's ``config`` (tuples as lists); :func:`config_of` reads it back."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+
+
 def config_of(doc_config: dict) -> OverloadConfig:
     """The OverloadConfig a document's ``config`` was written from (lists back to tuples)."""
     return OverloadConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc_config.items()})
@@ -224,30 +229,36 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _number(lo: float, hi: float = float("inf"), *, integer: bool = False, lo_open: bool = True,
+            hi_open: bool = False):
+    """A check of one table value: a number (an integer when ``integer``; never a bool) within lo..hi."""
+    def ok(v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+            return False
+        return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+    return ok
+
+
+_SECONDS = _number(0, 600)
+_FRACTION = _number(0, 1, hi_open=True)
+
 # a matrix's [overload] table (make bench-full): key -> (OverloadConfig field, check, what it must be)
 TABLE_KEYS = {
     "slo": ("slo", lambda v: isinstance(v, str), "a p99 objective, e.g. \"p99=1ms\""),
-    "conns": ("conns", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a connection count >= 1"),
-    "size": ("size", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a message size in bytes >= 1"),
-    "depth": ("depth", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "messages in flight >= 1"),
-    "spikes": ("spikes", lambda v: isinstance(v, list) and v and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 100 for x in v),
-        "a list of multiples of the capacity, e.g. [2, 4]"),
-    "base": ("base", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
-             "a fraction of the capacity between 0 and 1"),
-    "hold": ("hold_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 600, "seconds (0, 600]"),
-    "spike": ("spike_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 600, "seconds (0, 600]"),
-    "recover": ("recover_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 600,
-                "seconds (0, 600]"),
-    "precision": ("precision", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
-                  "the capacity search's precision, between 0 and 1"),
-    "step": ("step_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 600,
-             "seconds (0, 600]"),
-    "step_warmup": ("step_warmup_s", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 600,
-                    "seconds [0, 600]"),
-    "start_rate": ("start_rate", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-                   "msgs/s > 0"),
-    "max_steps": ("max_steps", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a step count >= 1"),
+    "conns": ("conns", _number(1, integer=True, lo_open=False), "a connection count >= 1"),
+    "size": ("size", _number(1, integer=True, lo_open=False), "a message size in bytes >= 1"),
+    "depth": ("depth", _number(1, integer=True, lo_open=False), "messages in flight >= 1"),
+    "spikes": ("spikes", lambda v: isinstance(v, list) and bool(v) and all(map(_number(0, 100), v)),
+               "a list of multiples of the capacity, e.g. [2, 4]"),
+    "base": ("base", _FRACTION, "a fraction of the capacity between 0 and 1"),
+    "hold": ("hold_s", _SECONDS, "seconds (0, 600]"),
+    "spike": ("spike_s", _SECONDS, "seconds (0, 600]"),
+    "recover": ("recover_s", _SECONDS, "seconds (0, 600]"),
+    "precision": ("precision", _FRACTION, "the capacity search's precision, between 0 and 1"),
+    "step": ("step_s", _SECONDS, "seconds (0, 600]"),
+    "step_warmup": ("step_warmup_s", _number(0, 600, lo_open=False), "seconds [0, 600]"),
+    "start_rate": ("start_rate", _number(0), "msgs/s > 0"),
+    "max_steps": ("max_steps", _number(1, integer=True, lo_open=False), "a step count >= 1"),
     "models": (None, lambda v: True, ""),  # checked with the other tables' models
 }
 
@@ -292,10 +303,9 @@ def run(cfg: OverloadConfig, log) -> tuple[Path, dict]:
     for i, m in enumerate(models):
         log(f"overload: [{i + 1}/{len(models)}] {m}")
         entries.append(measure_model(m, cfg, out_dir, log))
-    cfg_doc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
     doc = {"kind": KIND, "schema_version": result.version(KIND),
            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "env": environment(),
-           "config": cfg_doc, "models": models, "entries": entries, "elapsed_s": round(time.monotonic() - t0, 1)}
+           "config": config_doc(cfg), "models": models, "entries": entries, "elapsed_s": round(time.monotonic() - t0, 1)}
     output.write_json(doc, str(out_dir / "overload.json"))
     (out_dir / "overload.md").write_text(markdown(doc))
     output.point_latest(Path(cfg.results), out_dir, "latest-overload")
