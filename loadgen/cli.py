@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hdr", dest="hdr_path", metavar="PATH", help="write the HdrHistogram percentile distribution (us) here")
     g.add_argument("--force", action="store_true", help="overwrite existing --json/--hdr files")
     g.add_argument("--quiet", action="store_true", help="nothing on stderr (results still go to stdout and files)")
+    g.add_argument("--quiet-host", action="store_true", help="refuse to start (exit 3) while other processes use "
+                   "more than 5%% of the CPUs this run would pin, naming the busiest (loadgen/hostload.py)")
     return p
 
 

@@ -76,6 +76,7 @@ class LoadConfig:
     json_path: str | None = None
     hdr_path: str | None = None
     quiet: bool = False
+    quiet_host: bool = False  # refuse to start while other processes use the CPUs the run would pin
     force: bool = False
     seed: int = 0
     # --find-capacity: an open-loop rate search for the highest rate meeting every --slo (loadgen/modes/capacity.py)

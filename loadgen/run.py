@@ -58,6 +58,16 @@ def main(argv=None) -> int:
                       + (f" ({', '.join(f'{k} {v:,}' for k, v in kinds.items())})" if kinds else ""), file=sys.stderr)
         return code
     try:
+        if cfg.quiet_host:
+            from loadgen.hostload import HostBusy, require_quiet
+            from loadgen.runner import plan_cpus
+
+            client_cpus, server_cpus = plan_cpus(cfg)
+            try:
+                require_quiet((*client_cpus, *(server_cpus or ())))
+            except HostBusy as exc:
+                print(f"loadgen/run.py: error: {exc}", file=sys.stderr)
+                return 3
         if cfg.cluster:
             from loadgen.modes.cluster import run_cluster
 

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import replace
 
-from . import stats
+from . import hostload, stats
 from .config import LoadConfig
 from .engine import UDP_COUNTS, drain_seconds, native, worker_main
 from .envinfo import environment
@@ -169,6 +169,8 @@ class Runner:
         self.cpu_start: tuple[dict, dict | None, dict] | None = None  # client CPU, server CPU, client run-queue wait
         self.cpu_end: tuple[dict, dict | None, dict] | None = None
         self.t_cpu_start = self.t_cpu_end = None
+        self.host_watch: hostload.Watch | None = None
+        self.host: hostload.HostLoad | None = None  # foreign CPU and steal on this run's CPUs in the window
         self.path = cfg.path
 
     # -- the run ---------------------------------------------------------------------
@@ -218,6 +220,9 @@ class Runner:
             client = CpuSampler([os.getpid()] + [p.pid for p in procs], children=False)
             server = CpuSampler([server_pid], children=True) if server_pid is not None else None
             self.server_sampler = server
+            # what else ran on the CPUs this run pins to, over the measured window (loadgen/hostload.py)
+            self.host_watch = hostload.Watch(server_cpus or (), client_cpus,
+                                             extra_roots=(server_pid,) if server_pid is not None else ())
             t0 = self.start_instant(pipes)
             for pp in pipes:
                 pp.send(("start", t0))
@@ -291,11 +296,14 @@ class Runner:
             if self.cpu_start is None and now >= warm_end:
                 self.cpu_start = (client.sample(), server.sample() if server else None, client.waits())
                 self.t_cpu_start = now
+                if self.host_watch is not None:
+                    self.host_watch.start()
                 if server is not None:  # the timeline's first server sample
                     self._sample_server(-1)
             if self.cpu_end is None and now >= end:
                 self.cpu_end = (client.sample(), server.sample() if server else None, client.waits())
                 self.t_cpu_end = now
+                self.host = self.host_watch.stop() if self.host_watch is not None else None
             if self.server is not None and not self.server.alive() and self.incomplete is None:
                 self.incomplete = f"server {self.server.model} died mid-run (exit code {self.server.proc.returncode}): {self.server.stderr_tail(3)}"
                 for pp in open_pipes:
@@ -323,6 +331,7 @@ class Runner:
         if self.cpu_end is None:  # cut short: CPU up to now
             self.cpu_end = (client.sample(), server.sample() if server else None, client.waits())
             self.t_cpu_end = time.perf_counter_ns()
+            self.host = self.host_watch.stop() if self.host_watch is not None else None
 
     def _collect_finals(self, pipes, deadline: float) -> None:
         waiting = [p for i, p in enumerate(pipes) if i not in self.finals]
@@ -446,6 +455,8 @@ class Runner:
             "engine": self._engine_stats(finals),
             "verdict": verdict,
             "verdict_detail": detail,
+            # the CPU other processes took on this run's CPUs in the measured window, and steal (hostload.py)
+            "host": self.host.as_dict() if self.host is not None else None,
             "timeline": timeline,
             "histogram_unit": "ns",
             "histogram": stats.encode(lat),

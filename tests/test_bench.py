@@ -375,7 +375,10 @@ def test_paired_rounds_measure_every_model_in_the_same_rounds_and_the_report_lea
     assert doc["kind"] == "echobench-paired-cell" and len(doc["slices"]) == 6 and doc["result"]["histogram"]
     assert suite["capacity"]["complete"] and set(suite["capacity"]["models"]) == set(MODELS)
     md = (run / "report.md").read_text()
-    assert md.startswith(f"# echobench report: {run.name}\n\n## The answer\n\nAt 2 connections x 1 KiB")
+    # the first screen: whether the host was quiet (busy on a loaded machine, and then the answer says it does not
+    # rank), then the answer
+    assert md.startswith(f"# echobench report: {run.name}\n\n## The host\n\n**The host was "), md[:300]
+    assert "\n\n## The answer\n\nAt 2 connections x 1 KiB" in md
     first_screen = md.split("## In short")[0]
     assert "95% intervals" in first_screen and "![Server CPU per message" in first_screen
     assert (run / "cost_split.png").stat().st_size > 5000 and (run / "cost_split.svg").exists()

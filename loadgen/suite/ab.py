@@ -36,7 +36,7 @@ from pathlib import Path
 
 from servers import registry
 
-from .. import output, result
+from .. import hostload, output, result
 from ..config import LoadConfig, OneLineParser, parse_size
 from ..envinfo import ROOT, environment
 from ..procs import interrupt
@@ -88,6 +88,7 @@ class AbConfig:
     results: str = str(ROOT / "results")
     repo: str = str(ROOT)  # the git repository whose BASE and working tree are compared
     quiet: bool = False
+    quiet_host: bool = False  # refuse to start while other processes use the run's CPUs
 
 
 # -- the two sides --------------------------------------------------------------------------------------------
@@ -201,13 +202,15 @@ def measure_wall(cfg: AbConfig, models: list[str], trees: dict[str, Path], log) 
     out = {}
     for i, m in enumerate(models):
         try:
-            runs, _idle, _wall = sides.measure_rounds(m, both, load, cfg.rounds, 1, server_cpus, log)
+            runs, idle, _wall = sides.measure_rounds(m, both, load, cfg.rounds, 1, server_cpus, log)
         except RunError as exc:
             raise MeasureError(f"{m}: {exc}") from None
         for name in ("base", "head"):
             if runs[name].stopped is not None:
                 raise MeasureError(f"{name}'s {m} server: {runs[name].stopped}")
         out[m] = wall_verdicts(runs["base"].slices, runs["head"].slices, cfg)
+        # other processes on the run's CPUs (loadgen/hostload.py): disturbed rounds rerun, or kept and said so
+        out[m]["host"] = idle.host_dict()
         r = out[m]["server_ns_per_msg"]
         log(f"bench-ab: [{i + 1}/{len(models)}] {m}: server CPU/msg head/base {r['median']:.3f} "
             f"[{r['ci'][0]:.3f}-{r['ci'][1]:.3f}] {r['verdict']}")
@@ -314,6 +317,8 @@ def markdown(doc: dict) -> str:
             sh = "-" if s.get("head_median") is None else f"{s['head_median'] / 1000:.2f}"
             lines.append(f"| {m} | {sb} | {sh} | {_ratio(s)} | {_v(s['verdict'])} | {_ratio(t)} | {_v(t['verdict'])} | "
                          f"{_ratio(p)} | {_v(p['verdict'])} | {note} |")
+    if w is not None:
+        lines += ["", host_line(w["models"])]
     if w is not None and any(r.get("split_us_per_msg") for r in w["models"].values()):
         lines += ["", "Where each side's server CPU went, us per message summed over its slices (user: the model's "
                       "own code, which the cost table counts; kernel: system calls and TCP, most of an echo; "
@@ -334,6 +339,26 @@ def markdown(doc: dict) -> str:
             for f in c["functions"]:
                 lines.append(f"| `{f['function']}` | {f['base']:,.1f} | {f['head']:,.1f} | {f['delta']:+,.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def host_line(models: dict) -> str:
+    """Whether other processes took the rounds' CPUs (loadgen/hostload.py), per model: quiet, rerun, or kept
+    although disturbed (then that model's wall-clock verdicts were measured beside other processes)."""
+    hosts = {m: r["host"] for m, r in sorted(models.items()) if r.get("host")}
+    if not hosts:
+        return "Other processes on the run's CPUs: not measured."
+    thr = next(iter(hosts.values()))["threshold"]
+    busy = {m: h for m, h in hosts.items() if h["disturbed"]}
+    rerun = sum(len(h["rerun"]) for h in hosts.values())
+    if busy:
+        return ("**Disturbed**: other processes took more than " + f"{thr:.0%} of the run's CPUs in rounds that could "
+                "not be rerun clean for " + ", ".join(f"{m} ({len(h['kept_disturbed'])} rounds, up to "
+                                                     f"{max(x['share'] for x in h['kept_disturbed']):.0%})"
+                                                     for m, h in busy.items())
+                + ": their wall-clock verdicts were measured beside other processes (the cost table is not affected).")
+    mx = max(h.get("max_round_share") or 0.0 for h in hosts.values())
+    return (f"The host was quiet: other processes took at most {mx:.1%} of the run's CPUs in any round kept "
+            f"(a round beyond {thr:.0%} is run again; {rerun} {'was' if rerun == 1 else 'were'}).")
 
 
 def load_ab(path: str) -> dict:
@@ -450,6 +475,7 @@ def parse_config(argv=None, prog: str = "python -m loadgen ab") -> AbConfig:
     p.add_argument("--repo", default=str(ROOT), help="the git repository whose ref and working tree are compared "
                    "(default: this checkout; its load generator drives both sides either way)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet-host", action="store_true", help=hostload.QUIET_HOST_HELP)
     a = p.parse_args(argv)
     if a.n2 <= a.n1:
         p.error("--n2 must be larger than --n1")
@@ -459,11 +485,14 @@ def parse_config(argv=None, prog: str = "python -m loadgen ab") -> AbConfig:
                     threshold=a.threshold, wall_threshold=a.wall_threshold, p99_threshold=a.p99_threshold,
                     rounds=a.rounds, slice_s=a.slice_s, warmup_s=a.warmup_s, conns=a.conns, size=a.size, n1=a.n1,
                     n2=a.n2, repeats=a.repeats, jobs=a.jobs, base_args=tuple(a.base_args),
-                    head_args=tuple(a.head_args), results=a.results, repo=a.repo, quiet=a.quiet)
+                    head_args=tuple(a.head_args), results=a.results, repo=a.repo, quiet=a.quiet,
+                    quiet_host=a.quiet_host)
 
 
 def main(argv=None, prog: str = "python -m loadgen ab") -> int:
     cfg = parse_config(argv, prog)
+    if cfg.quiet_host and hostload.refuse_if_busy(prog):
+        return 3
 
     def log(msg: str) -> None:
         if not cfg.quiet:

@@ -88,6 +88,43 @@ def _ratio(iv: dict | None) -> str:
     return f"{iv['median']:.2f}x [{iv['ci'][0]:.2f}-{iv['ci'][1]:.2f}]"
 
 
+def _load_label(h: dict) -> str:
+    over = "" if h.get("transport", "tcp") == "tcp" else f" over {h['transport']}"
+    return f"{h['conns']:,} conns x {human_size(h['size'])}{over}"
+
+
+def host_text(suite: dict) -> str | None:
+    """The report's first line: whether the host was quiet while the paired rounds ran (loadgen/hostload.py), and
+    where it was not, which loads and how much. None for a run that did not measure it (older runs)."""
+    info = suite.get("paired") or {}
+    host = info.get("host")
+    if not host:
+        return None
+    thr = info.get("disturbed_share") or 0.0
+    reruns = sum(len(h["rerun"]) for h in host.values())
+    rerun_at = [f"{len(h['rerun'])} at {_load_label(h)}" for h in host.values() if h["rerun"]]
+    names: dict[str, float] = {}
+    for h in host.values():
+        for n, x in h.get("busiest") or ():
+            names[n] = names.get(n, 0.0) + x
+    top = ", ".join(f"`{n}`" for n, _x in sorted(names.items(), key=lambda kv: -kv[1])[:3])
+    steal = max(((c.get("host") or {}).get("steal_share") or 0.0 for c in suite["cells"]), default=0.0)
+    busy = [h for h in host.values() if h["disturbed"]]
+    if busy:
+        where = "; ".join(f"{_load_label(h)} ({len(h['kept_disturbed'])} of its rounds, up to "
+                          f"{max(x['share'] for x in h['kept_disturbed']):.0%})" for h in busy)
+        return (f"**The host was busy.** Other processes took more than {thr:.0%} of the run's CPUs in rounds that "
+                f"could not be rerun clean at {len(busy)} of {len(host)} loads: {where}. Those loads' figures are "
+                f"shown but not tiered or ranked: do not quote them"
+                + (f"; the other loads were measured clean ({reruns} disturbed rounds discarded and rerun)" if len(busy) < len(host) else "")
+                + f". Busiest other processes: {top or '-'}; the hypervisor's steal up to {steal:.1%} of a load's CPU time.")
+    mx = max((h.get("max_round_share") or 0.0 for h in host.values()), default=0.0)
+    return (f"**The host was quiet**: in every round kept, other processes took at most {mx:.1%} of the run's CPUs "
+            f"(a round beyond {thr:.0%} is discarded and run again"
+            + (f"; {reruns} were: {', '.join(rerun_at)}, the busiest other processes {top}" if reruns else "; none was")
+            + f"); the hypervisor's steal at most {steal:.1%} of a load's CPU time.")
+
+
 def answer(suite: dict, cells: list[dict], conns: int, size: int, cost: dict | None) -> str:
     """The report's one-paragraph answer at its main load: which models are cheapest per message, split into the
     model's own (user) time and the kernel's, what the cheapest one saves against the reference, where each model
@@ -99,6 +136,10 @@ def answer(suite: dict, cells: list[dict], conns: int, size: int, cost: dict | N
     if not ct:
         return "No model finished a slice at the main load: nothing to answer."
     rounds = max(c.get("rounds") or 0 for c in cells)
+    if any(c.get("disturbed") for c in cells):
+        return (f"At {conns} connections x {human_size(size)} the host was busy (other processes took the run's CPUs "
+                f"in rounds that could not be rerun clean): the figures below are shown but not tiered or ranked, "
+                f"and this run does not answer which model is cheapest. Run it again on a quiet host.")
     lead = by[ct[0][0]]
     sp = lead.get("split")
     first = (f"At {conns} connections x {human_size(size)}, the cheapest server{'s' if len(ct[0]) > 1 else ''} per "
@@ -254,7 +295,8 @@ def ranking_tables(suite: dict, cost: dict | None, capacity_text) -> list[tuple[
     out = []
     for conns, size in loads:
         cells = [c for c in suite["cells"] if c.get("transport", "tcp") == "tcp" and (c["conns"], c["size"]) == (conns, size)]
-        tier_of = {m: i + 1 for i, g in enumerate(cost_tiers(cells)) for m in g}
+        disturbed = any(c.get("disturbed") for c in cells)  # measured beside other processes: not tiered
+        tier_of = {} if disturbed else {m: i + 1 for i, g in enumerate(cost_tiers(cells)) for m in g}
         with_cap = bool(cap) and (cap["conns"], cap["size"]) == (conns, size)
         rows = []
         for c in sorted(cells, key=lambda c: c["median"]["server_us_per_msg"] or float("inf")):
@@ -263,6 +305,10 @@ def ranking_tables(suite: dict, cost: dict | None, capacity_text) -> list[tuple[
             verdict = ", ".join(f"{k} {n}/{c['trials_ok']}" for k, n in v.items()) or "-"
             if c["client_bound_trials"]:
                 verdict = f"**client saturated** in {c['client_bound_trials']}/{c['trials_ok']} slices; " + verdict
+            if c.get("disturbed"):
+                h = c.get("host") or {}
+                verdict = (f"**disturbed**: other processes took {max(h.get('server_foreign_share', 0), h.get('loadgen_foreign_share', 0)):.0%} "
+                           f"of a side's CPU; " + verdict)
             status = "" if c["status"] == "ok" else f" ({c['status']})"
             rows.append([
                 c["model"] + status, str(tier_of.get(c["model"], "-")),
@@ -279,7 +325,7 @@ def ranking_tables(suite: dict, cost: dict | None, capacity_text) -> list[tuple[
                 *([f"{m['jain']:.3f}" if m.get("jain") is not None else "-"] if conns >= 1000 else []),
                 verdict,
             ])
-        out.append((f"{conns} connections, {human_size(size)} messages",
+        out.append((f"{conns} connections, {human_size(size)} messages" + (" (host busy: not tiered)" if disturbed else ""),
                     ["model", "tier", "server us/msg", "user us/msg", *(["instructions/msg"] if cost else []),
                      "kernel us/msg", f"us/msg vs {ref}", "msgs/s", f"msgs/s vs {ref}",
                      *([f"capacity at {' and '.join(t.replace('=', ' <= ', 1) for t in cap['slos'])}"] if with_cap else []),

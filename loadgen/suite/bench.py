@@ -27,6 +27,7 @@ from .. import output, result, stats
 from ..config import LoadConfig, OneLineParser
 from ..engine import native
 from ..envinfo import ROOT, environment
+from ..hostload import DISTURBED_SHARE
 from ..modes import capacity
 from ..runner import RunError, Runner, plan_cpus
 from ..target import TargetError
@@ -414,8 +415,9 @@ def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]
     run = matrix["run"]
     reference = run.get("reference", "asyncio-protocol")
     instances = run.get("instances", 2)
+    threshold = float(run.get("disturbed_share", DISTURBED_SHARE))
     info.update(rounds=run["rounds"], rounds_main=run.get("rounds_main", run["rounds"]), instances=instances, slice_s=run["slice"], slice_warmup_s=run["slice_warmup"],
-                reference=reference, idle={}, notes=[], instance_spread={})
+                reference=reference, idle={}, host={}, disturbed_share=threshold, notes=[], instance_spread={})
     children = {m: registry.get(m).multiprocess for m in models}
     for pool_name, pool_cells in paired_plan(matrix, models, cells):
         tls_dir, extra_tls, ca = None, (), None
@@ -452,12 +454,17 @@ def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]
                     display.live(f"round {r + 1}/{n_rounds}, {m}")
                     display.advance()
 
-                runs, idle, wall = rd.measure_cell(cfg, ms, pool, n_rounds, children, on_slice=tick, warm=first)
+                runs, idle, wall = rd.measure_cell(cfg, ms, pool, n_rounds, children, on_slice=tick, warm=first,
+                                                   threshold=threshold, max_reruns=run.get("max_reruns"))
                 first = False
                 cell_key_ = cell_key("paired", conns, size, transport)
                 info["idle"][cell_key_] = {**idle.as_dict(), "wall_s": round(wall, 2)}
+                info["host"][cell_key_] = {"transport": transport, "conns": conns, "size": size, **idle.host_dict()}
+                if idle.reruns or idle.kept_disturbed:
+                    display.log(f"bench: {label}: other processes on the run's CPUs: {len(idle.reruns)} round(s) rerun"
+                                + (f", {len(idle.kept_disturbed)} kept disturbed (no reruns left)" if idle.kept_disturbed else ""))
                 ref = reference if reference in ms else ms[0]
-                for c in rd.summarise(runs, ref, instances, transport, conns, size):
+                for c in rd.summarise(runs, ref, instances, transport, conns, size, bool(idle.kept_disturbed)):
                     hist = c.pop("histogram")
                     key = cell_key(c["model"], conns, size, transport)
                     slices = [None if x is None else {k: v for k, v in asdict(x).items() if k != "histogram"}
@@ -468,7 +475,12 @@ def run_paired(matrix: dict, models: list[str], cells: list[tuple[str, int, int]
                                        "result": {"complete": c["status"] == "ok", "histogram_unit": "ns",
                                                   "histogram": hist, "note": "latency of every slice's measured "
                                                   "window, merged"},
-                                       "slices": slices}, str(out_dir / "cells" / f"{key}.json"))
+                                       "slices": slices,
+                                       # rounds rerun because other processes took the run's CPUs: (round, slice)
+                                       "discarded": [{"round": r + 1, **{k: v for k, v in asdict(x).items()
+                                                                          if k != "histogram"}}
+                                                     for r, x in runs[c["model"]].discarded]},
+                                      str(out_dir / "cells" / f"{key}.json"))
                     if c["failures"]:
                         display.log(f"bench: {key}: {c['failures'][0]['reason']}")
                     summary.append(c)
@@ -661,6 +673,8 @@ def main(argv=None) -> int:
                    "trial, trials interleaved); default: the matrix's [run] mode")
     p.add_argument("--rounds", type=int, metavar="N", help="paired mode: rounds per cell (default: the matrix's)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet-host", action="store_true", help="refuse to start (exit 3) while other processes use "
+                   "more than the matrix's disturbed_share (default 5%%) of the CPUs the run pins, naming the busiest")
     p.add_argument("--engine", choices=["auto", "native", "python"],
                    help="the load generator's engine for stream cells (default: the matrix's, else auto)")
     p.add_argument("--cluster", metavar="ADDRESS", help="drive the matrix from the workers of this Dask scheduler "
@@ -694,6 +708,15 @@ def main(argv=None) -> int:
         if a.rounds is not None:
             matrix["run"]["rounds"] = a.rounds
         check_paired(matrix["run"], matrix["path"])
+        if a.quiet_host:
+            from ..hostload import HostBusy, require_quiet
+
+            client_cpus, server_cpus = plan_cpus(LoadConfig(server="placeholder"))
+            try:
+                require_quiet((*client_cpus, *server_cpus), float(matrix["run"].get("disturbed_share", DISTURBED_SHARE)))
+            except HostBusy as exc:
+                print(f"bench: error: {exc}", file=sys.stderr)
+                return 3
         out_dir, suite = run_suite(matrix, Path(a.results), a.models.split(",") if a.models else None, a.quiet, a.engine,
                                    cluster)
     except MatrixError as exc:

@@ -81,7 +81,9 @@ MODES = ("paired", "trials")
 
 
 PAIRED_KEYS = {"rounds": (int, 2), "slice": ((int, float), 0.0), "slice_warmup": ((int, float), -1e-9),
-               "instances": (int, 0), "rounds_main": (int, 2)}  # [run] key -> (type, the value it must exceed)
+               "instances": (int, 0), "rounds_main": (int, 2),
+               # a round with a slice whose CPUs lost more than this share to other processes is rerun (hostload.py)
+               "disturbed_share": ((int, float), 0.0), "max_reruns": (int, -1)}  # [run] key -> (type, the value it must exceed)
 
 
 def cell_rounds(run: dict, transport: str, conns: int, size: int) -> int:
@@ -100,10 +102,12 @@ def check_paired(run: dict, path) -> None:
         raise MatrixError(f"{path}: [run] mode: \"paired\" or \"trials\"")
     for key, (typ, above) in PAIRED_KEYS.items():
         v = run.get(key)
-        if v is None and mode == "paired" and key not in ("instances", "rounds_main"):
+        if v is None and mode == "paired" and key not in ("instances", "rounds_main", "disturbed_share", "max_reruns"):
             raise MatrixError(f"{path}: [run] mode = \"paired\" needs {key}")
         if v is not None and (not isinstance(v, typ) or isinstance(v, bool) or v <= above):
-            raise MatrixError(f"{path}: [run] {key}: " + {"rounds": "an integer >= 3", "rounds_main": "an integer >= 3", "instances": "an integer >= 1"}
+            raise MatrixError(f"{path}: [run] {key}: " + {"rounds": "an integer >= 3", "rounds_main": "an integer >= 3", "instances": "an integer >= 1",
+                                                          "disturbed_share": "a share of a CPU > 0 (0.05: 5%)",
+                                                          "max_reruns": "an integer >= 0"}
                               .get(key, "seconds > 0" if key == "slice" else "seconds >= 0"))
 
 

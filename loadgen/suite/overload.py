@@ -34,7 +34,7 @@ from pathlib import Path
 
 from servers import registry
 
-from .. import output, result
+from .. import hostload, output, result
 from ..config import LoadConfig, OneLineParser, parse_size
 from ..envinfo import ROOT, environment
 from ..procs import interrupt
@@ -66,6 +66,7 @@ class OverloadConfig:
     engine: str = "auto"
     results: str = str(ROOT / "results")
     quiet: bool = False
+    quiet_host: bool = False  # refuse to start while other processes use the run's CPUs
 
 
 def profile_text(cfg: OverloadConfig) -> str:
@@ -349,6 +350,7 @@ def parse_config(argv=None, prog: str = "python -m loadgen overload") -> Overloa
     p.add_argument("--engine", choices=["auto", "native", "python"], default="auto")
     p.add_argument("--results", default=str(ROOT / "results"), help="where the run folder goes (default results/)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet-host", action="store_true", help=hostload.QUIET_HOST_HELP)
     a = p.parse_args(argv)
     from ..modes.capacity import parse_slo
 
@@ -361,11 +363,14 @@ def parse_config(argv=None, prog: str = "python -m loadgen overload") -> Overloa
         p.error("--base must be between 0 and 1 (a fraction of the capacity)")
     return OverloadConfig(models=a.models, slo=a.slo, conns=a.conns, size=a.size, depth=a.depth, spikes=a.spikes,
                           base=a.base, hold_s=a.hold_s, spike_s=a.spike_s, recover_s=a.recover_s, engine=a.engine,
-                          results=a.results, quiet=a.quiet)
+                          results=a.results, quiet=a.quiet,
+                    quiet_host=a.quiet_host)
 
 
 def main(argv=None, prog: str = "python -m loadgen overload") -> int:
     cfg = parse_config(argv, prog)
+    if cfg.quiet_host and hostload.refuse_if_busy(prog):
+        return 3
 
     def log(msg: str) -> None:
         if not cfg.quiet:

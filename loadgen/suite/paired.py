@@ -138,6 +138,12 @@ class Slice:
     jain: float | None = None  # how evenly the connections were served
     started_at: float | None = None  # when the slice started (epoch s) and how long it ran: its place on a timeline
     wall_s: float | None = None
+    host: dict | None = None  # what else ran on the run's CPUs in the measured window (loadgen/hostload.py)
+
+    @property
+    def disturbance(self) -> float:
+        """The larger side's share of its CPUs that other processes took in the window, plus steal (0 unknown)."""
+        return (self.host or {}).get("worst_share") or 0.0
 
 
 class SliceError(Exception):
@@ -177,7 +183,7 @@ def run_slice(cfg, pid: int, addr: tuple, children: bool = True) -> Slice:
                  p50_us=lat.get("p50"), client_us_per_msg=res["cpu"].get("loadgen_us_per_msg"), verdict=res["verdict"],
                  server_ns=after - before, histogram=res.get("histogram"),
                  loss_pct=(res.get("udp") or {}).get("loss_pct"), jain=(res.get("fairness") or {}).get("jain"),
-                 started_at=started_at, wall_s=wall_s)
+                 started_at=started_at, wall_s=wall_s, host=res.get("host"))
 
 
 def summary(xs: list[float]) -> dict:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from servers import registry
 
-from .. import output, result
+from .. import hostload, output, result
 from ..config import LoadConfig, OneLineParser, parse_size
 from ..envinfo import ROOT, environment
 from ..procs import interrupt
@@ -79,6 +79,7 @@ class PythonsConfig:
     results: str = str(ROOT / "results")
     repo: str = str(ROOT)  # where a variant's @ref is looked up
     quiet: bool = False
+    quiet_host: bool = False  # refuse to start while other processes use the run's CPUs
 
 
 @dataclass
@@ -269,7 +270,8 @@ def measure_wall(cfg: PythonsConfig, models: list[str], ready: list[Ready], ref:
             per[c["model"]] = {k: c[k] for k in ("status", "failures", "median", "ci", "split", "vs_reference", "pairs",
                                                  "instance_spread", "verdicts", "client_bound_trials", "rounds",
                                                  "messages")}
-        out[m] = {"reference": reference, "variants": per, "idle": idle.as_dict(), "wall_s": round(wall, 1)}
+        out[m] = {"reference": reference, "variants": per, "idle": idle.as_dict(), "host": idle.host_dict(),
+                  "wall_s": round(wall, 1)}
         r = [(k, v["vs_reference"].get("server_ns_per_msg")) for k, v in per.items() if k != reference]
         log(f"bench-pythons: [{i + 1}/{len(models)}] {m}: server CPU/msg vs {reference}: "
             + ", ".join(f"{k} {x['median']:.3f} [{x['ci'][0]:.3f}-{x['ci'][1]:.3f}]" for k, x in r if x))
@@ -377,6 +379,7 @@ def parse_config(argv=None, prog: str = "python -m loadgen pythons") -> PythonsC
     p.add_argument("--repo", default=str(ROOT), help="the git repository a variant's @ref names (default: this "
                    "checkout)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet-host", action="store_true", help=hostload.QUIET_HOST_HELP)
     a = p.parse_args(argv)
     if a.n2 <= a.n1:
         p.error("--n2 must be larger than --n1")
@@ -389,11 +392,14 @@ def parse_config(argv=None, prog: str = "python -m loadgen pythons") -> PythonsC
     return PythonsConfig(variants=a.variants, reference=a.reference, models=a.models, cost=a.only != "wall",
                          wall=a.only != "cost", rounds=a.rounds, slice_s=a.slice_s, warmup_s=a.warmup_s,
                          instances=a.instances, conns=a.conns, size=a.size, n1=a.n1, n2=a.n2, repeats=a.repeats,
-                         jobs=a.jobs, cache=a.cache, results=a.results, repo=a.repo, quiet=a.quiet)
+                         jobs=a.jobs, cache=a.cache, results=a.results, repo=a.repo, quiet=a.quiet,
+                    quiet_host=a.quiet_host)
 
 
 def main(argv=None, prog: str = "python -m loadgen pythons") -> int:
     cfg = parse_config(argv, prog)
+    if cfg.quiet_host and hostload.refuse_if_busy(prog):
+        return 3
 
     def log(msg: str) -> None:
         if not cfg.quiet:

@@ -125,6 +125,9 @@ def markdown(doc: dict) -> str:
         for m in models:
             wm = w["models"].get(m)
             lines.append(f"| {m} | " + " | ".join(_wall_cell(wm, k, "server_ns_per_msg") for k in ks) + " |")
+        from .ab import host_line
+
+        lines += ["", host_line(w["models"])]
         lines += ["", "User + kernel microseconds per message (utime/stime summed over the rounds: user is the "
                       "interpreter and the model's own code, kernel the system calls and TCP that every variant "
                       "shares):", "", "| model | " + " | ".join(f"`{k}`" for k in ks) + " |",

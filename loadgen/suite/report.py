@@ -32,6 +32,10 @@ class ReportError(Exception):
     pass
 
 
+class HostNotQuiet(ReportError):
+    """``--readme`` on a run that cannot show its host was quiet."""
+
+
 def load_run(run_dir: Path) -> tuple[dict, list[dict]]:
     path = run_dir / "suite.json"
     try:
@@ -855,10 +859,11 @@ def write_report(run_dir: Path) -> dict:
     suite, docs = load_run(run_dir)
     plots = plot_all(suite, docs, run_dir)
     paired = suite.get("mode") == "paired"
-    answer_text, answer_plot, answer_narrow, cost, paired_notes = None, None, None, None, []
+    answer_text, answer_plot, answer_narrow, cost, paired_notes, host_line = None, None, None, None, [], None
     if paired:
         from . import answer
 
+        host_line = answer.host_text(suite)
         cost = answer.cost_at_commit(run_dir.parent, suite["env"].get("git_commit"))
         load = main_load(suite)
         main_cells = _cells(suite, conns=load[0], size=load[1]) if load else []
@@ -887,6 +892,8 @@ def write_report(run_dir: Path) -> dict:
     tls_tabs = tls_tables(suite)
     # markdown
     md = [f"# echobench report: {run_dir.name}", ""]
+    if host_line:  # the first screen says whether the host was quiet
+        md += ["## The host", "", host_line, ""]
     if answer_text:
         md += ["## The answer", "", answer_text, ""]
         if answer_plot:
@@ -932,6 +939,8 @@ def write_report(run_dir: Path) -> dict:
          "body{margin:1em auto;padding:0 .5em}table{font-size:11px;display:block;"
          "overflow-x:auto}td,th{padding:2px 4px}}</style></head><body>",
          f"<h1>echobench report: {html.escape(run_dir.name)}</h1>"]
+    if host_line:
+        h += [f"<h2>The host</h2><p>{_md_inline(host_line)}</p>"]
     if answer_text:
         h += [f"<h2>The answer</h2><p>{_md_inline(answer_text)}</p>"]
         if answer_plot:  # a narrower drawing of the same figure where the page is a phone's width
@@ -966,19 +975,7 @@ def write_report(run_dir: Path) -> dict:
         h += [f"<h3>{html.escape(captions[key])}</h3><img alt='{html.escape(captions[key])}' src='data:image/png;base64,{data}'>"]
     h += ["</body></html>"]
     (run_dir / "report.html").write_text("\n".join(h))
-    main_title, main_header, main_rows = next(((t, hd, r) for t, hd, r in tables if t.startswith("10 connections, 1 KiB")),
-                                              tables[0] if tables else ("", [], []))
-    summary = f"{main_title}\n{_md_table(main_header, main_rows)}" if main_rows else "(no finished measurements)"
-    if answer_text:
-        summary = f"{answer_text}\n\n{summary}"
-    if not main_rows and ctable:
-        summary = f"{ctable[0]}\n{_md_table(ctable[1], ctable[2])}"
-    if ttable:
-        summary += f"\n\n{ttable[0]}\n{_md_table(ttable[1], ttable[2])}"
-    for tab in tls_tabs:
-        summary += f"\n\n{tab[0]}\n{_md_table(tab[1], tab[2])}"
-    if over:
-        summary += f"\n\n{over[0]}\n{_md_table(over[2], over[3])}"
+    summary = _stdout_summary(tables, answer_text, host_line, ctable, ttable, tls_tabs, over)
     return {"md": run_dir / "report.md", "html": run_dir / "report.html", "plots": plots, "summary": summary}
 
 
@@ -1022,27 +1019,76 @@ def _md_inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 
+def readme_block(run_dir: Path) -> str:
+    """The README's "Current results" from a paired run: where and when it ran, whether the host was quiet, the
+    answer and the main load's table. ReportError (one line) for a run whose host was busy at some load or that did
+    not measure it: the README quotes quiet runs only."""
+    suite, _docs = load_run(run_dir)
+    host = (suite.get("paired") or {}).get("host")
+    if suite.get("mode") != "paired" or not host:
+        raise HostNotQuiet(f"{run_dir}: not a paired run that watched the host (loadgen/hostload.py): the README "
+                          "quotes only runs that can show they were quiet")
+    busy = [h for h in host.values() if h["disturbed"]]
+    if busy:
+        raise HostNotQuiet(f"{run_dir}: the host was busy at {len(busy)} of {len(host)} loads (other processes took "
+                          "the run's CPUs in rounds that could not be rerun clean): the README quotes quiet runs only")
+    paths = write_report(run_dir)
+    env = suite["env"]
+    when = suite["timestamp"][:10]
+    head = (f"`make bench` at commit {(env.get('git_commit') or '?')[:7]}, run `{Path(run_dir).resolve().name}` ({when}), "
+            f"on {env.get('cpu_model')}: server on CPU {','.join(map(str, suite['pinning']['server_cpus']))}, load "
+            f"generator on CPU {','.join(map(str, suite['pinning']['loadgen_cpus']))}. From the run's `report.md`:")
+    return f"{head}\n\n{paths['summary'].split(chr(10) + chr(10) + 'Transports')[0]}\n"
+
+
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    usage = ("usage: python -m loadgen.suite.report RUN_DIR | RUN.json  (plots, report.md and report.html from a run "
-             "folder's JSON; the timeline of one run document, RUN.timeline.png)")
+    usage = ("usage: python -m loadgen.suite.report RUN_DIR [--readme] | RUN.json  (plots, report.md and report.html "
+             "from a run folder's JSON; --readme: print the README's current results from it, a quiet run only; the "
+             "timeline of one run document, RUN.timeline.png)")
     if args in (["-h"], ["--help"]):
         print(usage)
         return 0
+    readme = "--readme" in args
+    args = [a for a in args if a != "--readme"]
     if len(args) != 1 or args[0].startswith("-"):
         why = f"unknown option {args[0]!r}" if args and args[0].startswith("-") else "expected one RUN_DIR or RUN.json"
         print(f"python -m loadgen.suite.report: error: {why} ({usage})", file=sys.stderr)
         return 2
     target = Path(args[0])
-    if target.is_file():  # one run document: its timeline
+    if target.is_file() and not readme:  # one run document: its timeline
         return _timeline_of(target)
     try:
+        if readme:
+            print(readme_block(target), end="")
+            return 0
         paths = write_report(target)
     except ReportError as exc:
         print(f"report: error: {exc}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(exc, HostNotQuiet) else 2
     print(f"{paths['md']}\n{paths['html']}")
     return 0
+
+
+def _stdout_summary(tables, answer_text, host_line, ctable, ttable, tls_tabs, over) -> str:
+    """What ``make bench`` prints on stdout: whether the host was quiet, the answer, the main load's table and the
+    other sections' tables."""
+    main_title, main_header, main_rows = next(((t, hd, r) for t, hd, r in tables if t.startswith("10 connections, 1 KiB")),
+                                              tables[0] if tables else ("", [], []))
+    summary = f"{main_title}\n{_md_table(main_header, main_rows)}" if main_rows else "(no finished measurements)"
+    if answer_text:
+        summary = f"{answer_text}\n\n{summary}"
+    if host_line:
+        summary = f"{host_line}\n\n{summary}"
+    if not main_rows and ctable:
+        summary = f"{ctable[0]}\n{_md_table(ctable[1], ctable[2])}"
+    if ttable:
+        summary += f"\n\n{ttable[0]}\n{_md_table(ttable[1], ttable[2])}"
+    for tab in tls_tabs:
+        summary += f"\n\n{tab[0]}\n{_md_table(tab[1], tab[2])}"
+    if over:
+        summary += f"\n\n{over[0]}\n{_md_table(over[2], over[3])}"
+    return summary
 
 
 def _timeline_of(path: Path) -> int:

@@ -26,6 +26,7 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 
+from ..hostload import DISTURBED_SHARE
 from .paired import LEVEL, Slice, SliceError, median_ci, process_cpu_ns, run_slice
 
 # the per-round figures a cell compares between models: slice attribute -> (label, higher is better)
@@ -139,6 +140,7 @@ class ModelRun:
     stopped: str | None = None  # why the model's rounds stopped early (its server died, a slice failed)
     stopped_round: int | None = None
     notes: list[str] = field(default_factory=list)
+    discarded: list[tuple[int, Slice]] = field(default_factory=list)  # (round, slice) of rounds rerun: disturbed
 
 
 @dataclass
@@ -149,10 +151,28 @@ class IdleCheck:
     ns: int = 0
     wall_s: float = 0.0
     worst: tuple[str, float] = ("", 0.0)  # (model, its idle CPU as a fraction of one CPU)
+    # other processes on the run's CPUs (loadgen/hostload.py): a round whose share is beyond ``threshold`` is
+    # rerun, up to ``reruns_allowed`` times a cell; (round, its share) of each rerun and each kept one
+    threshold: float = DISTURBED_SHARE
+    reruns_allowed: int = 0
+    reruns: list[tuple[int, float]] = field(default_factory=list)
+    kept_disturbed: list[tuple[int, float]] = field(default_factory=list)
+    others: dict[str, float] = field(default_factory=dict)  # other processes' names -> CPU seconds in the slices
+    kept_shares: list[float] = field(default_factory=list)  # every kept round's share
 
     def as_dict(self) -> dict:
         return {"cpu_fraction": round(self.ns / 1e9 / self.wall_s, 6) if self.wall_s else None,
                 "worst_model": self.worst[0] or None, "worst_cpu_fraction": round(self.worst[1], 6)}
+
+    def host_dict(self) -> dict:
+        """The cell's rounds against other processes: rerun, kept although disturbed, the threshold."""
+        return {"threshold": self.threshold, "reruns_allowed": self.reruns_allowed,
+                "rerun": [{"round": r + 1, "share": round(x, 4)} for r, x in self.reruns],
+                "kept_disturbed": [{"round": r + 1, "share": round(x, 4)} for r, x in self.kept_disturbed],
+                "disturbed": bool(self.kept_disturbed),
+                "max_round_share": round(max(self.kept_shares, default=0.0), 4),
+                "median_round_share": round(statistics.median(self.kept_shares), 4) if self.kept_shares else 0.0,
+                "busiest": [[n, round(x, 3)] for n, x in sorted(self.others.items(), key=lambda kv: -kv[1])[:3]]}
 
 
 class ServerPool:
@@ -199,18 +219,33 @@ class ServerPool:
         self.servers.clear()
 
 
+def default_reruns(rounds: int) -> int:
+    """Disturbed rounds a cell may rerun: half its rounds, at least 2 (a busy host costs at most 1.5x the time)."""
+    return max(2, rounds // 2)
+
+
+GIVE_UP_AFTER = 3  # disturbed attempts in a row: the host is busy for longer than reruns can wait out
+
+
 def measure_cell(cfg, models: list[str], pool: ServerPool, rounds: int, children: dict[str, bool],
-                 on_slice=None, warm: bool = False) -> tuple[dict[str, ModelRun], IdleCheck, float]:
+                 on_slice=None, warm: bool = False, threshold: float = DISTURBED_SHARE,
+                 max_reruns: int | None = None) -> tuple[dict[str, ModelRun], IdleCheck, float]:
     """Run ``rounds`` rounds of one cell (``cfg``: the LoadConfig of one slice) over ``models``, whose servers
     ``pool`` holds. ``warm``: first one discarded slice per running instance (first connections, first
     allocations). A model whose server dies or whose slice fails stops for the rest of the cell; the others go
-    on. ``on_slice(model, round)`` is called after each slice (progress). Returns per model its ModelRun, the
-    idle check, and the cell's wall time in seconds."""
+    on. ``on_slice(model, round)`` is called after each slice (progress).
+
+    A round whose slices' CPUs lost more than ``threshold`` of their time to other processes (or to steal;
+    :func:`host_share`, loadgen/hostload.py) is discarded and run again in the same order, up to ``max_reruns`` times in the
+    cell (default :func:`default_reruns`), and not after ``GIVE_UP_AFTER`` disturbed attempts in a row (a host
+    busy for longer than that is not waited out: the rest is kept, marked, at little extra time); a round not
+    rerun is kept and recorded as disturbed. Returns per model
+    its ModelRun, the idle and host checks, and the cell's wall time in seconds."""
     runs = {m: ModelRun(m) for m in models}
     for m in models:
         if m in pool.failed:
             runs[m].stopped, runs[m].stopped_round = f"its server could not start: {pool.failed[m]}", 0
-    idle = IdleCheck()
+    idle = IdleCheck(threshold=threshold, reruns_allowed=default_reruns(rounds) if max_reruns is None else max_reruns)
     t0 = time.monotonic()
     if warm:
         for i in range(pool.instances):
@@ -222,7 +257,11 @@ def measure_cell(cfg, models: list[str], pool: ServerPool, rounds: int, children
                     except (SliceError, ProcessLookupError) as exc:
                         runs[m].stopped, runs[m].stopped_round = f"its warm-up slice failed: {exc}", 0
     previous = None
-    for r, order in enumerate(plan_rounds(models, rounds, pool.instances)):
+    plan = plan_rounds(models, rounds, pool.instances)
+    r = in_a_row = 0
+    while r < len(plan):
+        order = plan[r]
+        begun = {m: len(runs[m].slices) for m in models}
         for m, inst in order:
             run = runs[m]
             if run.stopped is not None:
@@ -258,9 +297,23 @@ def measure_cell(cfg, models: list[str], pool: ServerPool, rounds: int, children
                     idle.worst = (key[0], frac)
             idle.wall_s += dt * len(after)
             run.slices.append(sl)
+            for name, secs in (sl.host or {}).get("busiest") or ():
+                idle.others[name] = idle.others.get(name, 0.0) + secs
             previous = s
             if on_slice:
                 on_slice(m, r)
+        worst = host_share([x for m in models for x in runs[m].slices[begun[m]:]])
+        in_a_row = in_a_row + 1 if worst > threshold else 0
+        if worst > threshold:
+            if len(idle.reruns) < idle.reruns_allowed and in_a_row < GIVE_UP_AFTER:
+                idle.reruns.append((r, worst))
+                for m in models:
+                    runs[m].discarded += [(r, x) for x in runs[m].slices[begun[m]:] if x is not None]
+                    del runs[m].slices[begun[m]:]
+                continue  # the same round again
+            idle.kept_disturbed.append((r, worst))
+        idle.kept_shares.append(worst)
+        r += 1
     return runs, idle, time.monotonic() - t0
 
 
@@ -274,8 +327,50 @@ def _cpu_of(servers: list[tuple[str, object]], children: dict[str, bool]) -> dic
     return out
 
 
+def host_share(slices: list[Slice | None]) -> float:
+    """Other processes' share of the run's CPUs over some slices (a round's): per side, the foreign CPU seconds
+    summed over the slices over their CPUs' wall time summed; the larger side's, plus steal's share. A round,
+    not a slice, is judged: a kernel thread's 25 ms burst is 12% of one 0.2 s slice but lands on one model's
+    ratio in one round, which the median over rounds absorbs; a share that holds over a whole round lands on
+    every model's, and moves the median (docs/bench-paired.md#a-busy-host)."""
+    hosts = [x.host for x in slices if x is not None and x.host]
+    if not hosts:
+        return 0.0
+    wall = sum(h["wall_s"] for h in hosts)
+    if wall <= 0:
+        return 0.0
+    s_n = len(hosts[0].get("server_cpus") or ()) or 1
+    l_n = len(hosts[0].get("loadgen_cpus") or ()) or 1
+    n = len(set(hosts[0].get("server_cpus") or ()) | set(hosts[0].get("loadgen_cpus") or ())) or 1
+    server = sum(h["server_foreign_s"] for h in hosts) / (wall * s_n)
+    loadgen = sum(h["loadgen_foreign_s"] for h in hosts) / (wall * l_n)
+    return max(server, loadgen) + sum(h["steal_s"] for h in hosts) / (wall * n)
+
+
+def host_summary(slices: list[Slice]) -> dict | None:
+    """Other processes' CPU over a model's kept slices (loadgen/hostload.py): each side's share of its CPUs'
+    time (summed seconds over summed wall time), steal's, and the worst slice's. None where no slice measured
+    it."""
+    measured = [x for x in slices if x.host]
+    if not measured:
+        return None
+    wall = sum(x.host["wall_s"] for x in measured)
+
+    def share(key, cpus_key):
+        n = sum(x.host[key] for x in measured)
+        width = len(measured[0].host.get(cpus_key) or ()) or 1
+        return round(n / (wall * width), 5) if wall > 0 else 0.0
+
+    steal = sum(x.host["steal_s"] for x in measured)
+    ncpu = len(set(measured[0].host.get("server_cpus") or ()) | set(measured[0].host.get("loadgen_cpus") or ())) or 1
+    return {"server_foreign_share": share("server_foreign_s", "server_cpus"),
+            "loadgen_foreign_share": share("loadgen_foreign_s", "loadgen_cpus"),
+            "steal_share": round(steal / (wall * ncpu), 5) if wall > 0 else 0.0,
+            "worst_slice_share": round(max(x.disturbance for x in measured), 5), "slices": len(measured)}
+
+
 def summarise(runs: dict[str, ModelRun], reference: str, instances: int, transport: str, conns: int,
-              size: int) -> list[dict]:
+              size: int, disturbed: bool = False) -> list[dict]:
     """Per model, the cell's summary: medians with their 95% intervals, ratios to ``reference`` taken round by
     round, the user/kernel split, the verdicts, every pair's ratio interval (for tiers), and the spread between
     the model's server instances. Same keys as the fresh-trials mode's cells where they mean the same."""
@@ -321,6 +416,10 @@ def summarise(runs: dict[str, ModelRun], reference: str, instances: int, transpo
         failures = [{"trial": run.stopped_round or 0, "reason": run.stopped}] if run.stopped else []
         out.append({
             "model": m, "transport": transport, "conns": conns, "size": size, "status": status, "mode": "paired",
+            # other processes on the run's CPUs over the kept slices; disturbed: the cell kept a round in which
+            # they took more than the threshold (its ratios are shown, not tiered or ranked)
+            "host": host_summary(ok), "disturbed": disturbed,
+            "reruns": len(run.discarded),  # its slices in rounds discarded and run again (other processes)
             "trials_ok": len(ok), "trials": len(run.slices), "rounds": len(run.slices), "failures": failures,
             "notes": run.notes,
             "median": {
