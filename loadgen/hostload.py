@@ -268,17 +268,13 @@ QUIET_HOST_HELP = ("refuse to start (exit 3) while other processes use more than
                    "naming the busiest (loadgen/hostload.py)")
 
 
-def refuse_if_busy(prog: str) -> bool:
-    """``--quiet-host`` for a suite command: True (after one line on stderr) when other processes use the CPUs its
+def refuse_if_busy(prog: str, cpus) -> bool:
+    """``--quiet-host`` for a command: True (after one line on stderr) when other processes use ``cpus``, those its
     servers and load generator would be pinned to."""
     import sys
 
-    from .config import LoadConfig
-    from .runner import plan_cpus
-
-    client, server = plan_cpus(LoadConfig(server="placeholder"))
     try:
-        require_quiet((*client, *server))
+        require_quiet(cpus)
     except HostBusy as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return True

@@ -60,6 +60,12 @@ def plan_cpus(cfg: LoadConfig) -> tuple[tuple[int, ...], tuple[int, ...] | None]
     return usable[half:], usable[:half]
 
 
+def suite_cpus() -> tuple[int, ...]:
+    """Every CPU a suite command pins its servers and load generator to (``--quiet-host`` watches them)."""
+    client, server = plan_cpus(LoadConfig(server="placeholder"))
+    return tuple(sorted(set(client) | set(server or ())))
+
+
 def connect_budget_s(cfg: LoadConfig, conns: int) -> float:
     """How long ``conns`` connections over ``cfg.workers`` processes may take to connect, all told."""
     return cfg.connect_timeout * max(1, conns / 256 / cfg.workers) + 10

@@ -122,3 +122,20 @@ def test_a_tiny_bench_never_counts_its_own_processes_as_other_processes(tmp_path
     # tolerance: /proc/stat's 10 ms units on each CPU at both ends, and 5% of the slices' time
     assert reported <= max(0.0, independent) + 0.02 * os.cpu_count() + 0.05 * slices_s, (reported, independent, tree)
     assert "## The host" in (run / "report.md").read_text().split("## The answer")[0]
+
+
+@pytest.mark.parametrize("command", [["loadgen/run.py", "--server", "asyncio-protocol", "--duration", "0.2"],
+                                     ["-m", "loadgen.suite.bench", "--matrix", "default"],
+                                     ["-m", "loadgen", "overload"]])
+def test_quiet_host_refuses_to_start_beside_a_busy_loop_and_names_it(command, tmp_path):
+    client, server = _cpus()
+    hog = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {%d})\nwhile True: pass" % server[0]])
+    try:
+        out = subprocess.run([sys.executable, *command, "--quiet-host", "--results" if "-m" in command else "--json",
+                              str(tmp_path / "out")], cwd=ROOT_DIR, capture_output=True, text=True, timeout=120)
+    finally:
+        hog.kill()
+        hog.wait(timeout=30)
+    assert out.returncode == 3, out
+    assert len(out.stderr.splitlines()) == 1 and "--quiet-host: other processes used" in out.stderr, out.stderr
+    assert "python" in out.stderr and not out.stdout and not (tmp_path / "out").exists()

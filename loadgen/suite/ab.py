@@ -491,8 +491,11 @@ def parse_config(argv=None, prog: str = "python -m loadgen ab") -> AbConfig:
 
 def main(argv=None, prog: str = "python -m loadgen ab") -> int:
     cfg = parse_config(argv, prog)
-    if cfg.quiet_host and hostload.refuse_if_busy(prog):
-        return 3
+    if cfg.quiet_host:
+        from ..runner import suite_cpus
+
+        if hostload.refuse_if_busy(prog, suite_cpus()):
+            return 3
 
     def log(msg: str) -> None:
         if not cfg.quiet:

@@ -191,3 +191,16 @@ def test_a_host_busy_for_longer_than_reruns_can_wait_is_not_waited_out(monkeypat
     # 4 reruns allowed, but the third disturbed attempt in a row gives up: every round is kept, marked
     assert rd.default_reruns(8) == 4 and len(idle.reruns) == rd.GIVE_UP_AFTER - 1
     assert len(idle.kept_disturbed) == 8 and len(calls) == (8 + rd.GIVE_UP_AFTER - 1) * 2
+
+
+def test_the_ab_and_pythons_reports_say_whether_their_rounds_were_disturbed():
+    from loadgen.suite.ab import host_line
+
+    quiet = {"threshold": 0.05, "rerun": [{"round": 3, "share": 0.2}], "kept_disturbed": [], "disturbed": False,
+             "max_round_share": 0.021}
+    busy = {**quiet, "kept_disturbed": [{"round": 5, "share": 0.31}], "disturbed": True}
+    assert host_line({"a": {"host": quiet}}).startswith("The host was quiet: other processes took at most 2.1%")
+    assert "1 was" in host_line({"a": {"host": quiet}})
+    line = host_line({"a": {"host": quiet}, "b": {"host": busy}})
+    assert line.startswith("**Disturbed**") and "b (1 rounds, up to 31%)" in line and "a (" not in line
+    assert host_line({"a": {}}) == "Other processes on the run's CPUs: not measured."
