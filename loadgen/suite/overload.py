@@ -130,7 +130,10 @@ def measure_model(m: str, cfg: OverloadConfig, out_dir: Path, log) -> dict:
             "incomplete_reason": res["incomplete_reason"], "verdict": res["verdict"],
             "loadgen_pct": res["cpu"].get("loadgen_pct"), "engine": res["engine"]["name"],
             "rss_start_mb": rss[0] if rss else None, "rss_peak_mb": max(rss) if rss else None,
-            "rss_end_mb": rss[-1] if rss else None, "elapsed_s": round(time.monotonic() - t0, 1)}
+            "rss_end_mb": rss[-1] if rss else None, "elapsed_s": round(time.monotonic() - t0, 1),
+            # other processes on the run's CPUs during the profile (loadgen/hostload.py): a spike measured beside
+            # them says as much about them as about the model
+            "host": res.get("host")}
 
 
 def summary(entries: list[dict]) -> list[str]:
@@ -154,6 +157,13 @@ def summary(entries: list[dict]) -> list[str]:
             out.append(f"**Fastest to recover** from the {s['times_capacity']:g}x spike, tied at {best:g} s after it "
                        f"ended (p99 back under {_us(s['p99_limit_us'])}): "
                        + ", ".join(f"`{x['model']}` (peak p99 {_us(y['peak_p99_us'])})" for x, y in tied) + ".")
+    busy = [(e["model"], e["host"]["worst_share"]) for e in entries
+            if (e.get("host") or {}).get("worst_share", 0.0) > hostload.DISTURBED_SHARE]
+    if busy:
+        out.insert(0, "**Disturbed**: other processes took the run's CPUs during the profile of "
+                   + ", ".join(f"`{m}` ({x:.0%})" for m, x in busy)
+                   + f" (beyond {hostload.DISTURBED_SHARE:.0%}): their latency, backlog and recovery were measured "
+                     "beside them; run again on a quiet host before comparing them.")
     never = [e["model"] for e, s in first if s["recover_s"] is None]
     if never:
         out.append("Not recovered before the run ended: " + ", ".join(f"`{m}`" for m in never) + ".")

@@ -43,6 +43,11 @@ def test_the_summary_names_the_fastest_recovery_and_the_largest_growth_with_figu
     tie = ov.summary([_entry("a", 0.1, 1.0, p99=2000.0), _entry("b", 0.1, 1.0), _entry("c", 0.4, 1.0)])
     assert tie[0] == ("**Fastest to recover** from the 2x spike, tied at 0.1 s after it ended (p99 back under 1.0 ms): "
                       "`a` (peak p99 2.0 ms), `b` (peak p99 5.0 ms).")
+    # a profile run beside other processes is said first (loadgen/hostload.py)
+    busy = ov.summary([{**_entry("a", 0.8, 1.0), "host": {"worst_share": 0.31}},
+                       {**_entry("b", 0.3, 1.0), "host": {"worst_share": 0.01}}])
+    assert busy[0].startswith("**Disturbed**: other processes took the run's CPUs during the profile of `a` (31%)")
+    assert "`b`" not in busy[0] and busy[1].startswith("**Fastest to recover**")
 
 
 @pytest.mark.parametrize("argv, fragment", [(["--spikes", "2,x"], "multiples of the capacity"),
