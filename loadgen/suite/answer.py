@@ -121,7 +121,8 @@ def host_text(suite: dict) -> str | None:
     mx = max((h.get("max_round_share") or 0.0 for h in host.values()), default=0.0)
     return (f"**The host was quiet**: in every round kept, other processes took at most {mx:.1%} of the run's CPUs "
             f"(a round beyond {thr:.0%} is discarded and run again"
-            + (f"; {reruns} were: {', '.join(rerun_at)}, the busiest other processes {top}" if reruns else "; none was")
+            + (f"; {reruns} {'was' if reruns == 1 else 'were'}: {', '.join(rerun_at)}, the busiest other processes {top}"
+               if reruns else "; none was")
             + f"); the hypervisor's steal at most {steal:.1%} of a load's CPU time.")
 
 

@@ -204,3 +204,25 @@ def test_the_ab_and_pythons_reports_say_whether_their_rounds_were_disturbed():
     line = host_line({"a": {"host": quiet}, "b": {"host": busy}})
     assert line.startswith("**Disturbed**") and "b (1 rounds, up to 31%)" in line and "a (" not in line
     assert host_line({"a": {}}) == "Other processes on the run's CPUs: not measured."
+
+
+def test_the_reports_first_line_says_quiet_or_which_loads_were_disturbed_and_how_much():
+    from loadgen.suite import answer
+
+    def load(conns, rerun=(), kept=(), mx=0.02):
+        return {"transport": "tcp", "conns": conns, "size": 1024, "threshold": 0.05, "reruns_allowed": 5,
+                "rerun": [{"round": r, "share": 0.3} for r in rerun],
+                "kept_disturbed": [{"round": r, "share": x} for r, x in kept], "disturbed": bool(kept),
+                "max_round_share": mx, "busiest": [["stress-ng-cpu", 1.5], ["kdamond.0", 0.1]]}
+
+    def suite(*loads):
+        return {"paired": {"disturbed_share": 0.05, "host": {f"l{i}": h for i, h in enumerate(loads)}},
+                "cells": [{"host": {"steal_share": 0.004}}]}
+
+    quiet = answer.host_text(suite(load(10), load(100, rerun=[3])))
+    assert quiet.startswith("**The host was quiet**: in every round kept, other processes took at most 2.0%")
+    assert "1 was: 1 at 100 conns x 1 KiB" in quiet and "`stress-ng-cpu`" in quiet and "steal at most 0.4%" in quiet
+    busy = answer.host_text(suite(load(10, rerun=[1, 1], kept=[(1, 0.22), (2, 0.41)], mx=0.41), load(100)))
+    assert busy.startswith("**The host was busy.**") and "at 1 of 2 loads: 10 conns x 1 KiB (2 of its rounds, up to 41%)" in busy
+    assert "not tiered or ranked" in busy and "2 disturbed rounds discarded and rerun" in busy
+    assert answer.host_text({"paired": {}, "cells": []}) is None  # a run from before the host was watched
