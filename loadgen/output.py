@@ -190,7 +190,8 @@ def render_capacity(cap: dict, file=None) -> None:
     lo, hi = cap["bracket"]
     fmt = lambda x: "-" if x is None else f"{x:,.0f}"  # noqa: E731
     if cap["msgs_per_s"] is None:
-        line = "no rate met the SLO" if hi is not None else "capacity not measured: no valid step"
+        # a break the search went above (an idle server's, issue 32) is a break too, if not the bracket's top
+        line = "no rate met the SLO" if hi is not None or cap.get("host_breaks") else "capacity not measured: no valid step"
     else:
         line = f"capacity {cap['msgs_per_s']:,.0f} msgs/s (held at {fmt(lo)}, broke at {fmt(hi)})"
     if not cap["complete"]:

@@ -330,22 +330,26 @@ def test_find_capacity_end_to_end_reports_every_step_and_the_capacity(tmp_path):
         pytest.fail(f"three runs in a row were disturbed by the machine's load: {cap['steps']}")
     assert out.returncode == 0, out.stderr
     assert cap["complete"] and cap["msgs_per_s"] == 1000 and "still holds at max_rate" in cap["stopped"]
-    assert [s["rate"] for s in cap["steps"]] == [500, 1000] and all(s["valid"] and s["meets"] for s in cap["steps"])
+    # the host's latency at a light load first (a tenth of the start rate), apart from the capacity
+    assert cap["steps"][0]["phase"] == "floor" and cap["floor"]["rate"] == 50 and cap["floor"]["latency_us"]["p99"]
+    rest = cap["steps"][1:]
+    assert [s["rate"] for s in rest] == [500, 1000] and all(s["valid"] and s["meets"] for s in rest)
     assert "capacity 1,000 msgs/s" in out.stdout
 
 
 def test_find_capacity_when_no_rate_meets_the_slo(tmp_path):
     out, doc = loadgen(tmp_path, "--server", DEFAULT_MODEL, "--find-capacity", "--slo", "p50=1ns", "--start-rate", "400",
-                       "--max-steps", "2", "--duration", "0.3", "--warmup", "0.1", "--quiet")
+                       "--max-steps", "3", "--duration", "0.3", "--warmup", "0.1", "--quiet")
     assert out.returncode == 3, out.stderr  # stopped by max_steps, said in one line
     cap = doc["result"]["capacity"]
     assert cap["msgs_per_s"] is None and not cap["complete"]
     assert "capacity search incomplete" in out.stderr
-    first = cap["steps"][0]
+    first = cap["steps"][1]  # after the floor step
     if not first["valid"]:  # a loaded machine can spoil the first step (the client waited for its CPU): that
-        assert len(cap["steps"]) == 1 and first["reason"] in cap["stopped"]  # ends the search, with the reason
+        assert len(cap["steps"]) == 2 and first["reason"] in cap["stopped"]  # ends the search, with the reason
         return
-    assert len(cap["steps"]) == 2 and [s["phase"] for s in cap["steps"]] == ["ramp", "descend"]
+    # the break is tried again before it counts (2 of 3): floor, the start rate, its retry; then max_steps
+    assert [s["phase"] for s in cap["steps"]] == ["floor", "ramp", "retry"]
     assert "no rate met the SLO" in out.stdout
 
 
@@ -410,9 +414,10 @@ def test_a_client_that_cannot_offer_the_rate_gets_that_answer_not_a_capacity(tmp
                        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))  # one usable CPU: both sides on it
     assert out.returncode == 3, out.stderr
     cap = doc["result"]["capacity"]
-    assert cap["msgs_per_s"] is None and not cap["complete"] and len(cap["steps"]) == 1
+    steps = [s for s in cap["steps"] if s["phase"] != "floor"]  # the floor, a tenth of the start rate, is apart
+    assert cap["msgs_per_s"] is None and not cap["complete"] and len(steps) == 1
     assert "client cannot offer this rate" in cap["stopped"] and "client cannot offer this rate" in out.stdout
-    assert cap["steps"][0]["valid"] is False
+    assert steps[0]["valid"] is False
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -34,6 +34,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from ..hostload import DISTURBED_SHARE
 from ..stats import CLIENT_SATURATED
 
 MIN_ACHIEVED = 0.99  # below 99% of the planned rate echoed, someone fell behind (see judge)
@@ -45,6 +46,16 @@ CLIENT_LAG_LIMIT_US = 1000.0
 # The client's time runnable but waiting for its CPU (another process had it), as % of the window: at or above
 # this its timing is not its own, and its shortfall cannot be told from the server's.
 CLIENT_WAIT_LIMIT_PCT = 10.0
+# Evidence that a broken step was broken by the host, not the server (issue 32: p99 <= 1 ms came out 677 msgs/s,
+# then 10,834, back to back; the first search's break at 1,000 msgs/s had the server 10% busy and the load
+# generator's own sends late by 101 us at the median, where a client with headroom is late by tens of us):
+HOST_LAG_US = 100.0  # send lag p50 at or above this: the client's own timers woke late (the issue's 101 us; quiet: 10-60)
+HOST_WAIT_PCT = 5.0  # the client waited for its CPU this share of the window: half the mark that makes a step invalid
+IDLE_SERVER_PCT = 50.0  # a server idle half the time builds no queue: a break there is the host's wake-up tail
+BREAK_TRIES = 3  # tries per rate at most: a break is run again before it counts (see _verdict)
+CONFIRM_BREAK = "a break to confirm"  # SearchResult.retried's key for a break that showed no sign of the host
+UP_PAST_IDLE_BREAKS = 2  # breaks with an idle server before anything held: try above them this often, not below
+FLOOR_FRACTION = 0.1  # the floor step's rate, of the start rate (at least MIN_RATE; see search)
 PERCENTILE_KEYS = {"p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p999", "p999": "p999",
                    "p99.99": "p9999", "p9999": "p9999", "max": "max", "mean": "mean"}
 _UNITS = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
@@ -84,6 +95,15 @@ class Invalid(str, enum.Enum):
     CLIENT_LIMIT = "client cannot offer this rate"  # a ceiling for the search, not its end
 
 
+class HostSign(str, enum.Enum):
+    """Why a broken step may say more about the host than about the server (:func:`host_signs`)."""
+
+    FOREIGN = "other processes took the run's CPUs"
+    CLIENT_LAG = "the load generator's sends were late"
+    CLIENT_WAIT = "the load generator waited for its CPU"
+    IDLE_SERVER = "the server was mostly idle"
+
+
 class Stop(str, enum.Enum):
     """Why a search ended before its bracket was within the precision (None: it was)."""
 
@@ -94,6 +114,8 @@ class Stop(str, enum.Enum):
     MAX_STEPS = "max_steps reached"
     STEP_INVALID = "a step was invalid"
     MAX_RATE_HOLDS = "the SLO still holds at max_rate"  # complete: the capacity is at least max_rate
+    # the floor step (a light load) broke the SLO, confirmed: the host's own latency is above it, no capacity here
+    BELOW_FLOOR = "the SLO is below this host's latency at a light load"
 
 
 @dataclass
@@ -113,11 +135,30 @@ class Step:
     reason: str | None = None  # why the step is invalid, for people
     invalid: Invalid | None = None  # why the step is invalid, for the search
     meets: bool | None = None  # every SLO held (None when invalid)
-    phase: str = "ramp"  # ramp, descend, recheck, bisect or confirm
+    phase: str = "ramp"  # floor, ramp, past-idle, descend, recheck, bisect, confirm, or retry (a break run again)
     overload: bool = False  # achieved < planned because the server fell behind (a valid, broken step)
     send_lag_p50_us: float | None = None  # the client's own timer lateness (None: not known)
     loadgen_wait_pct: float | None = None  # the client's time waiting for a CPU, % of the window (None: not known)
     note: str | None = None  # why a valid step counts as broken although its percentiles held
+    host_share: float | None = None  # other processes' share of the run's CPUs in the window (loadgen/hostload.py)
+    host_suspect: list[str] = field(default_factory=list)  # a broken step's signs of the host (HostSign values)
+
+
+def host_signs(step: Step) -> list[HostSign]:
+    """The signs that a broken step was broken by the host: other processes on the run's CPUs beyond the
+    threshold make bench uses, the load generator's sends late or its process waiting for a CPU, or a server
+    that was mostly idle (a queue cannot build in a server that is idle most of the time; the host's wake-up
+    tail can break a p99 there)."""
+    out = []
+    if step.host_share is not None and step.host_share > DISTURBED_SHARE:
+        out.append(HostSign.FOREIGN)
+    if step.send_lag_p50_us is not None and step.send_lag_p50_us >= HOST_LAG_US:
+        out.append(HostSign.CLIENT_LAG)
+    if step.loadgen_wait_pct is not None and step.loadgen_wait_pct >= HOST_WAIT_PCT:
+        out.append(HostSign.CLIENT_WAIT)
+    if step.server_pct is not None and step.server_pct < IDLE_SERVER_PCT and not step.overload:
+        out.append(HostSign.IDLE_SERVER)
+    return out
 
 
 def judge(step: Step, slos: list[Slo]) -> Step:
@@ -172,6 +213,9 @@ class SearchResult:
     steps: list[Step] = field(default_factory=list)
     confirmed: bool | None = None  # with confirm: the capacity held on a second run (None: not asked or not bisected)
     stop: Stop | None = None  # why the search ended early, for code (``stopped`` is the sentence)
+    retried: dict[str, int] = field(default_factory=dict)  # broken steps run again, by the sign that was seen
+    floor: dict | None = None  # the host's latency at a light load, apart from the capacity
+    host_breaks: list[dict] = field(default_factory=list)  # breaks with an idle server the search went above
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -180,14 +224,179 @@ class SearchResult:
         return d
 
 
+def _verdict(tries: list[Step], final: bool) -> bool | None:
+    """A rate's verdict from its valid tries so far: True held, False broke, None not yet decided (try again).
+
+    Two breaks break the rate. A single break with a sign of the host (:func:`host_signs`) is outweighed by one try
+    that holds, so a lone stall costs one retry; a break with no such sign against one hold is a disagreement that
+    a third try decides (2 of 3). ``final`` (no try left): undecided counts as broken, as a single try did before
+    breaks were confirmed, so the search never raises a capacity on a tie."""
+    valid = [t for t in tries if t.valid]
+    held = sum(t.meets is True for t in valid)
+    broke = sum(t.meets is False for t in valid)
+    plain = sum(t.meets is False and not t.host_suspect for t in valid)
+    if held and held > plain:
+        return True
+    if broke >= 2:
+        return False
+    return False if final else None
+
+
+@dataclass
+class _Rate:
+    """One rate's tries and verdict (:meth:`_Trials.run`)."""
+
+    step: Step  # the last valid try; the first try when it was invalid (the search reads its reason)
+    held: bool | None  # the verdict; None when the first try was invalid
+    tries: list[Step]
+    decided: bool  # the verdict came from the rule, not from running out of tries or steps
+
+    @property
+    def valid(self) -> bool:
+        return self.held is not None
+
+    @property
+    def idle_breaks(self) -> bool:
+        """Every break at this rate came with the server mostly idle: the host's wake-up tail, not a queue."""
+        broken = [t for t in self.tries if t.valid and t.meets is False]
+        return bool(broken) and all(HostSign.IDLE_SERVER.value in t.host_suspect for t in broken)
+
+
+class _Trials:
+    """The search's runs: :meth:`one` try at a rate, judged and logged; :meth:`run` a rate's verdict, a break run
+    again (``retry``) until :func:`_verdict` decides (with ``confirm_breaks``). ``steps`` gets every try. Retries
+    are bounded per rate (``BREAK_TRIES``), in all (``max_retries``) and by ``max_steps``."""
+
+    def __init__(self, measure, slos, log, confirm_breaks: bool, max_steps: int, max_retries: int,
+                 steps: list[Step]) -> None:
+        self.measure, self.slos, self.log = measure, slos, log
+        self.confirm_breaks, self.max_steps, self.max_retries, self.steps = confirm_breaks, max_steps, max_retries, steps
+        self.retried: dict[str, int] = {}  # broken tries run again, by the first host sign of the break (or
+        self.verdicts: dict[float, bool] = {}  # CONFIRM_BREAK); rate -> it held, the latest decision per rate
+
+    def one(self, rate: float, phase: str) -> Step:
+        step = judge(self.measure(rate), self.slos)
+        step.phase = phase
+        if step.valid and step.meets is False:
+            step.host_suspect = [x.value for x in host_signs(step)]
+        self.steps.append(step)
+        state = ("invalid: " + step.reason if not step.valid else "meets the SLO" if step.meets
+                 else f"breaks the SLO ({step.note})" if step.note else "breaks the SLO")
+        self.log(f"capacity: step {len(self.steps)} ({phase}) at {rate:,.0f} msgs/s: {state}"
+                 + (f"; host: {', '.join(step.host_suspect)}" if step.host_suspect else ""))
+        return step
+
+    def run(self, rate: float, phase: str, first: Step | None = None) -> _Rate:
+        """``rate``'s verdict: one try, and with ``confirm_breaks`` more while :func:`_verdict` is undecided (from
+        ``first``, a try already made, when given)."""
+        tries = [first if first is not None else self.one(rate, phase)]
+        if not tries[0].valid:
+            return _Rate(tries[0], None, tries, True)
+        while (held := _verdict(tries, final=False)) is None:
+            if (not self.confirm_breaks or len(tries) >= BREAK_TRIES or len(self.steps) >= self.max_steps
+                    or sum(self.retried.values()) >= self.max_retries):
+                break
+            last_break = next(t for t in reversed(tries) if t.valid and t.meets is False)
+            why = last_break.host_suspect[0] if last_break.host_suspect else CONFIRM_BREAK
+            self.retried[why] = self.retried.get(why, 0) + 1
+            tries.append(self.one(rate, "retry"))
+            if not tries[-1].valid:  # no verdict from it: the rate's valid tries decide (a break stays a break)
+                break
+        decided = held is not None
+        if held is None:
+            held = _verdict(tries, final=True)
+        self.verdicts[rate] = held
+        return _Rate(next(t for t in reversed(tries) if t.valid), held, tries, decided)
+
+
+def _floor(tries: list[Step], held: bool | None, confirmed: bool) -> dict:
+    """The floor as the result gives it: the host's latency at a light load (its first try), apart from the
+    capacity; ``meets`` is the floor's verdict, ``confirmed`` whether it came from the tries' rule (2 of 3) rather
+    than one try."""
+    f = tries[0]
+    return {"rate": f.rate, "valid": f.valid, "reason": f.reason, "meets": held if f.valid else None,
+            "confirmed": confirmed, "tries": len(tries), "broke": sum(t.meets is False for t in tries),
+            "latency_us": {k: f.latency_us.get(k) for k in ("p50", "p99", "p999", "max")},
+            "server_pct": f.server_pct, "host_share": f.host_share, "send_lag_p50_us": f.send_lag_p50_us,
+            "host_suspect": sorted({h for t in tries for h in t.host_suspect})}
+
+
+class _Floor:
+    """The floor step (the host's latency at a light load), and its verdict once the search needs it."""
+
+    def __init__(self, trials: _Trials, rate: float) -> None:
+        self.trials, self.rate = trials, rate
+        self.first = trials.one(rate, "floor")
+        self.result = _floor([self.first], self.first.meets, False)
+        self.held: bool | None = None  # the verdict, once decided
+
+    @property
+    def broke_once(self) -> bool:
+        return self.first.valid and self.first.meets is False
+
+    def decide(self) -> bool | None:
+        """True held, False broke (a break confirmed as any other: :func:`_verdict`), None: no step left to
+        confirm a break."""
+        if self.held is None:
+            r = self.trials.run(self.rate, "floor", first=self.first)
+            self.result = _floor(r.tries, r.held, r.decided)
+            self.held = r.held if r.decided else None
+        return self.held
+
+
+def _down(x: float, growth: float, fl: _Floor | None) -> tuple[str, float]:
+    """(phase, rate) coming down from a break at ``x`` with nothing held: geometrically, but never past the floor
+    (the floor decides there)."""
+    rate = x / growth
+    if fl is not None and fl.first.valid and rate <= fl.rate:
+        return "floor", fl.rate
+    return "descend", rate
+
+
+def _below_floor(floor: dict, slos: list[Slo]) -> str:
+    """Stop.BELOW_FLOOR's sentence: the floor's rate, its tries, and the SLO's percentiles on its first try."""
+    seen = ", ".join(f"{s.percentile} {floor['latency_us'][s.percentile]:,.0f} us" for s in slos
+                     if floor["latency_us"].get(s.percentile) is not None)
+    return (f"{Stop.BELOW_FLOOR.value}: {floor['rate']:,.0f} msgs/s broke {' and '.join(s.text for s in slos)} in "
+            f"{floor['broke']} of {floor['tries']} tries" + (f" ({seen} on the first)" if seen else "")
+            + "; no capacity is measurable here")
+
+
+def _out_of_steps(phase: str, hi: float | None, host_breaks: list[dict], n: int, max_steps: int) -> tuple[str, Stop]:
+    """Why the search ran out of steps (or of rates to come down to), by the phase it was in."""
+    if phase == "past-idle":  # nothing held: below these breaks and above them
+        where = ", ".join(f"{b['rate']:,.0f}" for b in host_breaks)
+        return (f"no rate meets the SLO within {n} steps, above or below the breaks on a mostly idle server at "
+                f"{where} msgs/s", Stop.NO_RATE_MEETS)
+    if phase in ("descend", "floor"):
+        return f"no rate from {hi:,.1f} msgs/s up meets the SLO within {n} steps", Stop.NO_RATE_MEETS
+    doing = {"ramp": "ramping", "recheck": "rechecking"}.get(phase, "bisecting")
+    return f"max_steps ({max_steps}) reached while {doing}", Stop.MAX_STEPS
+
+
 def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float, precision: float = 0.05,
            growth: float = 2.0, max_steps: int = 20, max_rate: float | None = None, log=lambda msg: None,
-           confirm: bool = False) -> SearchResult:
+           confirm: bool = False, confirm_breaks: bool = False, floor: bool = False,
+           max_retries: int | None = None) -> SearchResult:
     """Ramp geometrically from ``start_rate`` while every SLO holds (or come down while it breaks, and once a
     rate holds run the lowest broken one again: a break before anything held may be the server starting), then
     bisect to ``precision``. With ``confirm``, the rate found is run once more and must hold again: if it breaks, it
     counts as broken and the search goes on below it (a tail percentile on a shared machine can pass once on
     luck; the capacity is then a rate that held twice).
+
+    With ``confirm_breaks`` (issue 32: on this VM a p99 over a short step rests on ~100 slow samples, and one
+    host stall breaks it), a broken step is run again at once (``retry``) before the rate counts as broken
+    (:func:`_verdict`: two breaks break it; a break with a sign of the host is outweighed by one try that holds, any
+    other by two: 2 of 3), at most ``BREAK_TRIES`` tries per rate and ``max_retries`` retries in all (default: half of
+    ``max_steps``; beyond it a break counts on one try). The retries are counted by the sign the break showed.
+    And latency is not assumed to rise with the rate below the first rate that holds: a break while the server
+    was mostly idle, before anything held, sends the search up past it (``past-idle``, up to
+    ``UP_PAST_IDLE_BREAKS`` times), not down; such breaks are kept in ``host_breaks``, never the bracket's top.
+
+    With ``floor``, the first step, at ``FLOOR_FRACTION`` of ``start_rate``, measures the host's latency at a light
+    load, reported apart (``floor``). The search never comes down past it: when it would, the floor decides (a
+    break there retried as any other): if it held, it is the bracket's bottom; if it broke, the search ends
+    (``Stop.BELOW_FLOOR``: the SLO is below what this host gives at a light load) rather than with a tiny rate.
 
     ``measure(rate)`` runs one open-loop step and returns its Step (unjudged); every step is judged here."""
     if not slos:
@@ -198,21 +407,22 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
     lo: float | None = None  # highest valid rate that met every SLO
     hi: float | None = None  # lowest valid rate that broke one
     stopped = None
+    trials = _Trials(measure, slos, log, confirm_breaks, max_steps, max_steps // 2 if max_retries is None else max_retries,
+                     steps)
+    run, verdicts = trials.run, trials.verdicts
+    host_breaks: list[dict] = []  # breaks on an idle server before anything held, that the search went above
 
-    def run(rate: float, phase: str) -> Step:
-        step = judge(measure(rate), slos)
-        step.phase = phase
-        steps.append(step)
-        state = ("invalid: " + step.reason if not step.valid else "meets the SLO" if step.meets
-                 else f"breaks the SLO ({step.note})" if step.note else "breaks the SLO")
-        log(f"capacity: step {len(steps)} ({phase}) at {rate:,.0f} msgs/s: {state}")
-        return step
+    # the floor: a tenth of the start rate is light (make bench starts at half a model's closed-loop rate, so the
+    # server is ~5% busy there and builds no queue) yet, from bench's starts (25k-75k msgs/s), thousands of
+    # samples per step, so its p99 is not one timer tick. Its first try is all it costs unless the search comes
+    # down to it (then a break there is retried before it ends the search)
+    floor_rate = max(MIN_RATE, start_rate * FLOOR_FRACTION)
+    floor_rate = floor_rate if floor_rate < start_rate else None  # a start at MIN_RATE has no lighter load
+    fl = _Floor(trials, floor_rate) if floor and floor_rate is not None else None
 
-    # ramp up while the SLO holds; if the start rate already breaks it, come down until it holds; once a rate
-    # that held and one that broke are known, bisect between them (geometric mean) to the precision. A step the
-    # client could not offer, above a rate that held, carries no verdict on the server but bounds what can be
-    # measured: the search bisects below it (a "ceiling") and, if no valid break turns up, ends with the highest
-    # rate that held as a lower bound, saying the client was the limit. Any other invalid step ends the search.
+    def down_from(x: float) -> tuple[str, float]:
+        return _down(x, growth, fl)
+
     ceiling: float | None = None  # lowest rate the client could not offer, above lo
     ceiling_reason = ""
     stop: Stop | None = None
@@ -225,21 +435,22 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
         top = min(tops) if tops else None
         if phase == "bisect" and top / lo - 1 <= precision:
             if confirm and not confirmed and len(steps) < max_steps:
-                step = run(lo, "confirm")
-                if step.valid and step.meets:
+                r = run(lo, "confirm")
+                if r.valid and r.held:
                     confirmed = True
-                elif step.valid:  # broke on the second run: not a rate it sustains; go on below it
+                elif r.valid:  # broke on the second run: not a rate it sustains; go on below it
                     failed.add(lo)
                     hi = lo if hi is None else min(hi, lo)
-                    held = [x.rate for x in steps if x.valid and x.meets and x.rate < hi and x.rate not in failed]
+                    held = [x for x, ok in verdicts.items() if ok and x < hi and x not in failed]
                     lo = max(held) if held else None
                     if lo is None:
-                        phase, rate = "descend", hi / growth
+                        phase, rate = down_from(hi)
                     else:
                         rate = math.sqrt(lo * hi)
                     continue
                 else:
-                    stopped, stop = f"the confirmation of {lo:,.0f} msgs/s is invalid: {step.reason}", Stop.CONFIRMATION_INVALID
+                    stopped = f"the confirmation of {lo:,.0f} msgs/s is invalid: {r.step.reason}"
+                    stop = Stop.CONFIRMATION_INVALID
                     break
             elif confirm and not confirmed:
                 stopped, stop = f"max_steps ({max_steps}) reached before the capacity was confirmed", Stop.UNCONFIRMED
@@ -249,14 +460,23 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
                            f"up to {lo:,.0f}: the capacity is at least that")
                 stop = Stop.CLIENT_CEILING
             break
-        if len(steps) >= max_steps or rate < MIN_RATE:
-            stopped = (f"no rate from {hi:,.1f} msgs/s up meets the SLO within {len(steps)} steps" if phase == "descend"
-                       else f"max_steps ({max_steps}) reached while "
-                       + {"ramp": "ramping", "recheck": "rechecking"}.get(phase, "bisecting"))
-            stop = Stop.NO_RATE_MEETS if phase == "descend" else Stop.MAX_STEPS
+        if phase == "floor":  # the search came down to the floor: its verdict, a break there confirmed first
+            # (a floor that held, then broke when confirmed as the capacity, leaves nothing below to come down to)
+            held = fl.decide() if fl.rate not in failed else None
+            if held:  # a rate that held: the bracket's bottom
+                lo = fl.rate
+                phase, rate = "bisect", math.sqrt(lo * hi)
+                continue
+            if held is False:
+                stopped, stop = _below_floor(fl.result, slos), Stop.BELOW_FLOOR
+                break
+            # undecided (no step was left to confirm the floor's break) or failed: the search ends as out of steps
+        if len(steps) >= max_steps or rate < MIN_RATE or phase == "floor":
+            stopped, stop = _out_of_steps(phase, hi, host_breaks, len(steps), max_steps)
             break
-        step = run(rate, phase)
-        if not step.valid:
+        r = run(rate, phase)
+        step = r.step
+        if not r.valid:
             if lo is not None and rate > lo and step.invalid is Invalid.CLIENT_LIMIT:
                 if ceiling is None or rate < ceiling:
                     ceiling, ceiling_reason = rate, step.reason
@@ -264,16 +484,16 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
                 continue
             stopped, stop = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}", Stop.STEP_INVALID
             break
-        if step.meets:
+        if r.held:
             lo = rate
             if phase == "recheck":  # the break did not repeat: it said nothing about the rate
                 hi = None
         else:
-            hi = rate
-        if phase == "descend" and step.meets and not rechecked:
+            hi = rate if hi is None else min(hi, rate)
+        if phase == "descend" and r.held and not rechecked and not confirm_breaks:
             # the rate above broke before any rate had held: a server still starting or a stall of the host breaks
             # a first step as surely as a rate beyond the server. Run it once more before it caps the search (once
-            # per search): if it holds now, the search ramps up from it
+            # per search): if it holds now, the search ramps up from it. (With confirm_breaks it was run again.)
             rechecked = True
             phase, rate = "recheck", hi
             continue
@@ -285,14 +505,27 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
                 stopped, stop = f"the SLO still holds at max_rate ({max_rate:,.0f} msgs/s)", Stop.MAX_RATE_HOLDS
                 break
             rate = rate * growth if max_rate is None else min(rate * growth, max_rate)
-        else:  # broke with nothing held yet: down
-            phase, rate = "descend", hi / growth
+        elif (confirm_breaks and r.idle_breaks and len(host_breaks) < UP_PAST_IDLE_BREAKS
+              and (max_rate is None or rate < max_rate)):
+            # broke (confirmed) with nothing held yet, on a server mostly idle: a busier step may hold (the host's
+            # wake-up tail breaks a light load), so try above it; the break is kept apart, never the bracket's top
+            host_breaks.append({"rate": rate, "latency_us": {k: step.latency_us.get(k) for k in ("p50", "p99", "max")},
+                                "server_pct": step.server_pct,
+                                "host_suspect": sorted({h for t in r.tries for h in t.host_suspect})})
+            hi = None
+            phase, rate = "past-idle", rate * growth if max_rate is None else min(rate * growth, max_rate)
+        else:  # broke with nothing held yet: down, from the lowest break
+            hi = min([hi] + [b["rate"] for b in host_breaks])
+            # above the idle server's breaks nothing held either: if the light load broke too, the floor decides now
+            # (the rates below those breaks are lighter still), not after a descent through them
+            phase, rate = ("floor", fl.rate) if host_breaks and fl is not None and fl.broke_once else down_from(hi)
     complete = stop in (None, Stop.MAX_RATE_HOLDS)
     if confirm and lo is not None and not confirmed and complete:
         confirmed = None  # max_rate reached: nothing bisected to confirm
     res = SearchResult([s.text for s in slos], precision, lo, (lo, hi), complete, stopped, steps)
     res.confirmed = confirmed if confirm else None
     res.stop = stop
+    res.retried, res.floor, res.host_breaks = trials.retried, fl.result if fl is not None else None, host_breaks
     return res
 
 
@@ -305,7 +538,8 @@ def step_of(rate: float, doc: dict) -> Step:
                 latency_uncorrected_us=r["latency_uncorrected_us"], verdict=r["verdict"], complete=r["complete"],
                 failures=r["integrity_failures"] + sum(r["errors"].values()), loadgen_pct=r["cpu"]["loadgen_pct"],
                 server_pct=r["cpu"]["server_pct"],
-                send_lag_p50_us=(r.get("send_lag_us") or {}).get("p50"), loadgen_wait_pct=r["cpu"].get("loadgen_wait_pct"))
+                send_lag_p50_us=(r.get("send_lag_us") or {}).get("p50"), loadgen_wait_pct=r["cpu"].get("loadgen_wait_pct"),
+                host_share=(r.get("host") or {}).get("worst_share"))
 
 
 MAX_SWEEP = 50  # rates in one --sweep
@@ -426,7 +660,7 @@ def find(cfg, log) -> tuple[dict, int]:
     at = None
     if cfg.find_capacity:
         res = search(stepper.measure, slos, cfg.start_rate, cfg.precision, max_steps=cfg.max_steps,
-                     max_rate=cfg.max_rate, log=log, confirm=cfg.confirm)
+                     max_rate=cfg.max_rate, log=log, confirm=cfg.confirm, confirm_breaks=True, floor=True)
         at = next((i for i, s in enumerate(res.steps) if s.valid and s.meets and s.rate == res.capacity_msgs_per_s),
                   len(stepper.docs) - 1)
         cap = res.as_dict()

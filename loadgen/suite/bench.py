@@ -258,7 +258,7 @@ def summarise(model: str, conns: int, size: int, docs: list[dict], failures: lis
     }
 
 
-CAPACITY_STEPS_GUESS = 6  # steps per model, for the time estimate only (a search stops when its bracket is tight)
+CAPACITY_STEPS_GUESS = 9  # steps per model, for the time estimate only (a search stops when its bracket is tight)
 
 
 
@@ -310,7 +310,7 @@ def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[
         section["models"][model] = entry
         try:
             res = capacity.search(measure, slos, start, cap["precision"], max_steps=cap["max_steps"], log=lambda m: None,
-                                  confirm=cap.get("confirm", True))
+                                  confirm=cap.get("confirm", True), confirm_breaks=True, floor=True)
             entry.update(res.as_dict())
             display.log(f"bench: capacity {model}: " + (f"{res.capacity_msgs_per_s:,.0f} msgs/s" if res.capacity_msgs_per_s
                         else "none") + (f" ({res.stopped})" if res.stopped else "") + f", {len(res.steps)} steps")

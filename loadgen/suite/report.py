@@ -584,7 +584,29 @@ def capacity_text(cap: dict | None, model: str) -> str:
         text += f" (< {hi:,.0f})"
     if e.get("confirmed") is False:  # held once, broke when run again: the capacity is not a stable figure
         text += " unstable"
+    n = sum((e.get("retried") or {}).values())
+    if n:  # breaks run again before they counted (2 of 3), and the host's breaks the search went above
+        text += f", {n} retried"
+    if e.get("host_breaks"):
+        text += f", {len(e['host_breaks'])} host break{'s' if len(e['host_breaks']) > 1 else ''} skipped"
     return text
+
+
+def floor_text(cap: dict | None) -> str | None:
+    """The host's latency at a light load, per model, apart from the capacities (each search's first step, at a
+    tenth of its start rate): what no server can do better than on this host at that load."""
+    rows = [(m, e["floor"]) for m, e in ((cap or {}).get("models") or {}).items() if (e.get("floor") or {}).get("valid")]
+    if not rows:
+        return None
+    p99 = sorted(f["latency_us"]["p99"] for _m, f in rows if f["latency_us"].get("p99") is not None)
+    if not p99:
+        return None
+    over = [m for m, f in rows if f.get("meets") is False]
+    return (f"**The host's latency floor** (each search's first step, at a tenth of its start rate, "
+            f"{min(f['rate'] for _m, f in rows):,.0f}-{max(f['rate'] for _m, f in rows):,.0f} msgs/s; not a "
+            f"capacity): p99 {p99[0]:,.0f}-{p99[-1]:,.0f} us"
+            + (f"; above {slo_text(cap)} there for " + ", ".join(f"`{m}`" for m in over)
+               + ": at a light load the host, not the server, decides that percentile" if over else "") + ".")
 
 
 def transport_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | None:
@@ -740,6 +762,8 @@ def summary_lines(suite: dict) -> list[str]:
                        f"most msgs/s each model takes while {lt}; one search per model, to {cap['precision']:.0%}; "
                        f"`>=` = a lower bound, the search stopped early): {vals}. Largest {_tier_text(tiers(items, True))} "
                        f"(tied = brackets overlap once each is widened by {CAPACITY_NOISE:.0%}, the noise between runs).")
+        if ft := floor_text(cap):
+            out.append(ft)
         none = [m for m, e in ms.items() if not e.get("msgs_per_s") and (e.get("bracket") or [None, None])[1] is not None]
         if none:
             out.append(f"No rate met {lt} for: " + ", ".join(f"`{m}`" for m in none) + ".")
