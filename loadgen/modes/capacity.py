@@ -22,6 +22,14 @@ limit. Any other invalid step ends the search with the reason and the same lower
 it. With ``confirm`` the rate found is run again and must hold twice. The search is bounded in steps
 (``max_steps``) and by ``max_rate``, and stops by itself.
 
+On this VM a broken step is not always the server's (issue 32: the same search gave 677 msgs/s, then 10,834, back
+to back): an idle vCPU wakes up late, so a light step can break on the host's wake-up tail while a busier one
+holds, and one stall breaks a p99 resting on ~100 slow samples. So (``confirm_breaks``, ``floor``; on in
+``--find-capacity``, ``make bench`` and ``make bench-overload``) a broken step records the host's signs
+(:func:`host_signs`) and is run again before it counts (:func:`_verdict`); a break on a mostly idle server before
+anything held sends the search up, not down; and a first step at a light load measures the host's floor, reported
+apart, below which the search never comes down (if it breaks, confirmed, the search ends: ``Stop.BELOW_FLOOR``).
+
 ``--sweep`` runs open-loop steps at a fixed list of rates (or fractions of the capacity just found), judged
 the same way, for latency-versus-load curves.
 """
@@ -271,8 +279,8 @@ class _Trials:
                  steps: list[Step]) -> None:
         self.measure, self.slos, self.log = measure, slos, log
         self.confirm_breaks, self.max_steps, self.max_retries, self.steps = confirm_breaks, max_steps, max_retries, steps
-        self.retried: dict[str, int] = {}  # broken tries run again, by the first host sign of the break (or
-        self.verdicts: dict[float, bool] = {}  # CONFIRM_BREAK); rate -> it held, the latest decision per rate
+        self.retried: dict[str, int] = {}  # tries run again, by the break's first host sign (or CONFIRM_BREAK)
+        self.verdicts: dict[float, bool] = {}  # rate -> it held: the latest decision per rate
 
     def one(self, rate: float, phase: str) -> Step:
         step = judge(self.measure(rate), self.slos)
@@ -311,8 +319,8 @@ class _Trials:
 
 def _floor(tries: list[Step], held: bool | None, confirmed: bool) -> dict:
     """The floor as the result gives it: the host's latency at a light load (its first try), apart from the
-    capacity; ``meets`` is the floor's verdict, ``confirmed`` whether it came from the tries' rule (2 of 3) rather
-    than one try."""
+    capacity; ``meets`` is the floor's verdict, ``confirmed`` whether :func:`_verdict` decided it (a break run
+    again) rather than its one try."""
     f = tries[0]
     return {"rate": f.rate, "valid": f.valid, "reason": f.reason, "meets": held if f.valid else None,
             "confirmed": confirmed, "tries": len(tries), "broke": sum(t.meets is False for t in tries),
@@ -355,7 +363,7 @@ def _down(x: float, growth: float, fl: _Floor | None) -> tuple[str, float]:
 
 def _below_floor(floor: dict, slos: list[Slo]) -> str:
     """Stop.BELOW_FLOOR's sentence: the floor's rate, its tries, and the SLO's percentiles on its first try."""
-    seen = ", ".join(f"{s.percentile} {floor['latency_us'][s.percentile]:,.0f} us" for s in slos
+    seen = ", ".join(f"{s.text.split('=')[0]} {floor['latency_us'][s.percentile]:,.0f} us" for s in slos
                      if floor["latency_us"].get(s.percentile) is not None)
     return (f"{Stop.BELOW_FLOOR.value}: {floor['rate']:,.0f} msgs/s broke {' and '.join(s.text for s in slos)} in "
             f"{floor['broke']} of {floor['tries']} tries" + (f" ({seen} on the first)" if seen else "")

@@ -312,8 +312,10 @@ def run_capacity(matrix: dict, models: list[str], base: LoadConfig, cells: list[
             res = capacity.search(measure, slos, start, cap["precision"], max_steps=cap["max_steps"], log=lambda m: None,
                                   confirm=cap.get("confirm", True), confirm_breaks=True, floor=True)
             entry.update(res.as_dict())
+            retried = sum(res.retried.values())
             display.log(f"bench: capacity {model}: " + (f"{res.capacity_msgs_per_s:,.0f} msgs/s" if res.capacity_msgs_per_s
-                        else "none") + (f" ({res.stopped})" if res.stopped else "") + f", {len(res.steps)} steps")
+                        else "none") + (f" ({res.stopped})" if res.stopped else "") + f", {len(res.steps)} steps"
+                        + (f" ({retried} retried)" if retried else ""))
             sweep = []
             if cap.get("sweep") and res.capacity_msgs_per_s:
                 for f in cap["sweep"]:

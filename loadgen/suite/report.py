@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
+from ..modes.capacity import Stop, parse_slo
 from ..output import human_size
 from ..result import PAIRED_CELL, RUN, SUITE, DocumentError, check
 from ..stats import BUSY
@@ -571,42 +572,62 @@ def slo_text(cap: dict) -> str:
 def capacity_text(cap: dict | None, model: str) -> str:
     """A model's capacity at the SLO for a table cell: the rate with the bracket it was found in (the highest rate
     that held, the lowest that broke), ``>= rate`` when the search stopped short (a lower bound), ``unstable`` when
-    the rate found broke on its confirmation run, ``none`` when no rate met it, ``-`` when not searched."""
+    the rate found broke on its confirmation run (``unconfirmed``: no step was left for it), ``none`` when no rate met it, ``none: below the host's floor`` when
+    a light load broke it too (confirmed: no capacity is measurable on this host), ``-`` when not searched; then how
+    many broken steps were run again before they counted, and how many breaks on an idle server the search went
+    above (issue 32: the host's, not the server's)."""
     e = (cap or {}).get("models", {}).get(model)
     if e is None:
         return "-"
     v = e.get("msgs_per_s")
     hi = (e.get("bracket") or [None, None])[1]
     if v is None:  # none: a valid step broke the SLO and none met it; otherwise nothing was measured
-        return f"none (< {hi:,.0f})" if hi is not None else "not measured"
-    text = f"{v:,.0f}" if e.get("complete") else f">= {v:,.0f}"
-    if hi is not None:  # the bracket: held at v, broke at hi
-        text += f" (< {hi:,.0f})"
-    if e.get("confirmed") is False:  # held once, broke when run again: the capacity is not a stable figure
-        text += " unstable"
+        if e.get("stop") == Stop.BELOW_FLOOR:
+            text = "none: below the host's floor"
+        elif hi is not None:
+            text = f"none (< {hi:,.0f})"
+        else:
+            text = "none" if e.get("host_breaks") else "not measured"
+    else:
+        text = f"{v:,.0f}" if e.get("complete") else f">= {v:,.0f}"
+        if hi is not None:  # the bracket: held at v, broke at hi
+            text += f" (< {hi:,.0f})"
+        if e.get("confirmed") is False:  # held once, broke when run again: the capacity is not a stable figure
+            text += " unconfirmed" if e.get("stop") == Stop.UNCONFIRMED else " unstable"  # (or no step was left)
     n = sum((e.get("retried") or {}).values())
-    if n:  # breaks run again before they counted (2 of 3), and the host's breaks the search went above
+    if n:
         text += f", {n} retried"
-    if e.get("host_breaks"):
-        text += f", {len(e['host_breaks'])} host break{'s' if len(e['host_breaks']) > 1 else ''} skipped"
+    if k := len(e.get("host_breaks") or ()):
+        text += f", {k} idle-server break{'s' if k > 1 else ''} set aside"
     return text
 
 
+def _ms(us: float) -> str:
+    return f"{us / 1000:,.2f} ms"
+
+
 def floor_text(cap: dict | None) -> str | None:
-    """The host's latency at a light load, per model, apart from the capacities (each search's first step, at a
-    tenth of its start rate): what no server can do better than on this host at that load."""
-    rows = [(m, e["floor"]) for m, e in ((cap or {}).get("models") or {}).items() if (e.get("floor") or {}).get("valid")]
+    """The host's latency at a light load, apart from the capacities: each search's first step, at a tenth of its
+    start rate, where the server is mostly idle and builds no queue, so the host's wake-up tail is what shows.
+    Models whose floor broke the SLO are named, and whether that was confirmed (run again when the search came
+    down to it) or one try."""
+    models = (cap or {}).get("models") or {}
+    rows = [(m, e["floor"]) for m, e in models.items() if (e.get("floor") or {}).get("valid")]
     if not rows:
         return None
-    p99 = sorted(f["latency_us"]["p99"] for _m, f in rows if f["latency_us"].get("p99") is not None)
-    if not p99:
+    slo = parse_slo(cap["slos"][0])
+    label = slo.text.split("=")[0]
+    vals = sorted(f["latency_us"][slo.percentile] for _m, f in rows if f["latency_us"].get(slo.percentile) is not None)
+    if not vals:
         return None
-    over = [m for m, f in rows if f.get("meets") is False]
-    return (f"**The host's latency floor** (each search's first step, at a tenth of its start rate, "
-            f"{min(f['rate'] for _m, f in rows):,.0f}-{max(f['rate'] for _m, f in rows):,.0f} msgs/s; not a "
-            f"capacity): p99 {p99[0]:,.0f}-{p99[-1]:,.0f} us"
-            + (f"; above {slo_text(cap)} there for " + ", ".join(f"`{m}`" for m in over)
-               + ": at a light load the host, not the server, decides that percentile" if over else "") + ".")
+    rates = sorted(f["rate"] for _m, f in rows)
+    lat = _ms(vals[0]) if vals[0] == vals[-1] else f"{vals[0] / 1000:,.2f}-{_ms(vals[-1])}"
+    at = f"{rates[0]:,.0f}" if rates[0] == rates[-1] else f"{rates[0]:,.0f}-{rates[-1]:,.0f}"
+    over = [f"`{m}`" + ("" if f.get("confirmed") else " (one try)") for m, f in rows if f.get("meets") is False]
+    return (f"**The host's latency floor** (apart from the capacities: each search's first step, at a tenth of its "
+            f"start rate, the server mostly idle): {label} {lat} at {at} msgs/s"
+            + (f"; above {slo_text(cap)} there for " + ", ".join(over) + ": at a light load this host's own "
+               "wake-up latency, not the server, decides that percentile" if over else "") + ".")
 
 
 def transport_table(suite: dict) -> tuple[str, list[str], list[list[str]]] | None:
@@ -764,10 +785,15 @@ def summary_lines(suite: dict) -> list[str]:
                        f"(tied = brackets overlap once each is widened by {CAPACITY_NOISE:.0%}, the noise between runs).")
         if ft := floor_text(cap):
             out.append(ft)
-        none = [m for m, e in ms.items() if not e.get("msgs_per_s") and (e.get("bracket") or [None, None])[1] is not None]
+        below = [m for m, e in ms.items() if not e.get("msgs_per_s") and e.get("stop") == Stop.BELOW_FLOOR]
+        if below:  # its floor step broke the SLO, confirmed: a capacity there would be the host's idle tail, not the server's
+            out.append(f"The SLO ({lt}) is below this host's latency at a light load for: " + ", ".join(f"`{m}`" for m in below)
+                       + " (each search's floor step broke it, and again when run again): no capacity is measurable here.")
+        none = [m for m, e in ms.items() if not e.get("msgs_per_s") and m not in below
+                and ((e.get("bracket") or [None, None])[1] is not None or e.get("host_breaks"))]
         if none:
             out.append(f"No rate met {lt} for: " + ", ".join(f"`{m}`" for m in none) + ".")
-        unmeasured = [(m, e) for m, e in ms.items() if not e.get("msgs_per_s") and m not in none]
+        unmeasured = [(m, e) for m, e in ms.items() if not e.get("msgs_per_s") and m not in none and m not in below]
         if unmeasured:
             out.append("Capacity not measured (no valid step): " + "; ".join(
                 f"`{m}`: {e.get('stopped') or 'interrupted'}" for m, e in unmeasured) + ".")

@@ -397,3 +397,27 @@ def test_retries_are_capped_in_all():
     r = cap.search(m, SLO, start_rate=1_000, precision=0.05, confirm_breaks=True, max_retries=1, max_steps=40)
     assert sum(r.retried.values()) == 1 and [s.phase for s in r.steps].count("retry") == 1
     assert r.complete and r.bracket[0] <= 5_000 < r.bracket[1]  # beyond the cap a break counts on one try
+
+
+def test_the_report_gives_the_bracket_the_retries_and_the_floor_apart():
+    import json
+
+    from loadgen.suite.report import capacity_text, floor_text, summary_lines
+
+    def entry(m, start):  # as bench.py writes it into suite.json
+        r = cap.search(m, SLO, start, 0.10, max_steps=14, confirm=True, confirm_breaks=True, floor=True)
+        return json.loads(json.dumps(r.as_dict()))
+
+    stall = lambda rate, n: {"extra_us": 2_650.0, "send_lag_p50_us": 101.0} if (rate, n) == (5_000, 1) else 0.0  # noqa: E731
+    section = {"slos": ["p99=1ms"], "conns": 10, "size": 1024, "precision": 0.10,
+               "models": {"held": entry(busy_server(12_000, tail=stall), 5_000),
+                          "hostbound": entry(busy_server(20_000, tail=lambda rate, n: 2_000.0), 1_000)}}
+    held = capacity_text(section, "held")
+    lo, hi = section["models"]["held"]["bracket"]
+    assert held.startswith(f"{lo:,.0f} (< {hi:,.0f})") and held.endswith(f", {sum(section['models']['held']['retried'].values())} retried")
+    assert capacity_text(section, "hostbound") == "none: below the host's floor, 4 retried, 2 idle-server breaks set aside"
+    floor = floor_text(section)
+    assert "p99 0.05-2.05 ms at 100-500 msgs/s" in floor and "`hostbound`" in floor and "`held`" not in floor
+    text = "\n".join(summary_lines({"matrix": {"run": {}}, "cells": [], "capacity": section}))
+    assert "The SLO (p99 <= 1ms) is below this host's latency at a light load for: `hostbound`" in text
+    assert "No rate met" not in text and "not measured" not in text and floor in text
