@@ -180,10 +180,15 @@ def between(a: Snapshot, b: Snapshot, server_cpus, loadgen_cpus, top: int = 3) -
     own = a.own | b.own
     fs = fl = 0.0
     names: dict[str, float] = {}
-    seen_before: dict[int, float] = {}  # parent -> what its children that ended in the window had used by ``a``
+    # what processes that ended in the window had used by ``a``, on the nearest ancestor still alive at ``b``: its
+    # ``cutime`` takes in their whole lives when they are reaped (a child's, and through it a grandchild's)
+    seen_before: dict[int, float] = {}
     for pid, q in a.procs.items():
         if pid not in b.procs:
-            seen_before[q.ppid] = seen_before.get(q.ppid, 0.0) + q.cpu_s + q.children_s
+            up, hops = q.ppid, 0
+            while up in a.procs and up not in b.procs and hops < 64:
+                up, hops = a.procs[up].ppid, hops + 1
+            seen_before[up] = seen_before.get(up, 0.0) + q.cpu_s + q.children_s
     for pid, p in b.procs.items():
         if pid in own:
             continue
@@ -192,6 +197,9 @@ def between(a: Snapshot, b: Snapshot, server_cpus, loadgen_cpus, top: int = 3) -
             continue  # not in the first snapshot, yet older than it: missed there, its time cannot be told
         reaped = p.children_s - (q.children_s if q else 0.0)
         used = p.cpu_s - (q.cpu_s if q else 0.0) + max(0.0, reaped - seen_before.get(pid, 0.0))
+        # no process can have used more than the run's CPUs it may run on, for the whole window (what is left of an
+        # older descendant's life that this window did not see, e.g. one born and gone between two windows)
+        used = min(used, wall * max(1, len(p.allowed & pinned)))
         if used <= 0 or not (p.allowed & pinned):
             continue
         if p.allowed <= s_set and s_set != l_set:

@@ -50,6 +50,18 @@ def test_born_in_the_window_counts_from_zero_gone_is_left_out_reaped_children_co
     assert h.server_foreign_s == pytest.approx(0.375)  # 0.25 reaped by 31 in the window, 0.125 by 32 since birth
 
 
+def test_a_process_tree_that_ends_in_the_window_is_not_counted_again_by_the_ancestor_that_reaps_it():
+    # 50 (a test runner) started 51 (a bench), which started 52 (a server): by the first snapshot 51 had used 3 s
+    # and 52 40 s; both end in the window, 50 reaps the whole tree: 43.5 s, of which 0.5 s in the window
+    a = hl.Snapshot(0.0, {0: 0.0}, {50: hl.Proc(*P(1.0, S)), 51: hl.Proc(*P(3.0, S, ppid=50)),
+                                    52: hl.Proc(*P(40.0, S, ppid=51))}, frozenset(), 1000.0)
+    b = hl.Snapshot(1.0, {0: 0.0}, {50: hl.Proc(*P(1.0, S, children_s=43.5))}, frozenset(), 1100.0)
+    assert hl.between(a, b, S, L).server_foreign_s == pytest.approx(0.5)
+    # and whatever the accounting missed, no process counts for more than the run's CPUs for the whole window
+    c = hl.Snapshot(1.0, {0: 0.0}, {50: hl.Proc(*P(1.0, S, children_s=90.0))}, frozenset(), 1100.0)
+    assert hl.between(a, c, S, L).server_foreign_s == pytest.approx(1.0)  # the server's one CPU x 1 s
+
+
 def test_a_long_lived_child_that_ends_is_not_counted_twice_and_a_missed_process_not_at_all():
     # 33 had used 1.5 s by the first snapshot and 0.25 s more before it ended; its parent 31 reaped all 1.75 s
     a = hl.Snapshot(0.0, {0: 0.0}, {31: hl.Proc(*P(1.0, S)), 33: hl.Proc(*P(1.5, S, ppid=31))}, frozenset(), 1000.0)
