@@ -60,6 +60,10 @@ CLIENT_WAIT_LIMIT_PCT = 10.0
 HOST_LAG_US = 100.0  # send lag p50 at or above this: the client's own timers woke late (the issue's 101 us; quiet: 10-60)
 HOST_WAIT_PCT = 5.0  # the client waited for its CPU this share of the window: half the mark that makes a step invalid
 IDLE_SERVER_PCT = 50.0  # a server idle half the time builds no queue: a break there is the host's wake-up tail
+# A shortfall no stall of the host explains: under 90% of the planned messages echoed while the client kept up is
+# 75 ms of a 0.75 s step behind; such a break counts on its own try (the descents from a closed-loop start rate are
+# most of a search's breaks, and retrying each would spend the steps the bisection needs).
+CLEAR_OVERLOAD = 0.90
 BREAK_TRIES = 3  # tries per rate at most: a break is run again before it counts (see _verdict)
 CONFIRM_BREAK = "a break to confirm"  # SearchResult.retried's key for a break that showed no sign of the host
 UP_PAST_IDLE_BREAKS = 2  # breaks with an idle server before anything held: try above them this often, not below
@@ -235,11 +239,14 @@ class SearchResult:
 def _verdict(tries: list[Step], final: bool) -> bool | None:
     """A rate's verdict from its valid tries so far: True held, False broke, None not yet decided (try again).
 
-    Two breaks break the rate. A single break with a sign of the host (:func:`host_signs`) is outweighed by one try
+    Two breaks break the rate, and so does one in which the server fell far behind (``CLEAR_OVERLOAD``). A single
+    break with a sign of the host (:func:`host_signs`) is outweighed by one try
     that holds, so a lone stall costs one retry; a break with no such sign against one hold is a disagreement that
     a third try decides (2 of 3). ``final`` (no try left): undecided counts as broken, as a single try did before
     breaks were confirmed, so the search never raises a capacity on a tie."""
     valid = [t for t in tries if t.valid]
+    if any(t.overload and t.achieved < CLEAR_OVERLOAD * t.rate for t in valid):
+        return False  # the server fell far behind: no stall of the host does that
     held = sum(t.meets is True for t in valid)
     broke = sum(t.meets is False for t in valid)
     plain = sum(t.meets is False and not t.host_suspect for t in valid)
