@@ -359,6 +359,18 @@ class _Floor:
         return self.held
 
 
+def _a_ceiling(step: Step, lo: float | None, fl: _Floor | None) -> bool:
+    """Whether an invalid step bounds the search rather than ending it: the client could not offer its rate, and a
+    lower rate was offered, one that held (``lo``) or the floor's (``fl``, with ``confirm_breaks``: make bench starts
+    at half the closed-loop rate, which the load generator often cannot offer open loop, its process waiting for
+    its CPU; the capacity, if any, lies below, and the search comes down to it instead of ending with nothing)."""
+    if step.invalid is not Invalid.CLIENT_LIMIT:
+        return False
+    if lo is not None:
+        return step.rate > lo
+    return fl is not None and fl.first.valid and step.rate > fl.rate
+
+
 def _down(x: float, growth: float, fl: _Floor | None) -> tuple[str, float]:
     """(phase, rate) coming down from a break at ``x`` with nothing held: geometrically, but never past the floor
     (the floor decides there)."""
@@ -480,7 +492,7 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
             held = fl.decide() if fl.rate not in failed else None
             if held:  # a rate that held: the bracket's bottom
                 lo = fl.rate
-                phase, rate = "bisect", math.sqrt(lo * hi)
+                phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
                 continue
             if held is False:
                 stopped, stop = _below_floor(fl.result, slos), Stop.BELOW_FLOOR
@@ -492,10 +504,10 @@ def search(measure: Callable[[float], Step], slos: list[Slo], start_rate: float,
         r = run(rate, phase)
         step = r.step
         if not r.valid:
-            if lo is not None and rate > lo and step.invalid is Invalid.CLIENT_LIMIT:
-                if ceiling is None or rate < ceiling:
-                    ceiling, ceiling_reason = rate, step.reason
-                phase, rate = "bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None))
+            if _a_ceiling(step, lo, fl if confirm_breaks else None):
+                ceiling, ceiling_reason = min((ceiling or math.inf, ceiling_reason), (rate, step.reason))
+                phase, rate = (("bisect", math.sqrt(lo * min(x for x in (hi, ceiling) if x is not None)))
+                               if lo is not None else down_from(rate))
                 continue
             stopped, stop = f"step at {rate:,.0f} msgs/s is invalid: {step.reason}", Stop.STEP_INVALID
             break

@@ -421,3 +421,23 @@ def test_the_report_gives_the_bracket_the_retries_and_the_floor_apart():
     text = "\n".join(summary_lines({"matrix": {"run": {}}, "cells": [], "capacity": section}))
     assert "The SLO (p99 <= 1ms) is below this host's latency at a light load for: `hostbound`" in text
     assert "No rate met" not in text and "not measured" not in text and floor in text
+
+
+def test_a_start_rate_the_client_cannot_offer_comes_down_below_it_when_the_floor_was_offered():
+    """make bench starts each search at half the closed-loop rate, which the load generator often cannot offer
+    open loop (its process waits for its CPU): with the floor offered, the search comes down below that ceiling
+    and finds the server's capacity instead of ending with none."""
+    real = busy_server(6_000)
+
+    def measure(rate):
+        step = real(rate)
+        if rate > 20_000:
+            step.loadgen_wait_pct = 12.0  # the client waited for its CPU: invalid, "client cannot offer this rate"
+        return step
+
+    r = cap.search(measure, SLO, start_rate=50_000, precision=0.05, confirm_breaks=True, floor=True, max_steps=30)
+    assert not r.steps[1].valid and "client cannot offer" in r.steps[1].reason
+    assert r.complete and r.bracket[0] <= 6_000 < r.bracket[1] and r.bracket[1] / r.bracket[0] - 1 <= 0.05
+    # without a floor the client ceiling ends the search at once, as before
+    plain = cap.search(measure, SLO, start_rate=50_000, precision=0.05, confirm_breaks=True, max_steps=30)
+    assert plain.capacity_msgs_per_s is None and plain.stop is cap.Stop.STEP_INVALID
