@@ -1088,7 +1088,8 @@ def readme_block(run_dir: Path) -> str:
     head = (f"`make bench` at commit {(env.get('git_commit') or '?')[:7]}, run `{Path(run_dir).resolve().name}` ({when}), "
             f"on {env.get('cpu_model')}: server on CPU {','.join(map(str, suite['pinning']['server_cpus']))}, load "
             f"generator on CPU {','.join(map(str, suite['pinning']['loadgen_cpus']))}. From the run's `report.md`:")
-    return f"{head}\n\n{paths['summary'].split(chr(10) + chr(10) + 'Transports')[0]}\n"
+    body = paths["summary"].split("\n\nTransports")[0].replace("\n| model |", "\n\n| model |", 1)  # a table after a blank line
+    return f"{head}\n\n{body}\n"
 
 
 def main(argv=None) -> int:
