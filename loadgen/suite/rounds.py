@@ -327,46 +327,39 @@ def _cpu_of(servers: list[tuple[str, object]], children: dict[str, bool]) -> dic
     return out
 
 
-def host_share(slices: list[Slice | None]) -> float:
-    """Other processes' share of the run's CPUs over some slices (a round's): per side, the foreign CPU seconds
-    summed over the slices over their CPUs' wall time summed; the larger side's, plus steal's share. A round,
-    not a slice, is judged: a kernel thread's 25 ms burst is 12% of one 0.2 s slice but lands on one model's
-    ratio in one round, which the median over rounds absorbs; a share that holds over a whole round lands on
-    every model's, and moves the median (docs/bench-paired.md#a-busy-host)."""
-    hosts = [x.host for x in slices if x is not None and x.host]
-    if not hosts:
-        return 0.0
+def _shares(hosts: list[dict]) -> tuple[float, float, float] | None:
+    """(server, load generator, steal) shares over some windows' host figures (loadgen/hostload.py): each side's
+    foreign CPU seconds summed over the windows, over its CPUs' wall time summed; steal over every pinned CPU's.
+    None without windows or wall time."""
     wall = sum(h["wall_s"] for h in hosts)
-    if wall <= 0:
-        return 0.0
-    s_n = len(hosts[0].get("server_cpus") or ()) or 1
-    l_n = len(hosts[0].get("loadgen_cpus") or ()) or 1
-    n = len(set(hosts[0].get("server_cpus") or ()) | set(hosts[0].get("loadgen_cpus") or ())) or 1
-    server = sum(h["server_foreign_s"] for h in hosts) / (wall * s_n)
-    loadgen = sum(h["loadgen_foreign_s"] for h in hosts) / (wall * l_n)
-    return max(server, loadgen) + sum(h["steal_s"] for h in hosts) / (wall * n)
+    if not hosts or wall <= 0:
+        return None
+    s_cpus, l_cpus = hosts[0].get("server_cpus") or (), hosts[0].get("loadgen_cpus") or ()
+    n = len(set(s_cpus) | set(l_cpus)) or 1
+    return (sum(h["server_foreign_s"] for h in hosts) / (wall * (len(s_cpus) or 1)),
+            sum(h["loadgen_foreign_s"] for h in hosts) / (wall * (len(l_cpus) or 1)),
+            sum(h["steal_s"] for h in hosts) / (wall * n))
+
+
+def host_share(slices: list[Slice | None]) -> float:
+    """Other processes' share of the run's CPUs over some slices (a round's): the larger side's share, plus
+    steal's (:func:`_shares`). A round, not a slice, is judged: a kernel thread's 25 ms burst is 12% of one 0.2 s
+    slice but lands on one model's ratio in one round, which the median over rounds absorbs; a share that holds
+    over a whole round lands on every model's, and moves the median (docs/bench-paired.md#a-busy-host)."""
+    sh = _shares([x.host for x in slices if x is not None and x.host])
+    return 0.0 if sh is None else max(sh[0], sh[1]) + sh[2]
 
 
 def host_summary(slices: list[Slice]) -> dict | None:
     """Other processes' CPU over a model's kept slices (loadgen/hostload.py): each side's share of its CPUs'
-    time (summed seconds over summed wall time), steal's, and the worst slice's. None where no slice measured
-    it."""
+    time, steal's (:func:`_shares`), and the worst slice's. None where no slice measured it."""
     measured = [x for x in slices if x.host]
     if not measured:
         return None
-    wall = sum(x.host["wall_s"] for x in measured)
-
-    def share(key, cpus_key):
-        n = sum(x.host[key] for x in measured)
-        width = len(measured[0].host.get(cpus_key) or ()) or 1
-        return round(n / (wall * width), 5) if wall > 0 else 0.0
-
-    steal = sum(x.host["steal_s"] for x in measured)
-    ncpu = len(set(measured[0].host.get("server_cpus") or ()) | set(measured[0].host.get("loadgen_cpus") or ())) or 1
-    return {"server_foreign_share": share("server_foreign_s", "server_cpus"),
-            "loadgen_foreign_share": share("loadgen_foreign_s", "loadgen_cpus"),
-            "steal_share": round(steal / (wall * ncpu), 5) if wall > 0 else 0.0,
-            "worst_slice_share": round(max(x.disturbance for x in measured), 5), "slices": len(measured)}
+    server, loadgen, steal = _shares([x.host for x in measured]) or (0.0, 0.0, 0.0)
+    return {"server_foreign_share": round(server, 5), "loadgen_foreign_share": round(loadgen, 5),
+            "steal_share": round(steal, 5), "worst_slice_share": round(max(x.disturbance for x in measured), 5),
+            "slices": len(measured)}
 
 
 def summarise(runs: dict[str, ModelRun], reference: str, instances: int, transport: str, conns: int,
